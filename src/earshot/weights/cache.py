@@ -1,10 +1,7 @@
-"""Known pretrained files, and verified, resumable downloads into the user cache.
+"""Verified, resumable downloads into the user cache.
 
-Each :class:`WeightsEntry` says where a file comes from, the checksum its publisher gives
-(SHA-256 or, for Zenodo, MD5: we record what the source publishes and say which), which
-encoder architectures and converters consume it, the preprocessing the weights were trained
-with, and the source and licence. Files are verified by checksum, never by size: a size can
-match a truncated-then-padded or substituted file, a digest cannot.
+Files are verified by checksum, never by size: a size can match a truncated-then-padded or
+substituted file, a digest cannot.
 
 Downloads stream into ``<cache>/weights/<file>.part``, resume with an HTTP ``Range`` request
 after an interruption (and start over if the server ignores ``Range``), are verified, and only
@@ -28,241 +25,18 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
 from earshot import __version__
 from earshot.errors import WeightsError
-from earshot.registry import Registry
 from earshot.utils import cache_dir as _user_cache_dir
-
-if TYPE_CHECKING:
-    from earshot.audio.frontend import FrontendConfig
+from earshot.weights.entry import WeightsEntry, get_weights, list_weights
 
 log = logging.getLogger(__name__)
 
-HashAlgorithm = Literal["sha256", "md5"]
-HEX_LENGTH: dict[str, int] = {"sha256": 64, "md5": 32}
-CONVERTERS = ("panns", "audioclip_audio", "audioclip_text", "openai_clip_text")
-
 _CHUNK = 1 << 20  # bytes read per network/disk read
-
-
-# --------------------------------------------------------------------------------------------
-# What a registry entry is made of
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Checksum:
-    """A digest as the file's publisher gives it."""
-
-    algorithm: HashAlgorithm  # which hash the publisher gives ("sha256" or "md5")
-    digest: str  # lower-case hex digest of the whole file
-    source: str  # where this value was published (so a reader can check it)
-
-
-@dataclass(frozen=True)
-class AudioPreprocessing:
-    """The audio front end the weights were trained with."""
-
-    sample_rate: int  # Hz the waveform must arrive at
-    frontend: Literal["logmel", "fbsp"]  # PANNs' torchlibrosa log-mel, or ESResNeXt's Fourier basis
-    n_fft: int  # FFT size
-    win_length: int  # analysis window length (samples)
-    hop_length: int  # hop between frames (samples)
-    window: str  # window function
-    n_mels: int | None = None  # mel bands (log-mel front ends only)
-    fmin: float | None = None  # lowest mel edge, Hz (log-mel only)
-    fmax: float | None = None  # highest mel edge, Hz (log-mel only)
-
-    def frontend_config(self) -> "FrontendConfig":
-        """The :class:`FrontendConfig` that reproduces these log-mel settings.
-
-        Lets a PANNs encoder be built from the entry rather than from constants repeated
-        in a second place.
-        """
-        if self.frontend != "logmel":
-            raise WeightsError(f"{self.frontend!r} front end has no log-mel FrontendConfig")
-        from earshot.audio.frontend import FrontendConfig  # lazy: keeps `weights list` light
-
-        return FrontendConfig(sample_rate=self.sample_rate, n_fft=self.n_fft,
-                              win_length=self.win_length, hop_length=self.hop_length,
-                              n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax)
-
-
-@dataclass(frozen=True)
-class TextPreprocessing:
-    """The tokenisation the text weights expect."""
-
-    tokenizer: str  # tokenizer name ("clip_bpe_16e6": CLIP's lower-cased byte-level BPE)
-    context_length: int  # tokens per caption, start/end tokens included
-
-
-@dataclass(frozen=True)
-class Tower:
-    """One encoder a file provides weights for (AudioCLIP's file provides two)."""
-
-    kind: Literal["audio", "text"]  # which encoder registry ``architecture`` lives in
-    architecture: str  # registered encoder name (e.g. "cnn14", "clip_text")
-    converter: str  # which convert_<source>_state_dict turns the file into our layout
-    embed_dim: int  # output width of the tower with these weights
-
-
-@dataclass(frozen=True)
-class WeightsEntry:
-    """A known pretrained file: where it lives, how to verify it, what it is for."""
-
-    name: str  # registry name, e.g. "panns_cnn14"
-    file_name: str  # name on disk, as the publisher names it
-    urls: tuple[str, ...]  # official URL first, then mirrors; tried in order
-    checksum: Checksum | None  # published digest; None: download needs allow_unverified
-    size_bytes: int | None  # size if a source states it (informative only, never a check)
-    towers: tuple[Tower, ...]  # encoders this file feeds; empty for e.g. a tokenizer vocabulary
-    file_format: str  # "torch_pickle", "torchscript" or "gzip_text": how loaders open it
-    source: str  # who published it, and where
-    licence: str  # licence as the source states it
-    audio: AudioPreprocessing | None = None  # for files with an audio tower
-    text: TextPreprocessing | None = None  # for files with a text tower
-
-    @property
-    def architectures(self) -> tuple[str, ...]:
-        """Architecture names of the towers, in order."""
-        return tuple(t.architecture for t in self.towers)
-
-
-WEIGHTS: Registry[WeightsEntry] = Registry("pretrained weights")
-
-
-def register_weights(entry: WeightsEntry) -> WeightsEntry:
-    """Add ``entry`` to the registry (a name registered twice is a ConfigError)."""
-    return WEIGHTS.register(entry.name)(entry)
-
-
-def get_weights(name: str) -> WeightsEntry:
-    """The registered entry called ``name`` (ConfigError listing the known names otherwise)."""
-    return WEIGHTS.get(name)
-
-
-def list_weights() -> list[str]:
-    """Names of all registered pretrained files, sorted."""
-    return WEIGHTS.names()
-
-
-# --------------------------------------------------------------------------------------------
-# The registry. Every URL and checksum below was read from the source cited beside it.
-# --------------------------------------------------------------------------------------------
-
-# PANNs, Zenodo record 3987831 (Kong et al., 2020). The URL form is the one the authors' own
-# scripts use (qiuqiangkong/audioset_tagging_cnn, scripts/0_inference.sh); the second is
-# Zenodo's files API for the same record. Zenodo publishes an MD5 per file; the values were
-# read from the record's metadata as copied into Labbeti/dcase2022task6a
-# (dcase2022task6a/nn/urls.py: "Zenodo link: https://zenodo.org/record/3987831, Hash type: md5")
-# and agree with independent copies of the record metadata in other public repositories.
-# Sizes are Zenodo's stated byte counts where a source quoted them. The record is CC BY 4.0;
-# the code (and the model definitions our encoders mirror) is MIT (LICENSE.MIT).
-_ZENODO = "https://zenodo.org/record/3987831/files/"
-_ZENODO_API = "https://zenodo.org/api/records/3987831/files/"
-_PANNS_MD5_SOURCE = ("Zenodo record 3987831 file metadata (MD5), "
-                     "via Labbeti/dcase2022task6a nn/urls.py")
-_PANNS_SOURCE = ("PANNs (Kong et al., TASLP 2020), github.com/qiuqiangkong/audioset_tagging_cnn; "
-                 "weights: zenodo.org/record/3987831")
-_PANNS_LICENCE = "weights CC BY 4.0 (Zenodo record 3987831); code MIT"
-# pytorch/inference.py defaults and the README commands: 32 kHz, window 1024, hop 320,
-# 64 mel bins, 50-14000 Hz.
-_PANNS_AUDIO = AudioPreprocessing(sample_rate=32000, frontend="logmel", n_fft=1024,
-                                  win_length=1024, hop_length=320, window="hann",
-                                  n_mels=64, fmin=50.0, fmax=14000.0)
-
-
-def _panns(name: str, file_name: str, md5: str, size: int | None, arch: str,
-           dim: int) -> WeightsEntry:
-    quoted = file_name.replace("=", "%3D")
-    return WeightsEntry(
-        name=name, file_name=file_name,
-        urls=(f"{_ZENODO}{quoted}?download=1", f"{_ZENODO_API}{file_name}/content"),
-        checksum=Checksum("md5", md5, _PANNS_MD5_SOURCE), size_bytes=size,
-        towers=(Tower("audio", arch, "panns", dim),), file_format="torch_pickle",
-        source=_PANNS_SOURCE, licence=_PANNS_LICENCE, audio=_PANNS_AUDIO)
-
-
-register_weights(_panns("panns_cnn14", "Cnn14_mAP=0.431.pth",
-                        "541141fa2ee191a88f24a3219fff024e", 327428481, "cnn14", 2048))
-register_weights(_panns("panns_resnet38", "ResNet38_mAP=0.434.pth",
-                        "bf12f36aaabac4e0855e22d3c3239c1b", 299615982, "resnet38", 2048))
-register_weights(_panns("panns_wavegram_logmel_cnn14", "Wavegram_Logmel_Cnn14_mAP=0.439.pth",
-                        "17fa9ab65af3c0eb5ffbc5f65552c4e1", 328692198, "wavegram_logmel_cnn14",
-                        2048))
-register_weights(_panns("panns_cnn10", "Cnn10_mAP=0.380.pth",
-                        "bfb1f1f9968938fa8ef4012b8471f5f6", 25237595, "cnn10", 512))
-register_weights(_panns("panns_cnn6", "Cnn6_mAP=0.343.pth",
-                        "e25e26b84585b14c7754c91e48efc9be", None, "cnn6", 512))
-
-# AudioCLIP (Guzhov et al., 2021). URLs: the v0.1 release named in AndreyGuzhov/AudioCLIP's
-# README. The release is attached to tag v0.1 = commit 611d974 ("create repo"), whose
-# assets/*.pt and assets/*.gz are Git LFS pointers; a pointer's "oid sha256:..." is by the LFS
-# specification the SHA-256 of the file's content, and "size" its byte count. Those are the
-# values below. (Cross-check: the bpe vocabulary pointer's oid equals the SHA-256 of the same
-# vocabulary shipped in the clip-anytorch package; tests/test_weights.py checks it.)
-_AUDIOCLIP_RELEASE = "https://github.com/AndreyGuzhov/AudioCLIP/releases/download/v0.1/"
-_AUDIOCLIP_SHA_SOURCE = "Git LFS pointer oid in AndreyGuzhov/AudioCLIP@611d974 (tag v0.1), assets/"
-_AUDIOCLIP_SOURCE = ("AudioCLIP (Guzhov et al., 2021), github.com/AndreyGuzhov/AudioCLIP, "
-                     "release v0.1")
-_AUDIOCLIP_LICENCE = "MIT (AndreyGuzhov/AudioCLIP LICENSE.md)"
-# model/audioclip.py defaults (n_fft 2048, hop 561, win 1654, blackmanharris) and the 44.1 kHz
-# sample rate of protocols/audioclip-esc50.json.
-_AUDIOCLIP_AUDIO = AudioPreprocessing(sample_rate=44100, frontend="fbsp", n_fft=2048,
-                                      win_length=1654, hop_length=561, window="blackmanharris")
-_CLIP_TEXT = TextPreprocessing(tokenizer="clip_bpe_16e6", context_length=77)
-
-
-def _audioclip(name: str, file_name: str, sha256: str, size: int) -> WeightsEntry:
-    return WeightsEntry(
-        name=name, file_name=file_name, urls=(f"{_AUDIOCLIP_RELEASE}{file_name}",),
-        checksum=Checksum("sha256", sha256, _AUDIOCLIP_SHA_SOURCE + file_name), size_bytes=size,
-        towers=(Tower("audio", "esresnext_fbsp", "audioclip_audio", 1024),
-                Tower("text", "clip_text", "audioclip_text", 1024)),
-        file_format="torch_pickle", source=_AUDIOCLIP_SOURCE, licence=_AUDIOCLIP_LICENCE,
-        audio=_AUDIOCLIP_AUDIO, text=_CLIP_TEXT)
-
-
-register_weights(_audioclip("audioclip_full", "AudioCLIP-Full-Training.pt",
-                            "2441d35b353352c8b1bbfb8f7c687f46314c3d2909e940eaf763b8c17f632c44",
-                            537302068))
-register_weights(_audioclip("audioclip_partial", "AudioCLIP-Partial-Training.pt",
-                            "1921885b6c3b5de0619f2ef4a9700ecbade758a398b34eb064230c30baef0c75",
-                            537302068))
-register_weights(WeightsEntry(
-    name="clip_bpe_vocab", file_name="bpe_simple_vocab_16e6.txt.gz",
-    urls=(f"{_AUDIOCLIP_RELEASE}bpe_simple_vocab_16e6.txt.gz",),
-    checksum=Checksum("sha256", "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a",
-                      _AUDIOCLIP_SHA_SOURCE + "bpe_simple_vocab_16e6.txt.gz"),
-    size_bytes=1356917, towers=(), file_format="gzip_text",
-    source="CLIP's BPE vocabulary (OpenAI), as redistributed in " + _AUDIOCLIP_SOURCE,
-    licence="MIT (openai/CLIP LICENSE)", text=_CLIP_TEXT))
-
-# OpenAI CLIP: openai/CLIP clip/clip.py `_MODELS`. The path component before the file name is
-# the file's SHA-256; clip.py's own _download verifies exactly that. The files are TorchScript
-# archives (the loader uses torch.jit.load(...).state_dict()). We use their text towers only.
-_CLIP_URL = "https://openaipublic.azureedge.net/clip/models/"
-_CLIP_SHA_SOURCE = "SHA-256 embedded in the URL path (openai/CLIP clip/clip.py _MODELS)"
-_CLIP_SOURCE = "CLIP (Radford et al., 2021), github.com/openai/CLIP"
-_CLIP_LICENCE = "MIT (openai/CLIP LICENSE)"
-
-
-def _clip(name: str, file_name: str, sha256: str, dim: int) -> WeightsEntry:
-    return WeightsEntry(
-        name=name, file_name=file_name, urls=(f"{_CLIP_URL}{sha256}/{file_name}",),
-        checksum=Checksum("sha256", sha256, _CLIP_SHA_SOURCE), size_bytes=None,
-        towers=(Tower("text", "clip_text", "openai_clip_text", dim),),
-        file_format="torchscript", source=_CLIP_SOURCE, licence=_CLIP_LICENCE, text=_CLIP_TEXT)
-
-
-register_weights(_clip("clip_rn50", "RN50.pt",
-                       "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762", 1024))
-register_weights(_clip("clip_vit_b32", "ViT-B-32.pt",
-                       "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", 512))
 
 
 # --------------------------------------------------------------------------------------------
