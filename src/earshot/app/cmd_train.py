@@ -23,5 +23,8 @@ def train_command(
 
     cfg = load_config(load_yaml(config), set_)
     paths = train(cfg, resume=resume, progress=progress)
-    for name, path in paths.items():
-        typer.echo(f"{name}: {path}")
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:  # under DDP every rank runs this command; one reports
+        for name, path in paths.items():
+            typer.echo(f"{name}: {path}")

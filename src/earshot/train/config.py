@@ -68,6 +68,10 @@ class TrainConfig:
     accelerator: str = "auto"  # Lightning accelerator
     devices: Any = "auto"  # Lightning devices (int, list or "auto"); >1 runs DDP
     num_nodes: int = 1  # Lightning multi-node DDP
+    local_loss: bool = False  # DDP: each rank's loss sees only its own part of the batch
+    # (the old behaviour); default: embeddings and clip ids are gathered from all ranks
+    deterministic: bool | None = None  # Lightning deterministic mode; None = on CPU only
+    log_every_n_steps: int = 10  # how often step metrics (train/loss_step) are logged
     top_k: int = 5  # keep the k best checkpoints by val mAP@10 and average them (AudioCLIP: 5)
     save_every_n_steps: int | None = None  # also write last.ckpt every n steps (resume mid-epoch)
     init_from: str | None = None  # start from this earshot checkpoint (multi-stage training)

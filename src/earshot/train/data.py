@@ -198,3 +198,78 @@ def _load(views: _Views, items: list[tuple[int, int]], num_workers: int) -> list
     if num_workers <= 0 or len(items) < 2:
         return [views[item] for item in items]
     return list(DataLoader(views, batch_size=None, sampler=items, num_workers=num_workers))
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    """(rank, world size) of the running process group; (0, 1) without one. Read when a
+    loader is iterated, i.e. after Lightning has set up DDP, so loaders can be built before."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of caption indices: a per-epoch seeded order cut into global batches of
+    ``batch_size``, of which each rank takes its contiguous ``batch_size / world`` slice.
+
+    The concatenation of the ranks' batches (in rank order) is the batch one process would see
+    with the same seed, so a DDP run and a one-process run take the same optimisation steps
+    (Lightning's DistributedSampler would deal captions out round-robin from another order).
+    The rank is read when iterating, after Lightning has set up DDP.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, drop_last: bool):
+        self.n, self.batch_size, self.seed, self.drop_last = n, batch_size, seed, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _global_batches(self) -> list[list[int]]:
+        _, world = _dist_rank_world()
+        if self.batch_size % world:
+            from earshot.errors import ConfigError
+
+            raise ConfigError(f"batch_size {self.batch_size} is the global batch; it must divide "
+                              f"by the {world} processes")
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=gen).tolist()
+        batches = [order[i:i + self.batch_size] for i in range(0, self.n, self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        # every rank needs the same number of rows for the gathered loss: trim to a multiple
+        batches = [b[:len(b) - len(b) % world] for b in batches]
+        return [b for b in batches if b]
+
+    def __iter__(self):
+        rank, world = _dist_rank_world()
+        for batch in self._global_batches():
+            part = len(batch) // world
+            yield batch[rank * part:(rank + 1) * part]
+
+    def __len__(self) -> int:
+        return len(self._global_batches())
+
+
+def rank_shard(n: int) -> range:
+    """This rank's contiguous share of ``n`` items (``ceil(n / world)`` each, the last ones
+    shorter or empty): shards concatenated in rank order are ``range(n)``."""
+    rank, world = _dist_rank_world()
+    per = -(-n // world)
+    return range(min(n, rank * per), min(n, (rank + 1) * per))
+
+
+class ShardSampler(torch.utils.data.Sampler[int]):
+    """Sequential sampler over :func:`rank_shard` (validation: every item once, no padding,
+    unlike DistributedSampler which repeats items to even out the ranks)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __iter__(self):
+        return iter(rank_shard(self.n))
+
+    def __len__(self) -> int:
+        return len(rank_shard(self.n))

@@ -16,6 +16,7 @@ from earshot.evaluation import evaluate_embeddings
 from earshot.losses import create_loss, uses_temperature
 from earshot.models.biencoder import BiEncoder
 from earshot.train.config import TrainConfig
+from earshot.train.data import rank_shard
 
 MONITOR = "val/t2a/mAP@10"
 
@@ -42,19 +43,38 @@ class RetrievalModule(L.LightningModule):
         audio, text, clip_ids = batch
         a = self.model.project_audio(audio) if self.audio_cached else self.model.encode_audio(audio)
         t = self.model.project_text(text) if self.text_cached else self.model.encode_text(text)  # (B, D)
+        a, t, clip_ids = self._global_batch(a, t, clip_ids)  # (B_global, D) under DDP
         extra = {"temperature": 1.0 / self.model.logit_scale()} if self.loss_takes_temperature else {}
         out = self.loss_fn(a, t, clip_ids, **extra)
-        self.log("train/loss", out.total, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(clip_ids))
+        # sync_dist: ranks' means (equal under the gathered loss; the global mean under local_loss)
+        log = dict(batch_size=len(clip_ids), sync_dist=True)
+        self.log("train/loss", out.total, prog_bar=True, on_step=True, on_epoch=True, **log)
         for name, value in out.parts.items():
-            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(clip_ids))
-        self.log("train/logit_scale", self.model.logit_scale(), on_step=False, on_epoch=True)
+            self.log(f"train/{name}", value, on_step=False, on_epoch=True, **log)
+        self.log("train/logit_scale", self.model.logit_scale(), on_step=False, on_epoch=True, **log)
         return out.total
 
+    def _global_batch(self, a: torch.Tensor, t: torch.Tensor, clip_ids: torch.Tensor):
+        """Every rank's embeddings and clip ids, in rank order (open_clip's gather_features).
+
+        Each rank then computes the same loss over the global batch. The gather passes
+        gradients back (summed over ranks) to the rows each rank produced, and DDP averages
+        the parameter gradients, so the step equals one process's step on the whole batch.
+        Clip ids are table indices, unique across ranks. ``local_loss`` keeps the old
+        per-rank loss (each rank's batch only, gradients averaged by DDP).
+        """
+        if self.cfg.local_loss or self.trainer.world_size == 1:
+            return a, t, clip_ids
+        a = self.all_gather(a, sync_grads=True).flatten(0, 1)  # (W, b, D) -> (W*b, D)
+        t = self.all_gather(t, sync_grads=True).flatten(0, 1)
+        return a, t, self.all_gather(clip_ids).flatten(0, 1)
+
     def on_train_epoch_start(self) -> None:
-        # new crops / views each epoch, reproducibly
-        ds = self.trainer.train_dataloader.dataset if self.trainer.train_dataloader else None
-        if hasattr(ds, "set_epoch"):
-            ds.set_epoch(self.current_epoch)
+        # new crops / views / caption order each epoch, reproducibly
+        loader = self.trainer.train_dataloader
+        for obj in (getattr(loader, "dataset", None), getattr(loader, "batch_sampler", None)):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(self.current_epoch)
 
     # -- validation: encode every clip (steps) and every caption (epoch end), then rank ---------
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -64,19 +84,45 @@ class RetrievalModule(L.LightningModule):
             self._val_audio.append(self.model.encode_audio(batch.audio))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_audio or self.val_table is None:
+        """Rank the whole validation set: each rank embedded its shard of the clips (the
+        loader's ShardSampler) and embeds its shard of the captions; the shards are gathered,
+        so every rank computes and logs the same metrics on every clip and caption once."""
+        if self.val_table is None:
             return
-        audio = torch.cat(self._val_audio)
+        n_clips, n_caps = len(self.val_table), self.val_table.num_captions
+        audio = torch.cat(self._val_audio) if self._val_audio else None
         self._val_audio.clear()
-        if self.text_cached:
-            text = self.model.project_text(self.val_text.to(self.device))
+        shard, width = rank_shard(n_caps), self.cfg.model.embed_dim
+        if not shard:  # an empty shard (fewer captions than ranks)
+            text = torch.zeros((0, width), device=self.device)
+        elif self.text_cached:
+            text = self.model.project_text(self.val_text[shard.start:shard.stop].to(self.device))
         else:
-            text = self.model.embed_text(self.val_table.captions()).to(self.device)
-        if audio.shape[0] != len(self.val_table):  # sanity-check runs see a part of the data
+            text = self.model.embed_text(self.val_table.captions()[shard.start:shard.stop]).to(self.device)
+        if audio is None:  # an empty shard (fewer clips than ranks)
+            audio = torch.zeros((0, width), device=self.device)
+        audio, text = self._gather_shards(audio, n_clips), self._gather_shards(text, n_caps)
+        if audio is None or text is None:  # sanity-check / limited runs see a part of the data
             return
         result = evaluate_embeddings(audio, text, self.val_table)
         for key in ("t2a/R@1", "t2a/R@5", "t2a/R@10", "t2a/mAP@10", "a2t/R@1", "a2t/mAP@10"):
+            # identical on every rank already; sync_dist's mean keeps them so (and quiet)
             self.log(f"val/{key}", result.metrics[key], prog_bar=key == "t2a/mAP@10", sync_dist=True)
+
+    def _gather_shards(self, local: torch.Tensor, total: int) -> torch.Tensor | None:
+        """The rows of all ranks' :func:`rank_shard` shards in order, (total, D); None when
+        the shards do not add up to ``total`` rows (Lightning's limit_val_batches)."""
+        world = self.trainer.world_size
+        per = -(-total // world)
+        expected = len(rank_shard(total))
+        ok = torch.tensor([int(local.shape[0] == expected)], device=self.device)
+        if world == 1:
+            return local if bool(ok) else None
+        if not bool(self.all_gather(ok).min()):
+            return None
+        padded = local.new_zeros((per, local.shape[1]))
+        padded[: local.shape[0]] = local
+        return self.all_gather(padded).reshape(world * per, -1)[:total]
 
     # -- checkpoints: frozen towers are rebuilt from the config, not stored every epoch ------------
     def _frozen_prefixes(self) -> tuple[str, ...]:

@@ -30,6 +30,8 @@ from earshot.train.averaging import average_state_dicts, model_state_from_lightn
 from earshot.train.config import TrainConfig
 from earshot.train.data import (
     CaptionInputs,
+    GlobalBatchSampler,
+    ShardSampler,
     cached_audio_outputs,
     cached_text_outputs,
     collate_inputs,
@@ -93,6 +95,7 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
     last = ckpt_dir / "last.ckpt"
     if resume and not last.is_file():
         raise ConfigError(f"--resume: no {last} to resume from")
+    # workers=True: Lightning seeds every loader worker from (seed, rank, worker)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = _initial_model(cfg)
     if cfg.epochs == 0:  # zero-shot: the (pretrained) model as it is
@@ -118,11 +121,26 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
         precision=_precision(cfg), gradient_clip_val=cfg.optim.grad_clip,
         callbacks=cbs + list(callbacks or []), plugins=[AtomicCheckpointIO()],
         logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
-        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10,
-        num_sanity_val_steps=0, deterministic=False,
+        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=cfg.log_every_n_steps,
+        num_sanity_val_steps=0, deterministic=_deterministic(cfg),
+        # earshot's own samplers split batches and validation across ranks (train/data.py)
+        use_distributed_sampler=False,
     )
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None)
-    return _finish(cfg, module.model, best, out)
+    paths = {"best": out / "best", "averaged": out / "averaged"}
+    if trainer.is_global_zero:  # the other ranks hold the same weights; one process writes
+        paths = _finish(cfg, module.model, best, out)
+    trainer.strategy.barrier("earshot-finish")  # a next stage reads averaged/ on every rank
+    return paths
+
+
+def _deterministic(cfg: TrainConfig) -> bool:
+    """Lightning's deterministic mode where it is cheap: on CPU always (same seed, same
+    machine, same metrics); on GPUs only when asked, since deterministic cuDNN/cuBLAS kernels
+    can cost a lot of speed."""
+    if cfg.deterministic is not None:
+        return cfg.deterministic
+    return cfg.accelerator == "cpu" or (cfg.accelerator == "auto" and not torch.cuda.is_available())
 
 
 def _initial_model(cfg: TrainConfig) -> BiEncoder:
@@ -161,11 +179,10 @@ def _loaders(cfg: TrainConfig, model: BiEncoder, progress: bool):
     text = cached_text_outputs(model, train_table, root, progress) if cfg.text_cached else None
     inputs = CaptionInputs(train_table.caption_clip_indices(), audio_views, waves, text,
                            None if cfg.text_cached else train_table.captions(), cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     workers = 0 if cfg.audio_cached else d.num_workers
-    train_loader = DataLoader(inputs, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                              num_workers=workers, collate_fn=collate_inputs,
-                              drop_last=len(inputs) > cfg.batch_size)
+    # batch_size is the global batch: under DDP each rank loads its slice of it
+    batches = GlobalBatchSampler(len(inputs), cfg.batch_size, cfg.seed, drop_last=len(inputs) > cfg.batch_size)
+    train_loader = DataLoader(inputs, batch_sampler=batches, num_workers=workers, collate_fn=collate_inputs)
     if val_table is None:
         return train_loader, None, None, None
 
@@ -173,12 +190,13 @@ def _loaders(cfg: TrainConfig, model: BiEncoder, progress: bool):
     if cfg.audio_cached:
         va = cached_audio_outputs(model, val_table, d.val.audio_dir, root, seconds=d.eval_seconds,
                                   views=1, train=False, **common)
-        val_loader = DataLoader(va[:, 0], batch_size=256)  # (b, Da) batches of cached outputs
+        # (b, Da) batches of cached outputs; under DDP each rank takes a contiguous shard
+        val_loader = DataLoader(va[:, 0], batch_size=256, sampler=ShardSampler(len(val_table)))
     else:
         vds = ClipDataset(val_table, d.val.audio_dir, "waveform", model.sample_rate, d.eval_seconds,
                           cache=_waveform_cache(cfg, d.val.audio_dir, val_table, model.sample_rate, progress))
         val_loader = DataLoader(vds, batch_size=16 if d.eval_seconds else 1, num_workers=d.num_workers,
-                                collate_fn=collate_clips)
+                                sampler=ShardSampler(len(vds)), collate_fn=collate_clips)
     return train_loader, val_loader, val_table, val_text
 
 
