@@ -63,7 +63,7 @@ def test_scores_by_hand(gt, sub):
     #   R@5  = (1+1+1+0+1+1+1+1+1)/9 = 8/9
     #   R@10 = 9/9
     #   AP@10 = 1, 1/2, 1/5, 1/10, 1/3, 1, 1, 1/4, (1/2 + 2/6)/2 = 5/12 -> sum 4.8 -> 4.8/9
-    s = score_submission(gt, sub)
+    s = score_submission(gt, sub, relevance="caption")
     assert s["n_queries"] == 9
     assert s["R@1"] == pytest.approx(3 / 9)
     assert s["R@5"] == pytest.approx(8 / 9)
@@ -72,6 +72,37 @@ def test_scores_by_hand(gt, sub):
     # R@1 values: three 1s, six 0s -> std(ddof=1) = 0.5, SE = 0.5/3
     assert s["R@1/ci95"] == pytest.approx(Z95 * 0.5 / 3)
     assert s["R@10/ci95"] == 0.0
+
+
+def test_clip_rule_scores_each_caption_for_its_own_file(gt, sub):
+    # "wind" is two queries answered by the same row: f8 at rank 2, f9 at rank 6
+    #   R@1 = 3/10, R@5 = 8/10 (f9's query misses), R@10 = 10/10
+    #   AP@10 = 1, 1/2, 1/5, 1/10, 1/3, 1, 1, 1/4, 1/2, 1/6 -> sum 5.05 -> 5.05/10
+    s = score_submission(gt, sub)  # clip is the default, as in earshot evaluate
+    assert s["n_queries"] == 10
+    assert s["R@1"] == pytest.approx(0.3) and s["R@5"] == pytest.approx(0.8)
+    assert s["mAP@10"] == pytest.approx(0.505)
+
+
+def test_relevance_file_replaces_the_captions(gt, sub, tmp_path):
+    # DCASE 2025 metadata_eval.csv layout: "wind" -> f8 and f9, "rain" -> 'quo"te.wav' and f3.wav
+    rel = tmp_path / "metadata_eval.csv"
+    with open(rel, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["query", "audio_filenames"])
+        w.writerow(["wind", "['f8.wav', 'f9.wav']"])
+        w.writerow(["rain", repr(['quo"te.wav', "f3.wav"])])
+    # rain: quo"te at rank 5; f3 is placed by _ranking among the rest: find it
+    caps, ranked = _rows()
+    f3 = ranked[caps.index("rain")].index("f3.wav") + 1
+    ap_rain = sum((i + 1) / r for i, r in enumerate(sorted([5, f3])) if r <= 10) / 2
+    s = score_submission(gt, sub, relevance=rel)
+    assert s["n_queries"] == 2
+    assert s["mAP@10"] == pytest.approx((5 / 12 + ap_rain) / 2)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("query,audio_filenames\nwind,f8.wav\n")
+    with pytest.raises(DataError, match="line 2"):
+        score_submission(gt, sub, relevance=bad)
 
 
 def test_official_duplicate_rule_keeps_last_file(gt, sub):
@@ -162,7 +193,7 @@ def test_extra_unknown_caption_names_line(gt, tmp_path):
 def test_repeated_caption_rows(gt, tmp_path):
     rows = _good_rows()
     same = _write_rows(tmp_path / "same.csv", rows + [rows[0]])
-    assert score_submission(gt, same)["mAP@10"] == pytest.approx(4.8 / 9)
+    assert score_submission(gt, same, relevance="caption")["mAP@10"] == pytest.approx(4.8 / 9)
     other = _write_rows(tmp_path / "other.csv", rows + [[rows[0][0], *rows[0][1:][::-1]]])
     with pytest.raises(DataError, match="line 11: caption 'a dog barks, twice' was already ranked differently on line 2"):
         score_submission(gt, other)

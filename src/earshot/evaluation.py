@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from earshot.data.dataset import ClipDataset, collate_clips
 from earshot.data.records import CaptionTable
-from earshot.metrics import bidirectional_metrics_from_ranks, bidirectional_ranks
+from earshot.metrics import bidirectional_metrics_from_ranks, relevant_ranks
+from earshot.relevance import Queries, relevant_indices, resolve_queries
 
 
 class Retriever(Protocol):
@@ -36,7 +37,8 @@ class Retriever(Protocol):
 class EvalResult:
     metrics: dict[str, float]  # flat: t2a/R@1, t2a/mAP@10, a2t/..., with .../ci95
     similarity: torch.Tensor  # (captions, clips)
-    t2a_ranks: np.ndarray  # rank (1-based) of each caption's clip
+    t2a_ranks: np.ndarray  # rank (1-based) of each query's best-ranked relevant clip
+    queries: Queries | None = None  # the queries (rows of similarity) and their relevant clips
 
 
 def encode_clips(
@@ -95,6 +97,12 @@ def similarity(model: Retriever | None, text: torch.Tensor, audio: torch.Tensor)
     return text.float() @ audio.float().T  # (Q, N)
 
 
+def table_queries(table: CaptionTable, relevance: str | Path = "clip") -> Queries:
+    """The text queries of ``table`` under a relevance rule (:mod:`earshot.relevance`)."""
+    pairs = [(table[ci].clip_id, cap) for ci, _, cap in table.pairs()]
+    return resolve_queries(relevance, pairs)
+
+
 def evaluate_embeddings(
     audio: torch.Tensor,
     text: torch.Tensor,
@@ -102,18 +110,34 @@ def evaluate_embeddings(
     map_k: int = 10,
     model: Retriever | None = None,
     extra_map_k: int | None = None,
+    queries: Queries | None = None,
 ) -> EvalResult:
-    """Metrics from precomputed clip (N, D) and caption (Q, D) embeddings of ``table``, scored
+    """Metrics from precomputed clip (N, D) and query (Q, D) embeddings of ``table``, scored
     by ``model``'s :func:`similarity` (the dot product when ``model`` is None); ``extra_map_k``
-    adds the multi-relevant mAP at another cut-off (DCASE 2025: 16) from the same ranking."""
+    adds the multi-relevant mAP at another cut-off (DCASE 2025: 16) from the same ranking.
+
+    ``queries`` says which texts the rows of ``text`` are and which clips each one finds
+    relevant (default: the ``clip`` rule, one row per caption of the table). ``a2t`` ranks, for
+    each clip that some query finds relevant, those queries among all queries.
+    """
+    queries = queries if queries is not None else table_queries(table, "clip")
+    if text.shape[0] != len(queries):
+        raise ValueError(f"{text.shape[0]} text embeddings for {len(queries)} queries")
+    relevant = relevant_indices(queries, [c.clip_id for c in table], table.name)
     sim = similarity(model, text, audio)  # (Q, N)
-    t2a, a2t = bidirectional_ranks(sim, table.caption_clip_indices())
+    of_clip: list[set[int]] = [set() for _ in range(len(table))]
+    for q, clips in enumerate(relevant):
+        for c in clips:
+            of_clip[c].add(q)
+    with_queries = [c for c in range(len(table)) if of_clip[c]]
+    t2a = relevant_ranks(sim, relevant)
+    a2t = relevant_ranks(sim.T[with_queries], [of_clip[c] for c in with_queries])
     metrics = bidirectional_metrics_from_ranks(t2a, a2t, map_k=map_k)
     if extra_map_k:
         more = bidirectional_metrics_from_ranks(t2a, a2t, map_k=extra_map_k)
         metrics.update({k: v for k, v in more.items() if "mAP" in k})
     ranks = np.array([r[0] for r in t2a], dtype=np.int64)
-    return EvalResult(metrics, sim, ranks)
+    return EvalResult(metrics, sim, ranks, queries)
 
 
 def evaluate(
@@ -125,8 +149,11 @@ def evaluate(
     num_workers: int = 0,
     progress: bool = True,
     extra_map_k: int | None = None,
+    relevance: str | Path = "clip",
 ) -> EvalResult:
-    """Encode ``table`` with ``model`` and compute text-to-audio and audio-to-text metrics."""
+    """Encode ``table`` with ``model`` and compute text-to-audio and audio-to-text metrics
+    under the ``relevance`` rule (``clip``, ``caption`` or a relevance CSV)."""
+    queries = table_queries(table, relevance)
     audio = encode_clips(model, table, audio_dir, clip_seconds, batch_size, num_workers, progress)
-    text = model.embed_text(table.captions())
-    return evaluate_embeddings(audio, text, table, model=model, extra_map_k=extra_map_k)
+    text = model.embed_text(list(queries.texts))
+    return evaluate_embeddings(audio, text, table, model=model, extra_map_k=extra_map_k, queries=queries)

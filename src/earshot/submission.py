@@ -34,6 +34,7 @@ from typing import Literal
 
 from earshot.errors import DataError
 from earshot.metrics import scores_from_ranks, summarize
+from earshot.relevance import RULES, Queries, resolve_queries
 from earshot.utils import atomic_write
 
 __all__ = [
@@ -57,6 +58,7 @@ class GroundTruth:
     relevant: dict[str, frozenset[str]]  # caption text -> relevant file names
     line: dict[str, int]  # caption text -> 1-based line of its first occurrence
     files: frozenset[str]  # every audio file name in the ground truth
+    pairs: tuple[tuple[str, str], ...] = ()  # (file name, caption) of every caption, file order
 
 
 def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
@@ -104,6 +106,7 @@ def load_ground_truth(
     relevant: dict[str, set[str]] = {}
     first_line: dict[str, int] = {}
     file_line: dict[str, int] = {}
+    pairs: list[tuple[str, str]] = []
     for line, row in rows[1:]:
         if len(row) != len(header):
             raise DataError(
@@ -121,6 +124,7 @@ def load_ground_truth(
             cap = row[col]
             if not cap:
                 raise DataError(f"{str(path)!r} line {line}: empty {header[col]}")
+            pairs.append((name, cap))
             if cap not in relevant:
                 queries.append(cap)
                 relevant[cap] = set()
@@ -136,6 +140,7 @@ def load_ground_truth(
         relevant={c: frozenset(f) for c, f in relevant.items()},
         line=first_line,
         files=frozenset(file_line),
+        pairs=tuple(pairs),
     )
 
 
@@ -203,24 +208,40 @@ def score_submission(
     ground_truth_csv: str | Path,
     submission_csv: str | Path,
     duplicate_captions: Literal["union", "last"] = "union",
+    relevance: str | Path = "clip",
 ) -> dict[str, float]:
     """Score a DCASE submission: R@1, R@5, R@10 and mAP@10 with jackknife 95% half-widths.
+
+    ``relevance`` is the rule of :mod:`earshot.relevance`, the same one ``earshot evaluate``
+    takes: ``clip`` (each caption of the ground truth is a query for its own file; a repeated
+    caption text is several queries answered by its one submission row), ``caption`` (each
+    distinct text once, all its files relevant; ``duplicate_captions="last"`` keeps the last
+    file only, as the official DCASE 2022 script does), or a relevance CSV whose queries replace
+    the ground truth's captions (its files must be ground-truth files).
 
     Returns ``{"R@1", "R@1/ci95", ..., "mAP@10", "mAP@10/ci95", "n_queries"}``; on the DCASE 2022
     baseline output it gives the published 0.03 / 0.11 / 0.19 / 0.07.
     """
     gt = load_ground_truth(ground_truth_csv, duplicate_captions)
+    if duplicate_captions == "last":
+        queries = Queries(tuple(gt.queries), tuple(gt.relevant[q] for q in gt.queries))
+    else:
+        queries = resolve_queries(relevance, gt.pairs)
+    if str(relevance) not in RULES:  # the file's queries are the ones the submission must answer
+        unknown = sorted({n for rel in queries.relevant for n in rel} - gt.files)
+        if unknown:
+            raise DataError(f"{str(relevance)!r}: relevant file(s) not in {str(ground_truth_csv)!r}: "
+                            f"{', '.join(map(repr, unknown[:3]))}")
+        # rows for the ground truth's other captions may stay in the submission; they are not scored
+        gt = GroundTruth(queries=list(queries.texts), relevant=gt.relevant | dict(zip(queries.texts, queries.relevant)),
+                         line={t: i + 2 for i, t in enumerate(queries.texts)}, files=gt.files)
     ranked = read_submission(submission_csv, gt)
-    ranks = []
-    n_relevant = []
-    for q in gt.queries:
-        rel = gt.relevant[q]
-        ranks.append([pos for pos, name in enumerate(ranked[q], start=1) if name in rel])
-        n_relevant.append(len(rel))
-    per_query = scores_from_ranks(ranks, n_relevant, ks=(1, 5, 10), map_k=TOP_K)
+    ranks = [[pos for pos, name in enumerate(ranked[text], start=1) if name in rel]
+             for text, rel in zip(queries.texts, queries.relevant)]
+    per_query = scores_from_ranks(ranks, [len(r) for r in queries.relevant], ks=(1, 5, 10), map_k=TOP_K)
     del per_query["rank"]  # ranks beyond 10 are unknown, so medR/meanR are not defined here
     out = summarize(per_query)
-    out["n_queries"] = len(gt.queries)
+    out["n_queries"] = len(queries)
     return out
 
 

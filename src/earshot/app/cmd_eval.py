@@ -10,6 +10,10 @@ import typer
 from earshot.app.cli import app
 
 _METRICS = ("R@1", "R@5", "R@10", "mAP@10")
+# the same text as earshot.relevance.RULE_HELP (not imported: the CLI starts without the core)
+_RELEVANCE_HELP = ("Which clips a query finds relevant, the same rule in evaluate and score: clip "
+                   "(each caption's own clip, DCASE 2022-2024) | caption (every clip with the identical "
+                   "caption) | FILE (CSV query,audio_filenames as DCASE 2025's metadata_eval.csv).")
 
 
 def format_score_table(scores: dict[str, float]) -> str:
@@ -31,18 +35,20 @@ def score(
         ..., help="DCASE submission CSV: caption,file_name_1..file_name_10."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+    relevance: str = typer.Option("clip", "--relevance", help=_RELEVANCE_HELP),
     official_duplicates: bool = typer.Option(
         False,
         "--official-duplicates",
-        help="A caption shared by several files keeps only the last file, as the official "
-        "DCASE 2022 script does (default: all its files are relevant).",
+        help="Each distinct caption once, and a caption shared by several files keeps only the "
+        "last file, as the official DCASE 2022 script does (overrides --relevance).",
     ),
 ) -> None:
     """Score a DCASE retrieval submission: R@1, R@5, R@10, mAP@10 with 95% jackknife intervals."""
     from earshot.submission import score_submission
 
     scores = score_submission(
-        ground_truth, submission, duplicate_captions="last" if official_duplicates else "union"
+        ground_truth, submission, duplicate_captions="last" if official_duplicates else "union",
+        relevance=relevance,
     )
     typer.echo(json.dumps(scores, indent=2) if as_json else format_score_table(scores))
 
@@ -55,15 +61,26 @@ def _load_split(data: Path, fmt: str, audio_dir: Path | None):
     return table, root
 
 
-def format_eval_table(metrics: dict[str, float], name: str = "model") -> str:
-    """A table shaped like the seeds' tables: one row, R@1 R@5 R@10 mAP@10 per direction."""
-    cols = ("R@1", "R@5", "R@10", "mAP@10")
-    head = f"{'':<24}" + "".join(f"{'t2a ' + c:>12}" for c in cols) + "".join(f"{'a2t ' + c:>12}" for c in cols)
-    row = f"{name:<24}" + "".join(f"{metrics['t2a/' + c]:>12.4f}" for c in cols) + "".join(
-        f"{metrics['a2t/' + c]:>12.4f}" for c in cols)
-    ci = f"{'  95% CI ±':<24}" + "".join(f"{metrics['t2a/' + c + '/ci95']:>12.4f}" for c in cols) + "".join(
-        f"{metrics['a2t/' + c + '/ci95']:>12.4f}" for c in cols)
+def format_eval_table(metrics: dict[str, float], name: str = "model", map_k: int | None = None) -> str:
+    """A table shaped like the seeds' tables: one row, R@1 R@5 R@10 mAP@10 (and mAP@k when
+    asked for) per direction, the 95% interval below."""
+    cols = ["R@1", "R@5", "R@10", "mAP@10"] + ([f"mAP@{map_k}"] if map_k and map_k != 10 else [])
+    keys = [f"{d}/{c}" for d in ("t2a", "a2t") for c in cols if f"{d}/{c}" in metrics]
+    width = max(24, len(name) + 2)
+    head = f"{'':<{width}}" + "".join(f"{k.replace('/', ' '):>12}" for k in keys)
+    row = f"{name:<{width}}" + "".join(f"{metrics[k]:>12.4f}" for k in keys)
+    ci = f"{'  95% CI ±':<{width}}" + "".join(
+        f"{metrics[k + '/ci95']:>12.4f}" if k + "/ci95" in metrics else f"{'':>12}" for k in keys)
     return "\n".join([head, row, ci])
+
+
+def run_label(model: Path) -> str:
+    """How a model is named in tables: its run and which model of it (``infonce/averaged``)
+    for the best/ and averaged/ folders that ``earshot train`` writes, else its own name."""
+    model = Path(model)
+    if model.name in ("best", "averaged") and model.parent.name:
+        return f"{model.parent.name}/{model.name}"
+    return model.stem if model.is_file() else model.name
 
 
 @app.command("evaluate")
@@ -78,6 +95,7 @@ def evaluate_command(
     out: Path = typer.Option(None, "--out", help="Write metrics.json and ranks.csv (rank of each query's clip) here."),
     submission: Path = typer.Option(None, "--submission", help="Also write a DCASE submission CSV (top 10 per caption)."),
     workers: int = typer.Option(0, "--workers", help="Audio decoding processes."),
+    relevance: str = typer.Option("clip", "--relevance", help=_RELEVANCE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
 ) -> None:
     """Evaluate text-to-audio and audio-to-text retrieval: R@1/5/10, mAP@10 (+mAP@k), 95% CIs."""
@@ -89,19 +107,25 @@ def evaluate_command(
 
     table, root = _load_split(data, fmt, audio_dir)
     retriever = load_retriever(model)
-    result = evaluate(retriever, table, root, clip_seconds=seconds, num_workers=workers, extra_map_k=map_k)
+    result = evaluate(retriever, table, root, clip_seconds=seconds, num_workers=workers, extra_map_k=map_k,
+                      relevance=relevance)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(out / "metrics.json", "w") as f:
             json.dump(result.metrics, f, indent=2)
         with atomic_write(out / "ranks.csv", "w") as f:
             w = csv.writer(f)
-            w.writerow(["query", "caption", "file_name", "rank"])
-            for q, (ci, k) in enumerate(table.caption_position(i) for i in range(table.num_captions)):
-                w.writerow([q, table[ci].captions[k], table[ci].clip_id, int(result.t2a_ranks[q])])
+            w.writerow(["query", "caption", "file_name", "rank"])  # the best-ranked relevant file
+            names = [c.clip_id for c in table]
+            for q, text in enumerate(result.queries.texts):
+                order = result.similarity[q].argsort(descending=True, stable=True).tolist()
+                best = next(names[i] for i in order if names[i] in result.queries.relevant[q])
+                w.writerow([q, text, best, int(result.t2a_ranks[q])])
     if submission is not None:
-        write_ranked_submission(submission, table.captions(), [c.clip_id for c in table], result.similarity)
-    typer.echo(json.dumps(result.metrics, indent=2) if as_json else format_eval_table(result.metrics, model.name))
+        write_ranked_submission(submission, list(result.queries.texts), [c.clip_id for c in table],
+                                result.similarity)
+    typer.echo(json.dumps(result.metrics, indent=2) if as_json
+               else format_eval_table(result.metrics, run_label(model), map_k))
 
 
 def write_ranked_submission(path: Path, captions: list[str], file_names: list[str], similarity) -> None:
