@@ -17,8 +17,24 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
+class RandomSplitConfig:
+    """Train and validation clips drawn at random from the union of ``tables`` (the AudioCLIP
+    seed's 5719 / 200 split of its "development" clips). Whatever the union holds is training
+    data: a union that includes an evaluation split leaks it (``earshot data check``)."""
+
+    tables: list[SplitConfig]  # tables whose clips are pooled (clip ids must not collide)
+    train_clips: int  # clips drawn for training
+    val_clips: int  # clips drawn for validation (disjoint from the training clips)
+    seed: int = 0  # the draw's seed (independent of the training seed)
+
+    def __post_init__(self) -> None:
+        if not self.tables or self.train_clips < 1 or self.val_clips < 1:
+            raise ConfigError("random_split needs tables and positive train_clips and val_clips")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    train: SplitConfig  # training split
+    train: SplitConfig | None = None  # training split (None when random_split draws it)
     root: str = "."  # relative table and audio paths resolve under it (one --set moves a preset)
     val: SplitConfig | None = None  # validation split (monitored: val/t2a/mAP@10)
     clip_seconds: float = 10.0  # training crop length (AudioCLIP F1: 10, F2: 20)
@@ -26,6 +42,13 @@ class DataConfig:
     eval_seconds: float | None = None  # validation framing; None = whole clips, one at a time
     num_workers: int = 0  # decoding processes for data loaders
     cache_audio: bool = False  # decode + resample each clip once into a waveform cache (end to end)
+    random_split: RandomSplitConfig | None = None  # draw train and val from a union of tables instead
+
+    def __post_init__(self) -> None:
+        if (self.train is None) == (self.random_split is None):
+            raise ConfigError("data: give either train (+ val) or random_split, not both or neither")
+        if self.random_split is not None and self.val is not None:
+            raise ConfigError("data: random_split draws the validation clips; drop data.val")
 
 
 @dataclass(frozen=True)

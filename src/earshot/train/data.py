@@ -22,7 +22,8 @@ from earshot.data.records import CaptionTable
 from earshot.data.readers import read_table
 from earshot.models.biencoder import BiEncoder
 from earshot.models.tower_cache import TowerCache, tower_fingerprint
-from earshot.train.config import SplitConfig
+from earshot.errors import ConfigError
+from earshot.train.config import DataConfig, SplitConfig
 
 
 def resolve_split(split: SplitConfig, root: str | Path) -> SplitConfig:
@@ -37,6 +38,30 @@ def resolve_split(split: SplitConfig, root: str | Path) -> SplitConfig:
 def load_split(split: SplitConfig) -> CaptionTable:
     """Read a split's caption table; its audio paths stay relative to ``split.audio_dir``."""
     return read_table(split.table, format=split.format)
+
+
+def load_splits(d: DataConfig) -> tuple[CaptionTable, str | None, CaptionTable | None, str | None]:
+    """(train table, its audio dir, val table or None, its audio dir) of a data config: the
+    named splits, or a seeded random draw from the union of ``random_split.tables`` (audio
+    paths made absolute, so the drawn tables need no audio dir)."""
+    if d.random_split is None:
+        train = resolve_split(d.train, d.root)
+        val = resolve_split(d.val, d.root) if d.val else None
+        return (load_split(train), train.audio_dir,
+                load_split(val) if val else None, val.audio_dir if val else None)
+    r = d.random_split
+    pooled: list = []
+    for split in (resolve_split(s, d.root) for s in r.tables):
+        pooled += load_split(split).with_audio_root(split.audio_dir).clips
+    union = CaptionTable(pooled, name="random_split")  # a clip id in two tables is an error
+    if r.train_clips + r.val_clips > len(union):
+        raise ConfigError(f"data.random_split: {r.train_clips} + {r.val_clips} clips asked, "
+                          f"the tables hold {len(union)}")
+    order = np.random.default_rng(r.seed).permutation(len(union))
+    train_idx = sorted(order[:r.train_clips].tolist())
+    val_idx = sorted(order[r.train_clips:r.train_clips + r.val_clips].tolist())
+    return (CaptionTable([union[i] for i in train_idx], name="random_split/train"), None,
+            CaptionTable([union[i] for i in val_idx], name="random_split/val"), None)
 
 
 class CaptionInputs(Dataset):

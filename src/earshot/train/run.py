@@ -35,8 +35,7 @@ from earshot.train.data import (
     cached_audio_outputs,
     cached_text_outputs,
     collate_inputs,
-    load_split,
-    resolve_split,
+    load_splits,
 )
 from earshot.train.module import MONITOR, RetrievalModule
 from earshot.utils import cache_dir
@@ -77,6 +76,53 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         result = _train_stage(stage_cfg, resume, progress, callbacks)
         previous = result["averaged"]
     return result
+
+
+SEED_METRICS = ("t2a/R@1", "t2a/R@5", "t2a/R@10", "t2a/mAP@10", "a2t/R@1", "a2t/R@5", "a2t/R@10", "a2t/mAP@10")
+
+
+def train_seeds(cfg: TrainConfig, seeds: list[int], progress: bool = True,
+                callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Train one model per seed (``out_dir/seed<N>``), evaluate each final (averaged) model
+    on the validation split, and return the per-seed metrics with their mean and standard
+    deviation (sample std, ddof=1), as the seed reports give them over random seeds.
+
+    The summary is also written to ``out_dir/seeds.json``. Under DDP every rank trains; rank 0
+    evaluates and writes.
+    """
+    import numpy as np
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed")
+    if cfg.data.val is None and cfg.data.random_split is None:
+        raise ConfigError("--seeds reports validation metrics: the config needs data.val")
+    per_seed: dict[str, dict[str, float]] = {}
+    for seed in seeds:
+        run_cfg = replace(cfg, seed=seed, out_dir=str(Path(cfg.out_dir) / f"seed{seed}"))
+        paths = train(run_cfg, progress=progress, callbacks=callbacks)
+        if rank_zero_only.rank == 0:
+            per_seed[str(seed)] = _validate_final(run_cfg, paths["averaged"], progress)
+    if rank_zero_only.rank != 0:
+        return {}
+    values = {k: np.array([m[k] for m in per_seed.values()]) for k in SEED_METRICS}
+    summary = {
+        "seeds": per_seed,
+        "mean": {k: float(v.mean()) for k, v in values.items()},
+        "std": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()},
+    }
+    (Path(cfg.out_dir) / "seeds.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _validate_final(cfg: TrainConfig, model_dir: Path, progress: bool) -> dict[str, float]:
+    """Validation metrics of a saved model, framed as training validated (``eval_seconds``)."""
+    from earshot.evaluation import evaluate
+
+    _, _, val_table, val_dir = load_splits(cfg.data)
+    result = evaluate(checkpoint.load(model_dir), val_table, val_dir, clip_seconds=cfg.data.eval_seconds,
+                      num_workers=cfg.data.num_workers, progress=progress)
+    return {k: float(result.metrics[k]) for k in SEED_METRICS}
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -161,21 +207,19 @@ def _precision(cfg: TrainConfig) -> str:
 def _loaders(cfg: TrainConfig, model: BiEncoder, progress: bool):
     """(train loader, val loader or None, val table or None, cached val text outputs or None)."""
     d = cfg.data
-    d = replace(d, train=resolve_split(d.train, d.root), val=resolve_split(d.val, d.root) if d.val else None)
-    train_table = load_split(d.train)
-    val_table = load_split(d.val) if d.val else None
+    train_table, train_dir, val_table, val_dir = load_splits(d)
     root = Path(cfg.cache.dir) if cfg.cache.dir else cache_dir() / "towers"
     common = dict(seed=cfg.seed, num_workers=d.num_workers, progress=progress)
 
     audio_views = waves = None
     if cfg.audio_cached:
         audio_views = cached_audio_outputs(
-            model, train_table, d.train.audio_dir, root, seconds=d.clip_seconds, train=True,
+            model, train_table, train_dir, root, seconds=d.clip_seconds, train=True,
             views=cfg.cache.audio_views, specaugment=cfg.cache.specaugment, **common)
     else:
-        waves = CaptionDataset(train_table, d.train.audio_dir, "waveform", model.sample_rate, d.clip_seconds,
+        waves = CaptionDataset(train_table, train_dir, "waveform", model.sample_rate, d.clip_seconds,
                                train=d.random_crop, seed=cfg.seed,
-                               cache=_waveform_cache(cfg, d.train.audio_dir, train_table, model.sample_rate, progress))
+                               cache=_waveform_cache(cfg, train_dir, train_table, model.sample_rate, progress))
     text = cached_text_outputs(model, train_table, root, progress) if cfg.text_cached else None
     inputs = CaptionInputs(train_table.caption_clip_indices(), audio_views, waves, text,
                            None if cfg.text_cached else train_table.captions(), cfg.seed)
@@ -188,13 +232,13 @@ def _loaders(cfg: TrainConfig, model: BiEncoder, progress: bool):
 
     val_text = cached_text_outputs(model, val_table, root, progress) if cfg.text_cached else None
     if cfg.audio_cached:
-        va = cached_audio_outputs(model, val_table, d.val.audio_dir, root, seconds=d.eval_seconds,
+        va = cached_audio_outputs(model, val_table, val_dir, root, seconds=d.eval_seconds,
                                   views=1, train=False, **common)
         # (b, Da) batches of cached outputs; under DDP each rank takes a contiguous shard
         val_loader = DataLoader(va[:, 0], batch_size=256, sampler=ShardSampler(len(val_table)))
     else:
-        vds = ClipDataset(val_table, d.val.audio_dir, "waveform", model.sample_rate, d.eval_seconds,
-                          cache=_waveform_cache(cfg, d.val.audio_dir, val_table, model.sample_rate, progress))
+        vds = ClipDataset(val_table, val_dir, "waveform", model.sample_rate, d.eval_seconds,
+                          cache=_waveform_cache(cfg, val_dir, val_table, model.sample_rate, progress))
         val_loader = DataLoader(vds, batch_size=16 if d.eval_seconds else 1, num_workers=d.num_workers,
                                 sampler=ShardSampler(len(vds)), collate_fn=collate_clips)
     return train_loader, val_loader, val_table, val_text
