@@ -140,3 +140,46 @@ def test_batched_gather_equals_item_by_item():
         assert torch.equal(x, y)
     audio, txt, clips = next(iter(DataLoader(ds, batch_size=8, collate_fn=collate_inputs)))
     assert audio.shape == (8, 4) and torch.equal(txt, text[:8]) and clips.tolist() == [0] * 5 + [1] * 3
+
+
+def test_seeds_train_one_model_each_and_report_mean_and_std(tone_corpus, tmp_path):
+    import json
+
+    import numpy as np
+
+    from earshot.train.run import train_seeds
+
+    over = {"audio": {"name": "small_cnn", "options": {"channels": [8, 16], "sample_rate": 16000}, "train": "none"},
+            "text": {"name": "bow", "options": {"dim": 32, "buckets": 1024}, "train": "none"}, "embed_dim": 16}
+    cfg = load_config(small_config(tone_corpus, tmp_path, model=over, epochs=1, top_k=1))
+    summary = train_seeds(cfg, [0, 1], progress=False)
+    assert set(summary["seeds"]) == {"0", "1"}
+    assert all((tmp_path / f"seed{s}" / "averaged" / "model.safetensors").is_file() for s in (0, 1))
+    for key, mean in summary["mean"].items():
+        values = np.array([summary["seeds"][s][key] for s in ("0", "1")])
+        assert mean == pytest.approx(values.mean()) and summary["std"][key] == pytest.approx(values.std(ddof=1))
+    assert json.loads((tmp_path / "seeds.json").read_text()) == summary
+    # the heads start from other random weights, so the two models differ
+    a, b = (checkpoint.load(tmp_path / f"seed{s}" / "averaged").state_dict() for s in (0, 1))
+    assert not torch.equal(a["audio_head.proj.weight"], b["audio_head.proj.weight"])
+
+
+def test_random_split_draws_disjoint_seeded_clips_from_the_union(tone_corpus, tmp_path):
+    from earshot.errors import ConfigError, DataError
+    from earshot.train.data import load_splits
+
+    split = {"table": str(tone_corpus["csv"]), "audio_dir": str(tone_corpus["audio_dir"])}
+    data = {"random_split": {"tables": [split], "train_clips": 5, "val_clips": 2, "seed": 4}}
+    cfg = load_config(small_config(tone_corpus, tmp_path, data=data))
+    train_t, _, val_t, _ = load_splits(cfg.data)
+    ids = lambda t: [c.clip_id for c in t]  # noqa: E731
+    assert len(train_t) == 5 and len(val_t) == 2 and not set(ids(train_t)) & set(ids(val_t))
+    assert all(c.audio.is_absolute() and c.audio.is_file() for c in train_t)
+    again, _, _, _ = load_splits(cfg.data)
+    assert ids(again) == ids(train_t)  # the draw is seeded
+    with pytest.raises(ConfigError, match="8"):
+        load_splits(load_config(small_config(tone_corpus, tmp_path, data={
+            "random_split": {"tables": [split], "train_clips": 7, "val_clips": 2}})).data)
+    with pytest.raises(DataError, match="appears twice"):  # the same table twice: clip ids collide
+        load_splits(load_config(small_config(tone_corpus, tmp_path, data={
+            "random_split": {"tables": [split, split], "train_clips": 1, "val_clips": 1}})).data)
