@@ -266,3 +266,27 @@ def test_default_random_model_starts_from_audioclips_init_and_runs():
     assert emb.shape == (2, 1024) and torch.isfinite(emb).all()
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         model(torch.zeros(44100))
+
+
+def test_fbsp_window_phase_uses_the_input_dtype():
+    # A negative sinc lobe raised to a non-integer power m has phase m*pi. Worked in float64 by
+    # hand; a float32 pi (the Python-scalar torch.where) would be off by ~m * 8.7e-8.
+    import math
+
+    from earshot.models.esresnext import LinearFBSP
+
+    layer = LinearFBSP(3, normalized=False).double()
+    with torch.no_grad():
+        layer.m.copy_(torch.tensor([0.5, 1.5, 2.5], dtype=torch.float64))
+        layer.fb.copy_(torch.tensor([3.0, 5.0, 7.0], dtype=torch.float64))
+    n = 64
+    k = layer.kernels(n, torch.float64)
+    t = (math.pi * torch.linspace(-1.0, 1.0, n, dtype=torch.float64) + layer.eps)[None]
+    m, fb, fc = layer.m[:, None].detach(), layer.fb[:, None].detach(), layer.fc[:, None].detach().double()
+    x = fb * t / (m + layer.eps)
+    sinc = torch.sin(x) / x
+    window = sinc.abs() ** m * torch.exp(1j * m * math.pi * (sinc < 0))  # complex128
+    kernel = fb.sqrt() * window * torch.exp(-1j * fc * t)
+    assert (sinc < 0).any()
+    torch.testing.assert_close(k[..., 0], kernel.real, rtol=0, atol=1e-13)
+    torch.testing.assert_close(k[..., 1], kernel.imag, rtol=0, atol=1e-13)

@@ -173,7 +173,9 @@ class LinearFBSP(nn.Module):
         # The imaginary exponent is 0, so this shorter form is the same value and gradient
         # (atan2(0, w) has zero derivative) and avoids the 0 * log(0) = NaN of the general form.
         magnitude = sinc.abs() ** m
-        phase = torch.where(sinc < 0, math.pi, 0.0) * m
+        # pi in the input's dtype: a Python scalar here would make a float32 pi and cost ~3e-10 in fp64
+        pi = torch.tensor(math.pi, dtype=sinc.dtype, device=sinc.device)
+        phase = torch.where(sinc < 0, pi, torch.zeros_like(pi)) * m
         win_re, win_im = magnitude * torch.cos(phase), magnitude * torch.sin(phase)
 
         scale = fb.sqrt()
