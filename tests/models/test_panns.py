@@ -334,9 +334,11 @@ def test_too_few_mel_bands_is_a_config_error():
         build("cnn6", frontend={"n_mels": 8})  # four 2x2 poolings need 16
 
 
-def test_released_layout_with_numpy_sampler_state_loads(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy-pre-1.6"])
+def test_released_layout_with_numpy_sampler_state_loads(tmp_path, zip_format):
     """PANNs' training script saves {'iteration', 'model', 'sampler'}; the sampler state holds
-    numpy arrays and a RandomState tuple, which plain weights_only loading refuses."""
+    numpy arrays and a RandomState tuple, which plain weights_only loading refuses. The authors
+    saved with PyTorch < 1.6, whose non-zip format the globals scan cannot read."""
     import numpy as np
 
     from earshot.audio.frontend import torchlibrosa_buffers
@@ -349,19 +351,20 @@ def test_released_layout_with_numpy_sampler_state_loads(tmp_path):
                "random_state": np.random.RandomState(0).get_state()}
     path = tmp_path / "Cnn6_mAP=0.343.pth"
     torch.save({"iteration": 10, "model": {**src.state_dict(), **torchlibrosa_buffers()},
-                "sampler": sampler}, path)
+                "sampler": sampler}, path, _use_new_zipfile_serialization=zip_format)
     model = load_panns_checkpoint("cnn6", path)
     for k, v in src.state_dict().items():
         assert torch.equal(model.state_dict()[k], v)
 
 
-def test_a_checkpoint_needing_other_globals_is_refused(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy-pre-1.6"])
+def test_a_checkpoint_needing_other_globals_is_refused(tmp_path, zip_format):
     import fractions
 
     from earshot.errors import WeightsError
     from earshot.models.panns import load_panns_checkpoint
 
     path = tmp_path / "bad.pth"
-    torch.save({"model": {}, "extra": fractions.Fraction(1, 3)}, path)
+    torch.save({"model": {}, "extra": fractions.Fraction(1, 3)}, path, _use_new_zipfile_serialization=zip_format)
     with pytest.raises(WeightsError, match="cannot read"):
         load_panns_checkpoint("cnn6", path)

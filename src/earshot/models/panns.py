@@ -681,30 +681,43 @@ _NUMPY_ARRAY_GLOBALS = frozenset({
 
 def _load_weights_only(path: Path) -> Any:
     """``torch.load(weights_only=True)``, allowing numpy arrays (and nothing else) when the file
-    needs them."""
+    needs them.
+
+    A zip checkpoint (PyTorch >= 1.6) is scanned for the globals it needs first. The authors'
+    training script saved with older PyTorch, whose legacy (non-zip) format cannot be scanned:
+    it is loaded with the numpy allow-list directly, and anything else it needs still fails
+    with the unpickler's error naming it.
+    """
+    import zipfile
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
-        needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-        if not needed or not all(n in _NUMPY_ARRAY_GLOBALS or n.startswith("numpy.dtypes.") for n in needed):
-            raise
-    import importlib
+        if zipfile.is_zipfile(path):
+            needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+            if not needed or not all(n in _NUMPY_ARRAY_GLOBALS or n.startswith("numpy.dtypes.") for n in needed):
+                raise
+        else:
+            needed = set(_NUMPY_ARRAY_GLOBALS)
+    with torch.serialization.safe_globals(_numpy_allow_list(needed)):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
-    def resolve(name: str):
-        module, _, attr = name.rpartition(".")
-        return getattr(importlib.import_module(module), attr)
+
+def _numpy_allow_list(names: set[str]) -> list[Any]:
+    """The numpy objects named in ``names`` (those this numpy has) plus numpy's dtype classes,
+    through which numpy.dtype objects unpickle (a checkpoint scan does not list them)."""
+    import importlib
 
     import numpy as np
 
-    # numpy.dtype objects unpickle through their dtype classes, which the scan does not list
-    allowed = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    for name in needed:
+    allowed: list[Any] = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    for name in sorted(names):
+        module, _, attr = name.rpartition(".")
         try:
-            allowed.append(resolve(name))
+            allowed.append(getattr(importlib.import_module(module), attr))
         except (ImportError, AttributeError):
             continue  # the other numpy major version's module path
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    return allowed
 
 
 def load_panns_checkpoint(
