@@ -94,3 +94,32 @@ def synth_cmd(
     """
     make_synth(out, clips, seed, Console(), sample_rate=sample_rate,
                min_duration=min_duration, max_duration=max_duration)
+
+
+@data_app.command("check")
+def check_cmd(
+    train: Path = typer.Argument(..., help="Training caption table."),
+    evaluation: Path = typer.Argument(..., help="Evaluation (or validation) caption table."),
+    fmt: str = typer.Option("clotho", "--format", help="Format of both tables: clotho | audiocaps | pairs."),
+    eval_format: str = typer.Option(None, "--eval-format", help="Format of the evaluation table if it differs."),
+    train_audio_dir: Path = typer.Option(None, "--train-audio-dir", help="Training audio (default: the table's folder)."),
+    eval_audio_dir: Path = typer.Option(None, "--eval-audio-dir", help="Evaluation audio (default: the table's folder)."),
+) -> None:
+    """Leakage check: clips shared by a training and an evaluation table, by file name and by
+    audio content (SHA-256 of files of equal size). Exits 1 when any are shared."""
+    from earshot.data.leakage import find_overlap
+    from earshot.data.readers import read_table
+
+    a = read_table(train, format=fmt)
+    b = read_table(evaluation, format=eval_format or fmt)
+    overlap = find_overlap(a, train_audio_dir or train.parent, b, eval_audio_dir or evaluation.parent)
+    console = Console()
+    if overlap.unreadable:
+        console.print(f"{overlap.unreadable} audio file(s) could not be read; they were checked by name only",
+                      markup=False)
+    if not overlap:
+        console.print(f"no clips shared between {train} ({len(a)} clips) and {evaluation} ({len(b)} clips)",
+                      markup=False)
+        return
+    console.print("LEAKAGE: " + overlap.describe(str(train), str(evaluation)), markup=False, style="bold red")
+    raise typer.Exit(1)

@@ -43,6 +43,8 @@ class DataConfig:
     num_workers: int = 0  # decoding processes for data loaders
     cache_audio: bool = False  # decode + resample each clip once into a waveform cache (end to end)
     random_split: RandomSplitConfig | None = None  # draw train and val from a union of tables instead
+    held_out: list[SplitConfig] = field(default_factory=list)  # evaluation tables this run must
+    # not train on: training warns loudly about clips they share with the training table
 
     def __post_init__(self) -> None:
         if (self.train is None) == (self.random_split is None):

@@ -35,7 +35,9 @@ from earshot.train.data import (
     cached_audio_outputs,
     cached_text_outputs,
     collate_inputs,
+    load_split,
     load_splits,
+    resolve_split,
 )
 from earshot.train.module import MONITOR, RetrievalModule
 from earshot.utils import cache_dir
@@ -208,6 +210,7 @@ def _loaders(cfg: TrainConfig, model: BiEncoder, progress: bool):
     """(train loader, val loader or None, val table or None, cached val text outputs or None)."""
     d = cfg.data
     train_table, train_dir, val_table, val_dir = load_splits(d)
+    _warn_leakage(d, train_table, train_dir, val_table, val_dir)
     root = Path(cfg.cache.dir) if cfg.cache.dir else cache_dir() / "towers"
     common = dict(seed=cfg.seed, num_workers=d.num_workers, progress=progress)
 
@@ -242,6 +245,24 @@ def _loaders(cfg: TrainConfig, model: BiEncoder, progress: bool):
         val_loader = DataLoader(vds, batch_size=16 if d.eval_seconds else 1, num_workers=d.num_workers,
                                 sampler=ShardSampler(len(vds)), collate_fn=collate_clips)
     return train_loader, val_loader, val_table, val_text
+
+
+def _warn_leakage(d, train_table, train_dir, val_table, val_dir) -> None:
+    """Warn loudly when the training clips also appear in the validation or a held-out table
+    (by file name or audio content): the scores would measure memory, not retrieval."""
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    from earshot.data.leakage import find_overlap
+
+    others = [(val_table, val_dir, "the validation table")] if val_table is not None else []
+    for split in d.held_out:
+        split = resolve_split(split, d.root)
+        others.append((load_split(split), split.audio_dir, split.table))
+    for table, audio_dir, name in others:
+        overlap = find_overlap(train_table, train_dir, table, audio_dir)
+        if overlap:
+            rank_zero_warn("\n" + "!" * 72 + "\nDATA LEAKAGE: " + overlap.describe("the training table", name)
+                           + "\nScores on that table are not comparable (earshot data check).\n" + "!" * 72)
 
 
 def _waveform_cache(cfg: TrainConfig, audio_dir: str | None, table, sample_rate: int, progress: bool):
