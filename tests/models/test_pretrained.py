@@ -21,10 +21,24 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "weights"
 
 
-def test_panns_weights_by_registry_name(cache):
+def _pin(monkeypatch, name, path):
+    """Make registry entry ``name`` publish this generated file's size and SHA-256: cached
+    weights are verified before loading, and the real digests belong to the real files."""
+    import hashlib
+    from dataclasses import replace
+
+    from earshot.weights import WEIGHTS, Checksum
+
+    entry = replace(WEIGHTS.get(name), size_bytes=path.stat().st_size,
+                    checksum=Checksum("sha256", hashlib.sha256(path.read_bytes()).hexdigest(), "test"))
+    monkeypatch.setitem(WEIGHTS._items, name, entry)
+
+
+def test_panns_weights_by_registry_name(cache, monkeypatch):
     torch.manual_seed(3)
     source = create_audio_encoder("cnn6")
     torch.save({"model": {**source.state_dict(), **torchlibrosa_buffers()}}, cache / "Cnn6_mAP=0.343.pth")
+    _pin(monkeypatch, "panns_cnn6", cache / "Cnn6_mAP=0.343.pth")
     model = create_model({"audio": {"name": "cnn6", "weights": "panns_cnn6", "train": "none"},
                           "text": {"name": "bow"}, "embed_dim": 8})
     for k, v in source.state_dict().items():
@@ -45,7 +59,7 @@ def test_missing_download_and_wrong_tower_are_clear(cache):
 
 
 @pytest.mark.slow
-def test_audioclip_file_feeds_both_towers(cache):
+def test_audioclip_file_feeds_both_towers(cache, monkeypatch):
     torch.manual_seed(4)
     audio = create_audio_encoder("esresnext_fbsp")
     text = create_text_encoder("clip_text")
@@ -55,6 +69,7 @@ def test_audioclip_file_feeds_both_towers(cache):
     sd.update({"visual.conv1.weight": torch.zeros(2, 3, 3, 3), "logit_scale": torch.tensor(4.6),
                "logit_scale_ai": torch.tensor(4.6), "logit_scale_at": torch.tensor(4.6)})
     torch.save(sd, cache / "AudioCLIP-Full-Training.pt")
+    _pin(monkeypatch, "audioclip_full", cache / "AudioCLIP-Full-Training.pt")
     model = create_model({"audio": {"name": "esresnext_fbsp", "weights": "audioclip_full"},
                           "text": {"name": "clip_text", "weights": "audioclip_full"},
                           "embed_dim": 1024, "audio_head": {"kind": "identity"},
@@ -63,3 +78,31 @@ def test_audioclip_file_feeds_both_towers(cache):
         assert torch.equal(model.audio_encoder.state_dict()[k], v), k
     texts = ["a cat meows"]
     torch.testing.assert_close(model.text_encoder.eval()(texts), text.eval()(texts))
+
+
+def test_cached_weights_are_verified_before_loading(cache, monkeypatch):
+    from earshot.weights import cache as wcache
+
+    path = cache / "Cnn6_mAP=0.343.pth"
+    torch.save({"model": {**create_audio_encoder("cnn6").state_dict(), **torchlibrosa_buffers()}}, path)
+    _pin(monkeypatch, "panns_cnn6", path)
+    config = {"audio": {"name": "cnn6", "weights": "panns_cnn6", "train": "none"}, "text": {"name": "bow"},
+              "embed_dim": 8}
+    hashed = []
+    real = wcache.file_digests
+    monkeypatch.setattr(wcache, "file_digests", lambda *a, **k: hashed.append(a[0]) or real(*a, **k))
+    create_model(config)
+    create_model(config)
+    assert len(hashed) == 1  # the digest is computed once, then remembered by size + mtime
+    # same size, other bytes (a corrupt download): hashed again and refused
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="digest is not the published one"):
+        create_model(config)
+    # a truncated file fails on size without hashing
+    path.write_bytes(bytes(data[:1000]))
+    n = len(hashed)
+    with pytest.raises(WeightsError, match="truncated or another file"):
+        create_model(config)
+    assert len(hashed) == n

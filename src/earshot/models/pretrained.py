@@ -84,7 +84,9 @@ def resolve_weights(name: str, weights: str, weights_format: str | None, kind: s
     if not towers:
         raise ConfigError(f"weights {weights!r} hold no {kind} tower for {name!r} "
                           f"(they hold {[t.architecture for t in entry.towers]})")
-    found = registry.locate(entry)
+    from earshot.weights.cache import locate_checked
+
+    found = locate_checked(entry)  # size every time, digest once: never loads a wrong file
     if found is None:
         raise WeightsError(f"{name}: weights {weights!r} are not downloaded; run "
                            f"`earshot weights download {weights}`")

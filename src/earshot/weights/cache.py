@@ -98,6 +98,49 @@ def locate(name_or_entry: str | WeightsEntry, cache_dir: str | Path | None = Non
     return path
 
 
+def locate_checked(name_or_entry: str | WeightsEntry, cache_dir: str | Path | None = None) -> Path | None:
+    """Like :func:`locate`, for loading: the cached file is checked before anything reads it.
+
+    Its size must equal the published size (when known), on every call; its digest is
+    computed once and remembered beside it (``<file>.verified.json``, keyed by size and
+    mtime), so a file changed or replaced later is hashed again. A wrong size or digest raises
+    WeightsError naming the file: a corrupt or wrong file never loads silently. A file whose
+    source publishes no checksum loads with a warning giving its SHA-256 to pin.
+    """
+    import json
+
+    from earshot.utils import atomic_write
+
+    entry = _entry(name_or_entry)
+    path = locate(entry, cache_dir)
+    if path is None:
+        return None
+    st = path.stat()
+    fix = f"delete it and run `earshot weights download {entry.name}`"
+    if entry.size_bytes is not None and st.st_size != entry.size_bytes:
+        raise WeightsError(f"{path}: {st.st_size} bytes, but {entry.name} has {entry.size_bytes}; "
+                           f"the file is truncated or another file: {fix}")
+    memo = path.with_name(path.name + ".verified.json")
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if {k: known.get(k) for k in stamp} != stamp:
+        digests = file_digests(path, _algorithms(entry))
+        known = {**stamp, "sha256": digests["sha256"],
+                 "verified": _matches(entry, digests) if entry.checksum is not None else None}
+        with atomic_write(memo, "w") as f:
+            json.dump(known, f)
+        if known["verified"] is None:
+            log.warning("%s is UNVERIFIED (%s publishes no checksum); its sha256 is %s",
+                        path, entry.name, known["sha256"])
+    if known.get("verified") is False:
+        raise WeightsError(f"{path}: its {entry.checksum.algorithm} digest is not the published one for "
+                           f"{entry.name}; the file is corrupt or another file: {fix}")
+    return path
+
+
 @dataclass(frozen=True)
 class WeightsStatus:
     """One row of :func:`status`."""
