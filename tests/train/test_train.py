@@ -183,3 +183,39 @@ def test_random_split_draws_disjoint_seeded_clips_from_the_union(tone_corpus, tm
     with pytest.raises(DataError, match="appears twice"):  # the same table twice: clip ids collide
         load_splits(load_config(small_config(tone_corpus, tmp_path, data={
             "random_split": {"tables": [split, split], "train_clips": 1, "val_clips": 1}})).data)
+
+
+def test_two_processes_filling_one_tower_cache_compute_once(tone_corpus, tmp_path):
+    # DDP ranks started together: the second waits for the first, then reads every output
+    import threading
+    import time
+
+    from earshot.data.readers import read_table
+    from earshot.models.biencoder import create_model
+    from earshot.train.data import cached_text_outputs
+
+    model = create_model({"audio": {"name": "small_cnn", "options": {"channels": [8], "sample_rate": 16000}},
+                          "text": {"name": "bow", "options": {"dim": 8, "buckets": 64}, "train": "none"},
+                          "embed_dim": 4})
+    calls = []
+    forward = model.text_encoder.forward
+
+    def slow(texts):
+        calls.append(len(texts))
+        time.sleep(0.05)
+        return forward(texts)
+
+    model.text_encoder.forward = slow
+    table = read_table(tone_corpus["csv"], format="clotho")
+    out = [None, None]
+
+    def run(i):
+        out[i] = cached_text_outputs(model, table, tmp_path / "towers", progress=False)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(calls) == table.num_captions  # each caption computed once in all
+    assert torch.equal(out[0], out[1])

@@ -8,9 +8,10 @@ cached outputs, so with both towers frozen an epoch costs a few matrix products.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -144,6 +145,25 @@ def _tower_cache(model: BiEncoder, kind: str, cache_root: str | Path) -> TowerCa
     return TowerCache(Path(cache_root) / kind, tower_fingerprint(tower, desc))
 
 
+@contextlib.contextmanager
+def _exclusive(cache: TowerCache) -> Iterator[None]:
+    """One process at a time fills a tower cache. DDP ranks started together (torchrun, SLURM)
+    would otherwise both compute and number their shards alike, and a shard's keys file from
+    one rank could pair with the other rank's outputs file. The waiter then reads everything
+    from the cache. The lock file stays (removing it would race with the next waiter)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no locking
+        yield
+        return
+    with open(cache.dir / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def cached_text_outputs(model: BiEncoder, table: CaptionTable, cache_root: str | Path,
                         progress: bool = True) -> torch.Tensor:
     """(captions, Dt) outputs of the frozen text tower, computed once and cached on disk."""
@@ -153,8 +173,9 @@ def cached_text_outputs(model: BiEncoder, table: CaptionTable, cache_root: str |
         with torch.inference_mode():
             return model.text_encoder(batch)
 
-    return _tower_cache(model, "text", cache_root).get_or_compute(
-        table.captions(), compute, 128, "text tower", progress)
+    cache = _tower_cache(model, "text", cache_root)
+    with _exclusive(cache):
+        return cache.get_or_compute(table.captions(), compute, 128, "text tower", progress)
 
 
 def cached_audio_outputs(
@@ -197,8 +218,9 @@ def cached_audio_outputs(
         finally:
             _specaugment_on(model.audio_encoder, False)
 
-    out = _tower_cache(model, "audio", cache_root).get_or_compute(
-        keys, compute, batch_size if seconds else 1, "audio tower", progress)
+    cache = _tower_cache(model, "audio", cache_root)
+    with _exclusive(cache):
+        out = cache.get_or_compute(keys, compute, batch_size if seconds else 1, "audio tower", progress)
     return out.reshape(len(table), views, -1)
 
 
