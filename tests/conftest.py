@@ -24,3 +24,21 @@ def _private_caches(tmp_path_factory, monkeypatch):
     for var, sub in _CACHE_VARS.items():
         monkeypatch.setenv(var, str(root / sub))
     return root
+
+
+@pytest.fixture
+def pin_weights(monkeypatch):
+    """``pin_weights(name, path)``: registry entry ``name`` publishes this generated file's size
+    and SHA-256 for the test. Cached weights are verified before loading, and the real digests
+    belong to the real files, which tests cannot download."""
+    import hashlib
+    from dataclasses import replace
+
+    from earshot.weights import WEIGHTS, Checksum
+
+    def pin(name, path):
+        entry = replace(WEIGHTS.get(name), size_bytes=path.stat().st_size,
+                        checksum=Checksum("sha256", hashlib.sha256(path.read_bytes()).hexdigest(), "test"))
+        monkeypatch.setitem(WEIGHTS._items, name, entry)
+
+    return pin

@@ -33,7 +33,8 @@ def test_audiocaps_view_reads_back_with_the_same_captions(synth_root):
 @pytest.mark.parametrize("preset", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_preset_finds_its_data_with_one_set(preset, synth_root):
     cfg = load_config(load_yaml(preset), [f"data.root={synth_root}"])
-    splits = [cfg.data.train, cfg.data.val]
+    pooled = cfg.data.random_split.tables if cfg.data.random_split else []
+    splits = [s for s in (cfg.data.train, cfg.data.val, *pooled, *cfg.data.held_out) if s is not None]
     for stage in cfg.stages:
         for key in ("train", "val"):
             if key in stage.get("data", {}):
@@ -48,7 +49,7 @@ def test_every_preset_finds_its_data_with_one_set(preset, synth_root):
 
 
 @pytest.mark.slow
-def test_cnn14_preset_trains_on_the_synthetic_corpus(synth_root, tmp_path, monkeypatch):
+def test_cnn14_preset_trains_on_the_synthetic_corpus(synth_root, tmp_path, monkeypatch, pin_weights):
     """The preset as given (CNN14 weights in the official layout, generated here, in the user
     cache as `earshot weights download panns_cnn14` puts them) with one --set for the data and
     only run-size overrides."""
@@ -64,6 +65,7 @@ def test_cnn14_preset_trains_on_the_synthetic_corpus(synth_root, tmp_path, monke
     weights = tmp_path / "cache" / "weights" / "Cnn14_mAP=0.431.pth"
     weights.parent.mkdir(parents=True)
     torch.save({"model": {**create_audio_encoder("cnn14").state_dict(), **torchlibrosa_buffers()}}, weights)
+    pin_weights("panns_cnn14", weights)
     cfg = load_config(load_yaml(CONFIGS / "cnn14_sbert_ntxent.yaml"), [
         f"data.root={synth_root}", "epochs=1", "cache.audio_views=1", f"out_dir={tmp_path / 'run'}"])
     paths = train(cfg, progress=False)

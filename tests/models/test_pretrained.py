@@ -21,24 +21,11 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "weights"
 
 
-def _pin(monkeypatch, name, path):
-    """Make registry entry ``name`` publish this generated file's size and SHA-256: cached
-    weights are verified before loading, and the real digests belong to the real files."""
-    import hashlib
-    from dataclasses import replace
-
-    from earshot.weights import WEIGHTS, Checksum
-
-    entry = replace(WEIGHTS.get(name), size_bytes=path.stat().st_size,
-                    checksum=Checksum("sha256", hashlib.sha256(path.read_bytes()).hexdigest(), "test"))
-    monkeypatch.setitem(WEIGHTS._items, name, entry)
-
-
-def test_panns_weights_by_registry_name(cache, monkeypatch):
+def test_panns_weights_by_registry_name(cache, pin_weights):
     torch.manual_seed(3)
     source = create_audio_encoder("cnn6")
     torch.save({"model": {**source.state_dict(), **torchlibrosa_buffers()}}, cache / "Cnn6_mAP=0.343.pth")
-    _pin(monkeypatch, "panns_cnn6", cache / "Cnn6_mAP=0.343.pth")
+    pin_weights("panns_cnn6", cache / "Cnn6_mAP=0.343.pth")
     model = create_model({"audio": {"name": "cnn6", "weights": "panns_cnn6", "train": "none"},
                           "text": {"name": "bow"}, "embed_dim": 8})
     for k, v in source.state_dict().items():
@@ -59,7 +46,7 @@ def test_missing_download_and_wrong_tower_are_clear(cache):
 
 
 @pytest.mark.slow
-def test_audioclip_file_feeds_both_towers(cache, monkeypatch):
+def test_audioclip_file_feeds_both_towers(cache, pin_weights):
     torch.manual_seed(4)
     audio = create_audio_encoder("esresnext_fbsp")
     text = create_text_encoder("clip_text")
@@ -69,7 +56,7 @@ def test_audioclip_file_feeds_both_towers(cache, monkeypatch):
     sd.update({"visual.conv1.weight": torch.zeros(2, 3, 3, 3), "logit_scale": torch.tensor(4.6),
                "logit_scale_ai": torch.tensor(4.6), "logit_scale_at": torch.tensor(4.6)})
     torch.save(sd, cache / "AudioCLIP-Full-Training.pt")
-    _pin(monkeypatch, "audioclip_full", cache / "AudioCLIP-Full-Training.pt")
+    pin_weights("audioclip_full", cache / "AudioCLIP-Full-Training.pt")
     model = create_model({"audio": {"name": "esresnext_fbsp", "weights": "audioclip_full"},
                           "text": {"name": "clip_text", "weights": "audioclip_full"},
                           "embed_dim": 1024, "audio_head": {"kind": "identity"},
@@ -80,12 +67,12 @@ def test_audioclip_file_feeds_both_towers(cache, monkeypatch):
     torch.testing.assert_close(model.text_encoder.eval()(texts), text.eval()(texts))
 
 
-def test_cached_weights_are_verified_before_loading(cache, monkeypatch):
+def test_cached_weights_are_verified_before_loading(cache, pin_weights, monkeypatch):
     from earshot.weights import cache as wcache
 
     path = cache / "Cnn6_mAP=0.343.pth"
     torch.save({"model": {**create_audio_encoder("cnn6").state_dict(), **torchlibrosa_buffers()}}, path)
-    _pin(monkeypatch, "panns_cnn6", path)
+    pin_weights("panns_cnn6", path)
     config = {"audio": {"name": "cnn6", "weights": "panns_cnn6", "train": "none"}, "text": {"name": "bow"},
               "embed_dim": 8}
     hashed = []
