@@ -1,5 +1,6 @@
 """Every seed-table preset parses strictly, names registered parts, and moves with one --set."""
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ def test_preset_is_valid_and_moves_with_one_set(path):
             assert not Path(split["table"]).is_absolute()
 
 
-def _preset(name):
+@functools.lru_cache(maxsize=None)
+def _preset(name):  # configs are frozen dataclasses: one load per preset serves every test
     return load_config(load_yaml(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"))
 
 
