@@ -55,6 +55,13 @@ class CacheConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    teacher: str  # ensemble manifest (.json/.yaml) or checkpoint dir whose similarities are the targets
+    clip_seconds: float | None = None  # teacher's framing of the training clips; None = whole clips
+    cache_dir: str | None = None  # teacher embeddings; default the ensemble similarity cache
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     model: BiEncoderConfig  # the bi-encoder to train
     data: DataConfig  # what to train and validate on
@@ -74,12 +81,15 @@ class TrainConfig:
     out_dir: str = "runs/train"  # checkpoints, logs, final models
     stages: list[dict[str, Any]] = field(default_factory=list)  # run stages in order, each a
     # set of overrides of this config, each starting from the previous stage's averaged model
+    distill: DistillConfig | None = None  # teacher of the loss "distill" (train/distill.py)
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 2:
             raise ConfigError("epochs must be >= 0 and batch_size >= 2 (a batch needs negatives)")
         if self.top_k < 1:
             raise ConfigError("top_k must be >= 1")
+        if (self.loss.name == "distill") != (self.distill is not None) and not self.stages:
+            raise ConfigError("loss 'distill' and a 'distill:' section (its teacher) go together")
 
     @property
     def audio_cached(self) -> bool:
