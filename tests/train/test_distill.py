@@ -67,3 +67,27 @@ def test_distill_loss_and_teacher_go_together(tone_corpus, tmp_path):
         load_config(small_config(tone_corpus, tmp_path, distill={"teacher": "x.yaml"}))
     with pytest.raises(ConfigError, match="teachr"):
         load_config(small_config(tone_corpus, tmp_path, loss={"name": "distill"}, distill={"teachr": "x"}))
+
+
+def test_epoch_warmup_and_early_cosine_end_as_the_2025_baseline(tone_corpus, tmp_path):
+    # 20 epochs of 10 steps: 1 warm-up epoch, cosine over 15 epochs to min_lr, then constant
+    from types import SimpleNamespace
+
+    from earshot.models.biencoder import create_model
+    from earshot.train.module import RetrievalModule
+
+    cfg = load_config(small_config(tone_corpus, tmp_path), [
+        "optim.scheduler=cosine", "optim.lr=2e-5", "optim.min_lr=1e-7", "optim.warmup_epochs=1",
+        "optim.decay_epochs=15", "epochs=20"])
+    module = RetrievalModule(create_model(cfg.model), cfg, None)
+    module._trainer = SimpleNamespace(estimated_stepping_batches=200, max_epochs=20)
+    [opt], [sched] = module.configure_optimizers()
+    lrs = []
+    for _ in range(200):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched["scheduler"].step()
+    assert lrs[0] == pytest.approx(2e-5 / 10) and lrs[9] == pytest.approx(2e-5)  # linear warm-up
+    assert lrs[10] == pytest.approx(2e-5)  # cosine starts at the peak
+    assert lrs[85] == pytest.approx(1e-7 + (2e-5 - 1e-7) * 0.5)  # half-way through 150 decay steps
+    assert all(lr == pytest.approx(1e-7) for lr in lrs[160:])  # constant after epoch 16

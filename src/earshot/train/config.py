@@ -13,12 +13,15 @@ from earshot.models.biencoder import BiEncoderConfig
 class SplitConfig:
     table: str  # caption table file (Clotho CSV, AudioCaps CSV, or pairs CSV/JSONL)
     audio_dir: str | None = None  # folder the table's audio names are relative to
-    format: Literal["clotho", "audiocaps", "pairs"] = "clotho"  # how to read `table`
+    format: Literal["clotho", "audiocaps", "pairs", "wavcaps"] = "clotho"  # how to read `table`
+    exclude: str | None = None  # list of clip ids left out as the table is read (count printed)
 
 
 @dataclass(frozen=True)
 class DataConfig:
     train: SplitConfig  # training split
+    extra_train: list[SplitConfig] = field(default_factory=list)  # more training tables, joined
+    # to `train` (the 2025 baseline: Clotho + AudioCaps + WavCaps sources)
     root: str = "."  # relative table and audio paths resolve under it (one --set moves a preset)
     val: SplitConfig | None = None  # validation split (monitored: val/t2a/mAP@10)
     clip_seconds: float = 10.0  # training crop length (AudioCLIP F1: 10, F2: 20)
@@ -36,6 +39,9 @@ class OptimConfig:
     plateau_factor: float = 0.1  # ReduceLROnPlateau factor
     plateau_patience: int = 3  # ReduceLROnPlateau patience, epochs
     warmup_steps: int = 0  # linear warm-up from 0 (AudioCLIP seed uses warm-up)
+    warmup_epochs: float = 0.0  # more warm-up, in epochs of steps (2025 baseline: 1)
+    decay_epochs: float | None = None  # cosine reaches min_lr this many epochs after warm-up and
+    # stays there (2025 baseline: 15 of 20); None: at the last step
     min_lr: float = 0.0  # cosine floor
     grad_clip: float | None = 2.0  # gradient-norm clipping; None = off
 

@@ -32,7 +32,7 @@ from earshot.data.records import CaptionTable
 from earshot.ensemble import SimilarityCache, checkpoint_fingerprint, table_fingerprint
 from earshot.errors import ConfigError
 from earshot.train.config import TrainConfig
-from earshot.train.data import collate_inputs, load_split, resolve_split
+from earshot.train.data import collate_inputs, load_train_table, resolve_split
 from earshot.train.module import RetrievalModule
 
 
@@ -129,7 +129,7 @@ def with_teacher(cfg: TrainConfig, loader: DataLoader, module: RetrievalModule,
     if d is None:
         raise ConfigError("with_teacher needs a config with distill: set")
     split = resolve_split(cfg.data.train, cfg.data.root)
-    table = load_split(split)
+    table = load_train_table(split, [resolve_split(s, cfg.data.root) for s in cfg.data.extra_train])
     teacher = load_retriever(d.teacher)
     cache = SimilarityCache(d.cache_dir) if d.cache_dir else SimilarityCache()
     audio, text = teacher_embeddings(teacher, teacher_identity(teacher, d.teacher), table, split.audio_dir,

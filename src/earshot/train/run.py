@@ -34,6 +34,7 @@ from earshot.train.data import (
     cached_text_outputs,
     collate_inputs,
     load_split,
+    load_train_table,
     resolve_split,
 )
 from earshot.train.module import MONITOR, RetrievalModule
@@ -147,8 +148,9 @@ def _precision(cfg: TrainConfig) -> str:
 def _loaders(cfg: TrainConfig, model: BiEncoder, progress: bool):
     """(train loader, val loader or None, val table or None, cached val text outputs or None)."""
     d = cfg.data
-    d = replace(d, train=resolve_split(d.train, d.root), val=resolve_split(d.val, d.root) if d.val else None)
-    train_table = load_split(d.train)
+    d = replace(d, train=resolve_split(d.train, d.root), val=resolve_split(d.val, d.root) if d.val else None,
+                extra_train=[resolve_split(s, d.root) for s in d.extra_train])
+    train_table = load_train_table(d.train, d.extra_train)
     val_table = load_split(d.val) if d.val else None
     root = Path(cfg.cache.dir) if cfg.cache.dir else cache_dir() / "towers"
     common = dict(seed=cfg.seed, num_workers=d.num_workers, progress=progress)
