@@ -23,3 +23,17 @@ register_weights(WeightsEntry(
     urls=("https://github.com/kkoutini/PaSST/releases/download/v0.0.2-audioset/passt-s-f128-p16-s16-ap.468.pt",),
     checksum=None, size_bytes=None, towers=(Tower("audio", "passt", "passt", 768),),
     file_format="torch_pickle", source=_PASST_SOURCE, licence=_PASST_LICENCE, audio=PASST_AUDIO))
+
+# The DCASE 2025 Task 6 baseline's model trained on Clotho + AudioCaps + WavCaps (a Lightning
+# checkpoint of PaSST-S + RoBERTa-large + projections). Its README links a cloud.cp.jku.at
+# (Nextcloud) share; "/download" is Nextcloud's direct-download form of a single-file share (the
+# form salsa's scripts/download_checkpoint.sh uses on the same server). A share link is not a
+# versioned release, no file name or digest is published, and the file holds a whole bi-encoder,
+# not one tower: it is imported with earshot.models.dcase2025.import_dcase2025_baseline.
+register_weights(WeightsEntry(
+    name="dcase2025_baseline", file_name="dcase2025_task6_baseline.ckpt",
+    urls=("https://cloud.cp.jku.at/index.php/s/6ZTQ3mcwk9AAS4i/download",),
+    checksum=None, size_bytes=None, towers=(), file_format="torch_pickle",
+    source=("DCASE 2025 Task 6 baseline (CPJKU dcase2025_task6_baseline README, commit c78422f): "
+            "model trained on Clotho, AudioCaps, WavCaps; file name ours (none published)"),
+    licence="not stated for the checkpoint (repository has no licence file)", audio=PASST_AUDIO))
