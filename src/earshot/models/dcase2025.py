@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from earshot.errors import WeightsError
-from earshot.models.passt import convert_passt_state_dict
+from earshot.models.passt import convert_passt_state_dict, read_torch_dict
 
 __all__ = ["ROBERTA", "baseline_model_config", "convert_dcase2025_baseline_state_dict",
            "import_dcase2025_baseline"]
@@ -107,15 +107,7 @@ def import_dcase2025_baseline(ckpt: str | Path, out_dir: str | Path, tokenizer: 
     from earshot.models.biencoder import create_model
 
     ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise WeightsError(f"{ckpt}: baseline checkpoint not found")
-    try:
-        raw = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and weights_only refusals
-        raise WeightsError(f"{ckpt}: cannot read with weights_only=True ({e})") from None
-    if not isinstance(raw, Mapping):
-        raise WeightsError(f"{ckpt}: expected a Lightning checkpoint dict, got {type(raw).__name__}")
-    sd = convert_dcase2025_baseline_state_dict(raw)
+    sd = convert_dcase2025_baseline_state_dict(read_torch_dict(ckpt, "baseline checkpoint"))
     if roberta is None:
         width = sd.get("text_head.proj.weight")
         roberta = "base" if width is not None and width.shape[1] == 768 else "large"

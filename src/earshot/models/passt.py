@@ -390,16 +390,21 @@ def load_passt_state_dict(model: PasstEncoder, sd: Mapping[str, Tensor]) -> None
     model.load_state_dict(dict(sd), strict=True)
 
 
-def load_passt_checkpoint(model: PasstEncoder, path: str | Path) -> PasstEncoder:
-    """Read a released PaSST ``.pt`` (``weights_only=True``), convert, load strictly."""
+def read_torch_dict(path: str | Path, what: str) -> Mapping[str, Any]:
+    """A ``torch.save``d dict read with ``weights_only=True``; errors name the file and ``what``."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: PaSST checkpoint not found")
+        raise WeightsError(f"{path}: {what} not found")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and weights_only refusals
-        raise WeightsError(f"{path}: cannot read as a PyTorch state dict with weights_only=True ({e})") from None
+        raise WeightsError(f"{path}: cannot read the {what} with weights_only=True ({e})") from None
     if not isinstance(raw, Mapping):
-        raise WeightsError(f"{path}: expected a state dict, got {type(raw).__name__}")
-    load_passt_state_dict(model, convert_passt_state_dict(raw))
+        raise WeightsError(f"{path}: expected a dict ({what}), got {type(raw).__name__}")
+    return raw
+
+
+def load_passt_checkpoint(model: PasstEncoder, path: str | Path) -> PasstEncoder:
+    """Read a released PaSST ``.pt`` (``weights_only=True``), convert, load strictly."""
+    load_passt_state_dict(model, convert_passt_state_dict(read_torch_dict(path, "PaSST checkpoint")))
     return model
