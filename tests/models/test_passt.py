@@ -194,3 +194,12 @@ def test_registry_loader_reads_a_release_file(tmp_path):
     load_tower_weights(enc, TowerConfig(name="passt", options={"config": TINY},
                                         weights=str(tmp_path / "release.pt"), weights_format="passt"))
     assert torch.equal(enc.state_dict()["blocks.1.mlp.fc2.weight"], sd["blocks.1.mlp.fc2.weight"])
+
+
+def test_front_end_stays_float32_under_bf16_autocast(tiny):
+    gen = _gen()[None, :32000]
+    with torch.no_grad():
+        plain = tiny.mel(gen)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            auto = tiny.mel(gen)
+    assert auto.dtype == torch.float32 and torch.equal(auto, plain)

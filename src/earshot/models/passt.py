@@ -148,8 +148,15 @@ class PasstMel(nn.Module):
         return F.pad(kaldi_mel_banks(c.n_mels, c.n_fft, c.sample_rate, fmin, fmax), (0, 1))
 
     def forward(self, waveform: Tensor) -> Tensor:
+        # float32 throughout, also under mixed precision: a bf16 pre-emphasis or filterbank product
+        # would add noise of the order of the quietest mel bands (the reference turns autocast off
+        # for the product only)
+        with torch.autocast(waveform.device.type, enabled=False):
+            return self._features(waveform.float())
+
+    def _features(self, waveform: Tensor) -> Tensor:
         c = self.cfg
-        x = F.conv1d(waveform.float().unsqueeze(1), self.preemphasis).squeeze(1)  # (B, T - 1)
+        x = F.conv1d(waveform.unsqueeze(1), self.preemphasis).squeeze(1)  # (B, T - 1)
         spec = torch.stft(x, c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self.window,
                           center=True, normalized=False, return_complex=True)  # (B, n_fft/2 + 1, frames)
         power = spec.real.square() + spec.imag.square()
@@ -159,8 +166,7 @@ class PasstMel(nn.Module):
             fmin = c.fmin + torch.randint(c.fmin_aug_range, (1,)).item()
             fmax = c.mel_fmax + c.fmax_aug_range // 2 - torch.randint(c.fmax_aug_range, (1,)).item()
             basis = self._basis(fmin, fmax).to(power.device)
-        with torch.autocast(power.device.type, enabled=False):
-            mel = basis @ power  # (B, M, frames)
+        mel = basis @ power  # (B, M, frames)
         return ((mel + 1e-5).log() + 4.5) / 5.0
 
 
