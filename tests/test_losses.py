@@ -329,6 +329,21 @@ def test_multipositive_infonce_by_hand():
     assert out.total.item() == pytest.approx(math.log(2450) / 8)
 
 
+def test_multipositive_infonce_pairs_average_by_hand():
+    # the baseline's reduction: mean -log p over the 6 positive entries (0,0) (0,1) (1,0) (1,1) (2,2) (3,3)
+    #   rows:    -(2 ln 1/3 + 2 ln 1/4 + ln 1/2 + ln 3/6) / 6 = (ln 3 + 3 ln 2) / 3 = ln(24) / 3
+    #   columns: -(2 ln 2/5 + 2 ln 1/5 + ln 4/7 + ln 3/7) / 6 = ln(625 * 49 / 48) / 6
+    out = multipositive_infonce(torch.eye(4, dtype=torch.float64), M4.log().T, IDS4, temperature=1.0,
+                                average="pairs")
+    assert out.parts["a2t"].item() == pytest.approx(math.log(24) / 3)
+    assert out.parts["t2a"].item() == pytest.approx(math.log(625 * 49 / 48) / 6)
+    a, t = _batch(11, noise=0.5)
+    torch.testing.assert_close(multipositive_infonce(a, t, torch.arange(8), average="pairs").total,
+                               multipositive_infonce(a, t, torch.arange(8)).total)
+    with pytest.raises(ValueError, match="average"):
+        multipositive_infonce(a, t, torch.arange(8), average="mean")
+
+
 def test_multipositive_infonce_is_infonce_when_clips_differ():
     a, t = _batch(7, noise=0.5)
     ids = torch.tensor([3, 1, 4, 0, 5, 9, 2, 6])

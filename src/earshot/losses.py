@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -368,6 +368,7 @@ def multipositive_infonce(
     text: torch.Tensor,
     clip_ids: torch.Tensor,
     temperature: float | torch.Tensor = 0.05,
+    average: Literal["anchors", "pairs"] = "anchors",
 ) -> LossOutput:
     """InfoNCE in which every same-clip pair is a positive (the DCASE 2025 Task 6 baseline).
 
@@ -379,18 +380,26 @@ def multipositive_infonce(
 
     The baseline (CPJKU ``dcase2025_task6_baseline``, ``retrieval_module.py``) averages the
     log-probabilities of all positive entries of the batch at once, which weighs a clip with two
-    captions in the batch twice as much as a clip with one; normalising per row, as here, gives
-    every anchor the same weight. Both agree when each clip appears at most once per batch (the
-    usual case for large caption sets). Temperature 0.05, fixed in the baseline
+    captions in the batch twice as much as a clip with one; ``average="pairs"`` computes exactly
+    that (the DCASE 2025 presets use it), the default ``"anchors"`` normalises per row as the
+    targets above say, giving every anchor the same weight. Both agree when each clip appears at
+    most once per batch. Temperature 0.05, fixed in the baseline
     (``--initial_tau 0.05 --no-tau_trainable``); a learnable one lives in the model and is passed
     here, as for :func:`infonce`.
     """
     _check_inputs(audio, text, clip_ids)
     _check_temperature(temperature)
     logits = (audio @ text.T) / temperature  # (B, B)
-    targets = positive_targets(clip_ids, logits.dtype)  # (B, B), symmetric
-    a2t = _soft_ce(logits, targets)  # rows: audio anchors over captions
-    t2a = _soft_ce(logits.T, targets)  # columns: caption anchors over clips
+    if average == "pairs":  # the baseline's reduction: mean log-probability over positive entries
+        positive = clip_ids[:, None] == clip_ids[None, :]  # (B, B)
+        a2t = -logits.log_softmax(dim=1)[positive].mean()
+        t2a = -logits.log_softmax(dim=0)[positive].mean()
+    elif average == "anchors":
+        targets = positive_targets(clip_ids, logits.dtype)  # (B, B), symmetric
+        a2t = _soft_ce(logits, targets)  # rows: audio anchors over captions
+        t2a = _soft_ce(logits.T, targets)  # columns: caption anchors over clips
+    else:
+        raise ValueError(f"average must be 'anchors' or 'pairs', got {average!r}")
     return LossOutput(0.5 * (a2t + t2a), {"a2t": a2t, "t2a": t2a})
 
 
