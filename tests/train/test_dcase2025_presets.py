@@ -41,11 +41,28 @@ def _tiny(root: Path, out: Path) -> list[str]:
 @pytest.mark.slow
 def test_dcase2025_presets_run_on_the_synthetic_corpus(synth_root, tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("EARSHOT_CACHE", str(tmp_path / "user-cache"))
-    # 1. Clotho only
-    cfg = load_config(load_yaml(CONFIGS / "dcase2025_baseline.yaml"), _tiny(synth_root, tmp_path / "base"))
-    assert cfg.loss.name == "multipositive_infonce" and not cfg.model.learn_temperature
-    assert cfg.model.temperature == 0.05 and cfg.optim.decay_epochs == 15 and cfg.batch_size == 8
-    first = train(cfg, progress=False)
+    # 1. Clotho only, through the CLI, then evaluated through the CLI
+    from typer.testing import CliRunner
+
+    from earshot.app import cli
+
+    cli._register()  # the commands register lazily (as the entry point does)
+    overrides = _tiny(synth_root, tmp_path / "base")
+    cfg = load_config(load_yaml(CONFIGS / "dcase2025_baseline.yaml"), overrides)
+    assert cfg.loss.name == "multipositive_infonce" and cfg.loss.options == {"average": "pairs"}
+    assert cfg.model.temperature == 0.05 and not cfg.model.learn_temperature
+    assert cfg.optim.decay_epochs == 15 and cfg.optim.warmup_epochs == 1 and cfg.batch_size == 8
+    args = ["train", str(CONFIGS / "dcase2025_baseline.yaml"), "--no-progress"]
+    for item in overrides:
+        args += ["--set", item]
+    result = CliRunner().invoke(cli.app, args)
+    assert result.exit_code == 0, result.output
+    first = {"averaged": tmp_path / "base" / "averaged"}
+    result = CliRunner().invoke(cli.app, ["evaluate", str(first["averaged"]), "--data",
+                                          str(synth_root / "clotho" / "clotho_captions_evaluation.csv"),
+                                          "--audio-dir", str(synth_root / "clotho" / "evaluation")])
+    assert result.exit_code == 0, result.output
+    assert "mAP@10" in result.output
     model = checkpoint.load(first["averaged"])
     assert model.logit_scale().item() == pytest.approx(20.0)  # fixed 1 / 0.05
     assert model.text_encoder.preprocess == "lower_strip_punct" and model.text_encoder.max_length == 32
