@@ -12,6 +12,8 @@ from earshot.losses import (
     create_loss,
     infonce,
     infonce_vicreg,
+    multipositive_infonce,
+    distill,
     ntxent,
     triplet_max,
     triplet_sum,
@@ -217,12 +219,13 @@ def _batch(seed: int, n: int = 8, d: int = 6, noise: float = 0.05):
     return a, t
 
 
-ALL = sorted(LOSSES.names())
+ALL = sorted(n for n in LOSSES.names() if n != "distill")  # distill also takes a teacher
 
 
 def test_registry_has_every_loss():
-    assert ALL == sorted(
-        ["triplet_sum", "triplet_max", "triplet_weighted", "ntxent", "infonce", "infonce_vicreg", "vicreg"]
+    assert sorted(LOSSES.names()) == sorted(
+        ["triplet_sum", "triplet_max", "triplet_weighted", "ntxent", "infonce", "infonce_vicreg", "vicreg",
+         "multipositive_infonce", "distill"]
     )
 
 
@@ -302,3 +305,128 @@ def test_shape_errors_are_clear():
         triplet_sum(A3, T3[:, :1], DISTINCT)
     with pytest.raises(ValueError, match="clip_ids"):
         ntxent(A3, T3, torch.tensor([0, 1]))
+
+
+# ---- multi-positive InfoNCE (DCASE 2025 baseline) ---------------------------------------------
+# 4 pairs, clip ids [0, 0, 1, 2]: pairs 0 and 1 are two captions of one clip. With audio = I and
+# text = log(M).T at temperature 1 the logits are log(M), so each softmax is M normalised:
+#   M = [[2, 2, 1, 1],      rows (a2t), targets [.5 .5 0 0], [.5 .5 0 0], [0 0 1 0], [0 0 0 1]:
+#        [1, 1, 1, 1],        row0 -(.5 ln 2/6 + .5 ln 2/6) = ln 3;   row1 -ln(1/4) = ln 4
+#        [1, 1, 4, 2],        row2 -ln(4/8) = ln 2;                    row3 -ln(3/6) = ln 2
+#        [1, 1, 1, 3]]        a2t = (ln 3 + ln 4 + 2 ln 2) / 4 = ln(48) / 4
+#   columns (t2a), same targets: col0 [2 1 1 1]/5 -> -(.5 ln 2/5 + .5 ln 1/5) = ln 5 - ln 2 / 2
+#        col1 the same; col2 [1 1 4 1]/7 -> ln 7 - 2 ln 2; col3 [1 1 2 3]/7 -> ln 7 - ln 3
+#        t2a = (2 ln 5 + 2 ln 7 - 3 ln 2 - ln 3) / 4 = ln(1225 / 24) / 4
+#   total = (a2t + t2a) / 2 = ln(48 * 1225 / 24) / 8 = ln(2450) / 8
+M4 = torch.tensor([[2, 2, 1, 1], [1, 1, 1, 1], [1, 1, 4, 2], [1, 1, 1, 3]], dtype=torch.float64)
+IDS4 = torch.tensor([0, 0, 1, 2])
+
+
+def test_multipositive_infonce_by_hand():
+    out = multipositive_infonce(torch.eye(4, dtype=torch.float64), M4.log().T, IDS4, temperature=1.0)
+    assert out.parts["a2t"].item() == pytest.approx(math.log(48) / 4)
+    assert out.parts["t2a"].item() == pytest.approx(math.log(1225 / 24) / 4)
+    assert out.total.item() == pytest.approx(math.log(2450) / 8)
+
+
+def test_multipositive_infonce_pairs_average_by_hand():
+    # the baseline's reduction: mean -log p over the 6 positive entries (0,0) (0,1) (1,0) (1,1) (2,2) (3,3)
+    #   rows:    -(2 ln 1/3 + 2 ln 1/4 + ln 1/2 + ln 3/6) / 6 = (ln 3 + 3 ln 2) / 3 = ln(24) / 3
+    #   columns: -(2 ln 2/5 + 2 ln 1/5 + ln 4/7 + ln 3/7) / 6 = ln(625 * 49 / 48) / 6
+    out = multipositive_infonce(torch.eye(4, dtype=torch.float64), M4.log().T, IDS4, temperature=1.0,
+                                average="pairs")
+    assert out.parts["a2t"].item() == pytest.approx(math.log(24) / 3)
+    assert out.parts["t2a"].item() == pytest.approx(math.log(625 * 49 / 48) / 6)
+    a, t = _batch(11, noise=0.5)
+    torch.testing.assert_close(multipositive_infonce(a, t, torch.arange(8), average="pairs").total,
+                               multipositive_infonce(a, t, torch.arange(8)).total)
+    with pytest.raises(ValueError, match="average"):
+        multipositive_infonce(a, t, torch.arange(8), average="mean")
+
+
+def test_multipositive_infonce_is_infonce_when_clips_differ():
+    a, t = _batch(7, noise=0.5)
+    ids = torch.tensor([3, 1, 4, 0, 5, 9, 2, 6])
+    for temp in (0.05, 0.3):
+        torch.testing.assert_close(multipositive_infonce(a, t, ids, temperature=temp).total,
+                                   infonce(a, t, ids, temperature=temp).total)
+    assert multipositive_infonce(a, t, ids).total.item() == pytest.approx(
+        infonce(a, t, ids, temperature=0.05).total.item())  # default temperature 0.05
+
+
+def test_multipositive_infonce_rewards_same_clip_pairs():
+    # the second caption of clip 0 is a positive here, a removed entry for infonce
+    a, t = _batch(8, noise=0.5)
+    ids = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])
+    t_close = t.clone()
+    t_close[1] = a[0]  # caption 1 now matches audio 0 perfectly: lower multi-positive loss
+    assert (multipositive_infonce(a, t_close, ids).parts["a2t"].item()
+            < multipositive_infonce(a, t_close, torch.arange(8)).parts["a2t"].item())
+
+
+# ---- distillation -------------------------------------------------------------------------------
+
+
+def _entropy_rows(logits: torch.Tensor) -> torch.Tensor:
+    p = logits.softmax(dim=1)
+    return -(p * p.log()).sum(dim=1).mean()
+
+
+def test_distill_student_equal_to_teacher_is_the_minimum():
+    a, t = _batch(9, noise=0.7)
+    a, t = a.double(), t.double()
+    ids = torch.arange(8)
+    teacher = a @ t.T
+    out = distill(a, t, ids, teacher, temperature=0.1, teacher_temperature=0.1)
+    # CE(p, p) is the entropy of the teacher's rows and columns: the lower bound of CE(q, p)
+    expected = 0.5 * (_entropy_rows(teacher / 0.1) + _entropy_rows(teacher.T / 0.1))
+    torch.testing.assert_close(out.total, expected)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        a2 = F.normalize(a + 0.2 * torch.randn(a.shape, generator=g, dtype=a.dtype), dim=1)
+        assert distill(a2, t, ids, teacher, temperature=0.1, teacher_temperature=0.1).total > out.total
+    # and the gradient vanishes there
+    a_req, t_req = a.clone().requires_grad_(), t.clone().requires_grad_()
+    distill(a_req, t_req, ids, teacher, temperature=0.1, teacher_temperature=0.1).total.backward()
+    assert a_req.grad.abs().max() < 1e-12 and t_req.grad.abs().max() < 1e-12
+
+
+def test_distill_gradcheck_and_teacher_gets_no_gradient():
+    a, t = _batch(10, n=3, d=4, noise=0.5)
+    a = a.double().requires_grad_()
+    t = t.double().requires_grad_()
+    teacher = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    ids = torch.tensor([0, 0, 1])
+
+    def f(a_, t_):
+        return distill(a_, t_, ids, teacher, temperature=0.2, teacher_temperature=0.5,
+                       contrastive_weight=0.3).total
+
+    assert torch.autograd.gradcheck(f, (a, t))
+    f(a, t).backward()
+    assert teacher.grad is None
+
+
+def test_distill_by_hand_and_mixing():
+    # B = 2, temperature 1: student logits S = [[0, ln 3], [0, 0]], teacher logits T = [[ln 3, 0], [0, 0]]
+    s = torch.tensor([[0.0, math.log(3)], [0.0, 0.0]], dtype=torch.float64)
+    teacher = torch.tensor([[math.log(3), 0.0], [0.0, 0.0]], dtype=torch.float64)
+    a, t = torch.eye(2, dtype=torch.float64), s.T.clone()
+    ids = torch.tensor([0, 1])
+    out = distill(a, t, ids, teacher, temperature=1.0, teacher_temperature=1.0)
+    # rows: q0 = [1/4, 3/4], p0 = [3/4, 1/4] -> -(3/4 ln 1/4 + 1/4 ln 3/4); q1 = p1 = [1/2, 1/2] -> ln 2
+    a2t = (-(0.75 * math.log(0.25) + 0.25 * math.log(0.75)) + math.log(2)) / 2
+    # columns: S.T = [[0, 0], [ln 3, 0]], T.T = [[ln 3, 0], [0, 0]]:
+    # col0: q = [1/2, 1/2], p = [3/4, 1/4] -> ln 2; col1: q = [3/4, 1/4], p = [1/2, 1/2] -> -(.5 ln .75 + .5 ln .25)
+    t2a = (math.log(2) - (0.5 * math.log(0.75) + 0.5 * math.log(0.25))) / 2
+    assert out.parts["distill/a2t"].item() == pytest.approx(a2t)
+    assert out.parts["distill/t2a"].item() == pytest.approx(t2a)
+    mixed = distill(a, t, ids, teacher, temperature=1.0, teacher_temperature=1.0, distill_weight=0.5,
+                    contrastive_weight=2.0)
+    con = multipositive_infonce(a, t, ids, temperature=1.0).total
+    assert mixed.total.item() == pytest.approx(0.5 * (a2t + t2a) / 2 + 2.0 * con.item())
+    with pytest.raises(ValueError, match="teacher similarity"):
+        distill(a, t, ids, teacher[:1])
+    assert uses_temperature("distill") and uses_temperature("multipositive_infonce")
+    with pytest.raises(ConfigError, match="teacher"):
+        create_loss("distill", teacher=teacher)

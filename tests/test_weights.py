@@ -316,14 +316,20 @@ def test_registry_has_the_expected_entries():
         W.get_weights("panns_cnn15")
 
 
+# GitHub release assets without any published digest (downloads need --allow-unverified)
+NO_PUBLISHED_DIGEST = {"passt_s_p16_s16_128_ap468", "dcase2025_baseline"}
+
+
 @pytest.mark.parametrize("name", W.list_weights())
 def test_registry_entry_is_well_formed(name):
     e = W.get_weights(name)
     assert e.name == name
     assert e.urls and all(u.startswith("https://") for u in e.urls)
-    assert e.checksum is not None  # every shipped entry has a published checksum
-    assert re.fullmatch(f"[0-9a-f]{{{W.HEX_LENGTH[e.checksum.algorithm]}}}", e.checksum.digest)
-    assert e.checksum.source
+    if e.checksum is None:  # only where the publisher states no digest at all
+        assert name in NO_PUBLISHED_DIGEST, name
+    else:
+        assert re.fullmatch(f"[0-9a-f]{{{W.HEX_LENGTH[e.checksum.algorithm]}}}", e.checksum.digest)
+        assert e.checksum.source
     assert e.size_bytes is None or e.size_bytes > 0
     assert e.source and e.licence
     for t in e.towers:
@@ -374,7 +380,7 @@ _ARCH_MODULE = {
     "cnn14": "earshot.models.panns", "resnet38": "earshot.models.panns",
     "wavegram_logmel_cnn14": "earshot.models.panns", "cnn10": "earshot.models.panns",
     "cnn6": "earshot.models.panns", "esresnext_fbsp": "earshot.models.esresnext",
-    "clip_text": "earshot.models.text",
+    "clip_text": "earshot.models.text", "passt": "earshot.models.passt",
 }
 _TOWERS = sorted({(t.kind, t.architecture) for n in W.list_weights()
                   for t in W.get_weights(n).towers})
@@ -403,6 +409,7 @@ def test_architecture_is_registered(kind, arch):
 _CONVERTER_MODULE = {
     "panns": "earshot.models.panns", "audioclip_audio": "earshot.models.esresnext",
     "audioclip_text": "earshot.models.clip_text", "openai_clip_text": "earshot.models.clip_text",
+    "passt": "earshot.models.passt",
 }
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +42,10 @@ __all__ = [
     "LOSSES",
     "LossOutput",
     "create_loss",
+    "distill",
     "infonce",
     "infonce_vicreg",
+    "multipositive_infonce",
     "ntxent",
     "same_clip_mask",
     "triplet_max",
@@ -345,7 +347,107 @@ def infonce_vicreg(
     return LossOutput(nce.total + vicreg_weight * reg.total, parts)
 
 
-_CALL_ARGS = ("audio", "text", "clip_ids")
+def _soft_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of ``-sum_j targets[i, j] * log_softmax(logits)[i, j]`` (rows of
+    ``targets`` sum to 1). Zero-target entries contribute nothing, even where the log-probability
+    underflows to ``-inf``."""
+    logp = logits.log_softmax(dim=1)  # (B, B)
+    return -(targets * logp).nan_to_num(nan=0.0).sum(dim=1).mean()
+
+
+def positive_targets(clip_ids: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(B, B)`` soft targets: row ``i`` spreads mass ``1 / n_i`` over the ``n_i`` pairs whose clip
+    is pair ``i``'s (itself included). Symmetric, so it serves both retrieval directions."""
+    same = (clip_ids[:, None] == clip_ids[None, :]).to(dtype)  # (B, B)
+    return same / same.sum(dim=1, keepdim=True)
+
+
+@LOSSES.register("multipositive_infonce")
+def multipositive_infonce(
+    audio: torch.Tensor,
+    text: torch.Tensor,
+    clip_ids: torch.Tensor,
+    temperature: float | torch.Tensor = 0.05,
+    average: Literal["anchors", "pairs"] = "anchors",
+) -> LossOutput:
+    """InfoNCE in which every same-clip pair is a positive (the DCASE 2025 Task 6 baseline).
+
+    ``logits = audio @ text.T / temperature``; the target of each row (audio anchor over the
+    batch's captions) and of each column (caption anchor over the batch's clips) is the positive
+    mask normalised to sum to 1 (:func:`positive_targets`); ``total = (CE_a2t + CE_t2a) / 2``.
+    Unlike :func:`infonce`, a second caption of the same clip is pulled closer instead of removed.
+    With all clip ids distinct the mask is the identity and this equals plain InfoNCE.
+
+    The baseline (CPJKU ``dcase2025_task6_baseline``, ``retrieval_module.py``) averages the
+    log-probabilities of all positive entries of the batch at once, which weighs a clip with two
+    captions in the batch twice as much as a clip with one; ``average="pairs"`` computes exactly
+    that (the DCASE 2025 presets use it), the default ``"anchors"`` normalises per row as the
+    targets above say, giving every anchor the same weight. Both agree when each clip appears at
+    most once per batch. Temperature 0.05, fixed in the baseline
+    (``--initial_tau 0.05 --no-tau_trainable``); a learnable one lives in the model and is passed
+    here, as for :func:`infonce`.
+    """
+    _check_inputs(audio, text, clip_ids)
+    _check_temperature(temperature)
+    logits = (audio @ text.T) / temperature  # (B, B)
+    if average == "pairs":  # the baseline's reduction: mean log-probability over positive entries
+        positive = clip_ids[:, None] == clip_ids[None, :]  # (B, B)
+        a2t = -logits.log_softmax(dim=1)[positive].mean()
+        t2a = -logits.log_softmax(dim=0)[positive].mean()
+    elif average == "anchors":
+        targets = positive_targets(clip_ids, logits.dtype)  # (B, B), symmetric
+        a2t = _soft_ce(logits, targets)  # rows: audio anchors over captions
+        t2a = _soft_ce(logits.T, targets)  # columns: caption anchors over clips
+    else:
+        raise ValueError(f"average must be 'anchors' or 'pairs', got {average!r}")
+    return LossOutput(0.5 * (a2t + t2a), {"a2t": a2t, "t2a": t2a})
+
+
+@LOSSES.register("distill")
+def distill(
+    audio: torch.Tensor,
+    text: torch.Tensor,
+    clip_ids: torch.Tensor,
+    teacher: torch.Tensor,
+    temperature: float | torch.Tensor = 0.05,
+    teacher_temperature: float = 0.05,
+    distill_weight: float = 1.0,
+    contrastive_weight: float = 0.0,
+) -> LossOutput:
+    """Distillation of a teacher's in-batch audio-caption correspondences (Primus et al.,
+    DCASE 2024 workshop, "Estimated audio-caption correspondences"; ``OptimusPrimus/salsa``).
+
+    ``teacher (B, B)`` holds the teacher's similarity of audio ``i`` and caption ``j`` of the batch
+    (for an ensemble, the weighted mean of its members' cosine similarities). Its row-wise
+    softmax at ``teacher_temperature`` is the target of the student's rows (``audio @ text.T /
+    temperature``), and its column-wise softmax the target of the student's columns:
+    ``distill = (CE_a2t + CE_t2a) / 2``. ``total = distill_weight * distill + contrastive_weight *``
+    :func:`multipositive_infonce` (salsa's second stage: weights 1 and 0, both temperatures 0.05).
+    The teacher is a constant: no gradient reaches it.
+    """
+    _check_inputs(audio, text, clip_ids)
+    _check_temperature(temperature)
+    _check_temperature(teacher_temperature)
+    b = audio.shape[0]
+    if teacher.shape != (b, b):
+        raise ValueError(f"teacher similarity must be ({b}, {b}); got {tuple(teacher.shape)}")
+    if distill_weight < 0 or contrastive_weight < 0 or distill_weight + contrastive_weight == 0:
+        raise ValueError("distill_weight and contrastive_weight must be >= 0 and not both 0")
+    logits = (audio @ text.T) / temperature  # (B, B)
+    soft = teacher.detach().to(logits.dtype) / teacher_temperature  # (B, B)
+    a2t = _soft_ce(logits, soft.softmax(dim=1))
+    t2a = _soft_ce(logits.T, soft.T.softmax(dim=1))
+    kd = 0.5 * (a2t + t2a)
+    parts = {"distill": kd, "distill/a2t": a2t, "distill/t2a": t2a}
+    total = distill_weight * kd
+    if contrastive_weight > 0:
+        con = multipositive_infonce(audio, text, clip_ids, temperature=temperature)
+        parts["contrastive"] = con.total
+        total = total + contrastive_weight * con.total
+    return LossOutput(total, parts)
+
+
+_CALL_ARGS = ("audio", "text", "clip_ids", "teacher")
 
 
 def create_loss(name: str, **options: object) -> Callable[..., LossOutput]:

@@ -240,3 +240,57 @@ def test_real_audio_sample_with_leading_space_is_found(tmp_path):
     p = _write(tmp_path / "c.csv", "file_name,caption_1\n Ambience Birds.wav,birds sing\n")
     t = read_clotho(p, audio_dir=folder)  # would raise if the space were stripped
     assert t[0].audio == folder / " Ambience Birds.wav" and t.report.audio.ok
+
+
+# ---- WavCaps and exclusion lists (DCASE 2025 baseline) ------------------------------------------
+
+
+def _wavcaps(tmp_path, data) -> Path:
+    return _write(tmp_path / "fsd_final.json", json.dumps({"num_captions_per_audio": 1, "data": data}))
+
+
+def test_wavcaps_reads_ids_captions_and_audio_names(tmp_path):
+    from earshot.data.readers import read_wavcaps
+
+    p = _wavcaps(tmp_path, [
+        {"id": "180913", "caption": "A dog barks.", "duration": 3.5, "tags": ["dog"]},
+        {"id": "Y7fmOlUlwoNg.wav", "caption": "Rain falls on a roof."},  # AudioSet_SL style id
+    ])
+    t = read_table(p, format="wavcaps")
+    assert [c.clip_id for c in t] == ["180913", "Y7fmOlUlwoNg"]
+    assert [c.audio for c in t] == [Path("180913.flac"), Path("Y7fmOlUlwoNg.flac")]
+    assert t.captions() == ["A dog barks.", "Rain falls on a roof."]
+    assert t[0].meta["duration"] == 3.5 and t[0].meta["tags"] == ["dog"] and t[1].meta["index"] == 1
+    assert read_wavcaps(p, audio_ext=".mp3")[0].audio == Path("180913.mp3")
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / "180913.flac").write_bytes(b"")
+    with pytest.raises(DataError, match="Y7fmOlUlwoNg"):
+        read_wavcaps(p, audio_dir=tmp_path / "audio")
+
+
+@pytest.mark.parametrize("data,match", [
+    ({"items": []}, "'data' list"),
+    ({"data": [{"id": "1"}]}, r"data\[0\]: 'caption'"),
+    ({"data": [{"id": "1", "caption": "a"}, {"id": "1", "caption": "b"}]}, r"data\[1\]: id '1' already at data\[0\]"),
+    ({"data": ["x"]}, r"data\[0\]: expected an object"),
+])
+def test_wavcaps_errors_name_the_entry(tmp_path, data, match):
+    p = _write(tmp_path / "bad.json", json.dumps(data))
+    with pytest.raises(DataError, match=match):
+        read_table(p, format="wavcaps")
+
+
+def test_exclusion_list_is_applied_when_read_and_counted(tmp_path, capsys):
+    p = _wavcaps(tmp_path, [{"id": str(i), "caption": f"sound {i}"} for i in (354184, 265492, 7, 8)])
+    ex = _write(tmp_path / "excluded.csv", "sound_id\n354184\n265492\n999\n")
+    t = read_table(p, format="wavcaps", exclude=ex)
+    assert [c.clip_id for c in t] == ["7", "8"] and t.num_captions == 2
+    assert "excluded 2 clips (2 captions)" in capsys.readouterr().err
+    plain = _write(tmp_path / "ids.txt", "# freesound ids\n7\n")
+    assert [c.clip_id for c in read_table(p, format="wavcaps", exclude=plain)] == ["354184", "265492", "8"]
+    # Clotho names match by the part before the first dot, as the baseline does
+    c = read_table(_write(tmp_path / "c.csv", "file_name,caption_1\n7.wav,a\nx.wav,b\n"), format="clotho",
+                   exclude=plain)
+    assert [x.clip_id for x in c] == ["x.wav"]
+
+

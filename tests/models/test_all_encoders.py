@@ -17,6 +17,7 @@ AUDIO_OPTIONS: dict[str, dict] = {
     # ResNet38 zero-initialises each block's last BN scale (as the official code): its residual
     # convolutions get no gradient at step 0, which this test would report.
     "resnet38": {"zero_init_residual": False},
+    "passt": {"config": {"embed_dim": 32, "depth": 2, "num_heads": 2}},
 }
 TEXT_OPTIONS: dict[str, dict] = {
     "hf_transformer": {
@@ -36,7 +37,7 @@ def _minilm_path() -> str:
 
 TEXT_OPTIONS["hf_transformer"]["tokenizer"] = _minilm_path()
 TEXTS = ["a dog barks in the distance", "rain falling on a tin roof"]
-EXPECTED_AUDIO = {"cnn14", "resnet38", "wavegram_logmel_cnn14", "cnn10", "cnn6", "esresnext_fbsp", "small_cnn"}
+EXPECTED_AUDIO = {"cnn14", "resnet38", "wavegram_logmel_cnn14", "cnn10", "cnn6", "esresnext_fbsp", "small_cnn", "passt"}
 EXPECTED_TEXT = {"sbert", "clip_text", "hf_transformer", "bow"}
 
 

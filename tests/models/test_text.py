@@ -211,3 +211,26 @@ def test_hf_option_errors(minilm_tokenizer: str, tmp_path: Path) -> None:
                             tokenizer=minilm_tokenizer)
     with pytest.raises(WeightsError, match="no-such-model"):
         create_text_encoder("hf_transformer", model=str(tmp_path / "no-such-model"))
+
+
+def test_hf_dcase2025_baseline_text_options(minilm_tokenizer: str) -> None:
+    # The 2025 baseline: lower-case + punctuation removed, first token, 32 tokens, dropout 0.2,
+    # no pooler layer.
+    torch.manual_seed(0)
+    enc = create_text_encoder("hf_transformer", config=_tiny_hf_config("roberta"), tokenizer=minilm_tokenizer,
+                              pooling="cls", max_length=32, preprocess="lower_strip_punct", dropout=0.2,
+                              pooler=False).eval()
+    assert enc.hf.config.hidden_dropout_prob == 0.2 and enc.hf.config.attention_probs_dropout_prob == 0.2
+    assert enc.hf.pooler is None and not any("pooler" in k for k in enc.hf.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(enc(["A Dog, barks!", "Rain; (heavy)."]), enc(["a dog barks", "rain heavy"]))
+        long = " ".join(["word"] * 100)
+        batch = enc.tokenizer([long], truncation=True, max_length=enc.max_length, return_tensors="pt")
+        assert batch["input_ids"].shape[1] == 32
+        hidden = enc.hf(**batch).last_hidden_state
+        torch.testing.assert_close(enc([long]), hidden[:, 0])  # first token of the 32 kept
+    plain = create_text_encoder("hf_transformer", config=_tiny_hf_config("roberta"), tokenizer=minilm_tokenizer)
+    assert plain.hf.pooler is not None and plain.preprocess == "none"
+    with pytest.raises(ConfigError, match="preprocess"):
+        create_text_encoder("hf_transformer", config=_tiny_hf_config("roberta"), tokenizer=minilm_tokenizer,
+                            preprocess="lower")

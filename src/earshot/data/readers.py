@@ -1,4 +1,5 @@
-"""Readers for caption tables: Clotho, AudioCaps and a generic (audio, caption) list.
+"""Readers for caption tables: Clotho, AudioCaps, WavCaps and a generic (audio, caption) list,
+plus exclusion lists of clip ids applied as a table is read (:func:`read_table`).
 
 Every reader uses the csv module and keeps names exactly as written: Clotho file names contain
 commas, quotes and leading spaces, and a stripped name points at a file that does not exist.
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
@@ -26,7 +28,7 @@ from earshot.errors import DataError
 from earshot.registry import Registry
 from earshot.utils import atomic_write
 
-TableFormat = Literal["clotho", "audiocaps", "pairs"]
+TableFormat = Literal["clotho", "audiocaps", "pairs", "wavcaps"]
 TABLE_READERS: Registry[Callable[..., CaptionTable]] = Registry("caption table format")
 
 
@@ -309,10 +311,88 @@ def read_pairs(
     return finish_table(clips, str(path), root, missing, tuple(dups))
 
 
-def read_table(path: str | Path, format: TableFormat, **kwargs: Any) -> CaptionTable:
+@TABLE_READERS.register("wavcaps")
+def read_wavcaps(
+    json_path: str | Path,
+    audio_dir: str | Path | None = None,
+    audio_ext: str = ".flac",
+    missing: MissingPolicy = "error",
+    duplicates: DuplicatePolicy = "error",
+) -> CaptionTable:
+    """Read one WavCaps source file (``json_files/<source>/*_final.json``: ``{"data": [{"id",
+    "caption", ...}]}``), one clip and one caption per entry, in file order.
+
+    The clip id is the entry's ``id`` without a ``.wav`` suffix (the AudioSet_SL file writes
+    ``"Y7fmOlUlwoNg.wav"``, the others bare ids such as ``"180913"``); its audio is
+    ``<id><audio_ext>`` (the released audio is FLAC; the DCASE 2025 baseline converts it to MP3,
+    ``audio_ext=".mp3"``). Other keys (duration, title, tags, ...) go into ``meta``.
+    """
+    path = Path(json_path)
+    try:
+        doc = json.loads(_open_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON: {e.msg} (line {e.lineno})") from None
+    entries = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
+        raise DataError(f"{path}: expected a JSON object with a 'data' list (a WavCaps json file)")
+    clips: list[AudioCaptions] = []
+    first: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        where = f"{path}: data[{i}]"
+        if not isinstance(entry, dict):
+            raise DataError(f"{where}: expected an object, got {type(entry).__name__}")
+        for key in ("id", "caption"):
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise DataError(f"{where}: {key!r} must be a non-empty string, got {entry.get(key)!r}")
+        clip_id = entry["id"][:-4] if entry["id"].endswith(".wav") else entry["id"]
+        if clip_id in first:
+            raise DataError(f"{where}: id {clip_id!r} already at data[{first[clip_id]}]")
+        first[clip_id] = i
+        meta = {k: v for k, v in entry.items() if k not in ("id", "caption")}
+        meta["index"] = i
+        clips.append(AudioCaptions(audio=Path(clip_id + audio_ext), captions=(entry["caption"],),
+                                   clip_id=clip_id, meta=meta))
+    if duplicates not in ("error", "report"):  # one caption per clip: nothing can repeat
+        raise DataError(f"{path}: duplicates must be 'error' or 'report', got {duplicates!r}")
+    root = Path(audio_dir) if audio_dir is not None else None
+    return finish_table(clips, str(path), root, missing, ())
+
+
+def read_exclusion_list(path: str | Path) -> frozenset[str]:
+    """Clip ids from a CSV whose first column holds them under a header (the DCASE 2025
+    baseline's ``dcase2025_task6_excluded_freesound_ids.csv``: ``sound_id``) or from a plain
+    list, one id per line (``#`` starts a comment)."""
+    path = Path(path)
+    lines = [ln.strip() for ln in _open_text(path).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if path.suffix.lower() == ".csv":
+        rows = list(csv.reader(lines))
+        if not rows:
+            raise DataError(f"{path}: empty exclusion list (expected a header, then ids)")
+        return frozenset(r[0].strip() for r in rows[1:] if r and r[0].strip())
+    return frozenset(lines)
+
+
+def exclude_clips(table: CaptionTable, ids: frozenset[str] | set[str]) -> tuple[CaptionTable, int]:
+    """``table`` without the clips whose file name up to its first dot (the baseline's rule:
+    ``"354184.flac"`` -> ``"354184"``), or whose clip id, is in ``ids``; and how many went."""
+    kept = [c for c in table.clips if c.clip_id not in ids and c.audio.name.split(".")[0] not in ids]
+    return CaptionTable(kept, name=table.name, report=table.report), len(table) - len(kept)
+
+
+def read_table(path: str | Path, format: TableFormat, exclude: str | Path | None = None,
+               **kwargs: Any) -> CaptionTable:
     """Read a caption table in the named ``format`` (the caller says which; no guessing by name).
 
     ``kwargs`` go to the format's reader (``audio_dir``, ``missing``, ``duplicates``, ...).
+    ``exclude`` names an exclusion list (:func:`read_exclusion_list`); its clips are left out
+    and the count is printed (to stderr), so a run's log says what it did not train on.
     """
     reader = TABLE_READERS.get(format)
-    return reader(path, **kwargs)
+    table = reader(path, **kwargs)
+    if exclude is not None:
+        before = table.num_captions
+        table, n = exclude_clips(table, read_exclusion_list(exclude))
+        print(f"{path}: excluded {n} clips ({before - table.num_captions} captions) listed in {exclude}",
+              file=sys.stderr)
+    return table

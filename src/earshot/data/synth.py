@@ -752,3 +752,49 @@ def write_audiocaps_view(clotho_root: str | Path, out_dir: str | Path, sample_ra
             writer.writerows(rows)
         counts[split] = len(table)
     return counts
+
+
+# WavCaps' four sources: folder name, json file, how an id looks there
+WAVCAPS_SOURCES = (("FreeSound", "fsd_final.json", "{n}"), ("BBC_Sound_Effects", "bbc_final.json", "0707{n:04d}"),
+                   ("SoundBible", "sb_final.json", "{n}"), ("AudioSet_SL", "as_final.json", "Ysynth{n:07d}.wav"))
+# the six AudioSet_SL files the DCASE 2025 baseline skips as unreadable (d25_t6/datasets/utils.py)
+WAVCAPS_BROKEN_AUDIOSET_SL = ("YVcu0pVF1npM", "Y06-g5jz-OGc", "Y3sSblRfEG2o", "YWudGD6ZHRoY", "YFli8wjBFV2M",
+                              "YmW3S0u8bj58")
+
+
+def write_wavcaps_view(clotho_root: str | Path, out_dir: str | Path, sample_rate: int = 32000) -> dict[str, int]:
+    """The synthetic development clips again in WavCaps' layout, so the WavCaps reader, the
+    exclusion lists and the DCASE 2025 presets run here too.
+
+    Clips go round-robin to the four sources: ``<out>/json_files/<Source>/<x>_final.json``
+    (``{"data": [{"id", "caption", "duration"}]}``, each clip's first caption) and
+    ``<out>/audio/<Source>/<id>.flac``. Also writes the two exclusion lists the presets name:
+    ``dcase2025_task6_excluded_freesound_ids.csv`` (the first FreeSound clip, so exclusion is
+    exercised) and ``excluded_audioset_sl_ids.txt`` (the baseline's six unreadable files).
+    Resumable. Returns the clip count per source (before exclusion).
+    """
+    from earshot.audio.io import load_audio, save_audio
+    from earshot.data.readers import read_clotho
+
+    clotho_root, out_dir = Path(clotho_root), Path(out_dir)
+    table = read_clotho(clotho_root / caption_csv_name("development"))
+    entries: dict[str, list[dict[str, Any]]] = {s[0]: [] for s in WAVCAPS_SOURCES}
+    for i, clip in enumerate(table):
+        source, _, pattern = WAVCAPS_SOURCES[i % len(WAVCAPS_SOURCES)]
+        n = int(re.search(r"synth_(\d+)", clip.clip_id).group(1))
+        file_id = pattern.format(n=100000 + n)
+        target = out_dir / "audio" / source / f"{file_id.removesuffix('.wav')}.flac"
+        wave = load_audio(clotho_root / "development" / clip.audio, sample_rate)
+        if not target.is_file():
+            save_audio(target, wave, sample_rate)
+        entries[source].append({"id": file_id, "caption": clip.captions[0],
+                                "duration": round(len(wave) / sample_rate, 3)})
+    for source, json_name, _ in WAVCAPS_SOURCES:
+        with atomic_write(out_dir / "json_files" / source / json_name, "wb") as f:
+            f.write(json.dumps({"num_captions_per_audio": 1, "data": entries[source]}, indent=1).encode("utf-8"))
+    first = entries["FreeSound"][0]["id"] if entries["FreeSound"] else "0"
+    with atomic_write(out_dir / "dcase2025_task6_excluded_freesound_ids.csv", "wb") as f:
+        f.write(f"sound_id\n{first}\n".encode())
+    with atomic_write(out_dir / "excluded_audioset_sl_ids.txt", "wb") as f:
+        f.write(("\n".join(WAVCAPS_BROKEN_AUDIOSET_SL) + "\n").encode())
+    return {source: len(items) for source, items in entries.items()}

@@ -128,6 +128,7 @@ _BUILTIN_MODULES = (
     "earshot.models.esresnext",
     "earshot.models.text",
     "earshot.models.small",
+    "earshot.models.passt",
 )
 
 

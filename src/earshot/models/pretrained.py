@@ -33,6 +33,15 @@ def _load_audioclip_audio(tower: nn.Module, path: Path) -> None:
     tower.load_state_dict(sd, strict=True)
 
 
+@WEIGHT_LOADERS.register("passt")
+def _load_passt(tower: nn.Module, path: Path) -> None:
+    from earshot.models.passt import PasstEncoder, load_passt_checkpoint
+
+    if not isinstance(tower, PasstEncoder):
+        raise ConfigError(f"PaSST weights need the passt encoder, got {type(tower).__name__}")
+    load_passt_checkpoint(tower, path)
+
+
 def _clip_text_tower(tower: nn.Module):
     from earshot.models.text import CLIPTextEncoder
 

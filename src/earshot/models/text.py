@@ -9,6 +9,7 @@ differentiable end to end; which parameters are frozen is the bi-encoder's decis
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -239,6 +240,15 @@ def clip_text(
 # ---- Hugging Face BERT / RoBERTa -------------------------------------------------------------
 
 Pooling = Literal["cls", "mean"]
+Preprocess = Literal["none", "lower_strip_punct"]
+
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def lower_strip_punct(text: str) -> str:
+    """Lower-case and delete ASCII punctuation (``string.punctuation``): what the DCASE 2025 Task 6
+    baseline does to every caption before RoBERTa's tokenizer, so its checkpoint expects it."""
+    return text.lower().translate(_PUNCTUATION)
 
 
 class HFTransformerEncoder(TextEncoder):
@@ -257,12 +267,24 @@ class HFTransformerEncoder(TextEncoder):
         tokenizer: str | None = None,
         pooling: Pooling = "cls",
         max_length: int | None = None,
+        preprocess: Preprocess = "none",
+        dropout: float | None = None,
+        pooler: bool = True,
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         if pooling not in ("cls", "mean"):
             raise ConfigError(f"hf_transformer: pooling {pooling!r} is not one of cls, mean")
+        if preprocess not in ("none", "lower_strip_punct"):
+            raise ConfigError(f"hf_transformer: preprocess {preprocess!r} is not one of none, lower_strip_punct")
+        if dropout is not None and not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"hf_transformer: dropout must be in [0, 1), got {dropout}")
+        # hidden and attention dropout together (the 2025 baseline sets both to 0.2); the pooler
+        # head can be left out (add_pooling_layer=False) so checkpoints without it load strictly
+        extra: dict[str, Any] = {} if pooler else {"add_pooling_layer": False}
+        drop = {} if dropout is None else {"hidden_dropout_prob": dropout,
+                                           "attention_probs_dropout_prob": dropout}
         if (model is None) == (config is None):
             raise ConfigError("hf_transformer: give exactly one of model (name/path) or config (dict)")
         tok_source = tokenizer if tokenizer is not None else model
@@ -277,12 +299,12 @@ class HFTransformerEncoder(TextEncoder):
                         "hf_transformer.config: needs model_type (e.g. 'bert', 'roberta')"
                     )
                 try:
-                    hf_cfg = AutoConfig.for_model(model_type, **cfg)
+                    hf_cfg = AutoConfig.for_model(model_type, **{**cfg, **drop})
                 except ValueError as e:
                     raise ConfigError(f"hf_transformer.config: {e}") from None
-                self.hf = AutoModel.from_config(hf_cfg)
+                self.hf = AutoModel.from_config(hf_cfg, **extra)
             else:
-                self.hf = AutoModel.from_pretrained(str(model), local_files_only=True)
+                self.hf = AutoModel.from_pretrained(str(model), local_files_only=True, **drop, **extra)
             self.tokenizer = AutoTokenizer.from_pretrained(str(tok_source), local_files_only=True)
         except OSError as e:
             raise WeightsError(
@@ -290,6 +312,7 @@ class HFTransformerEncoder(TextEncoder):
             ) from None
         self.source = str(model) if model is not None else f"config:{config.get('model_type')}"
         self.pooling = pooling
+        self.preprocess = preprocess
         limit = self.tokenizer.model_max_length
         self.max_length = max_length or (limit if limit and limit < 100_000 else 512)
         self.embed_dim = int(self.hf.config.hidden_size)
@@ -309,6 +332,8 @@ class HFTransformerEncoder(TextEncoder):
     def forward(self, texts: list[str]) -> torch.Tensor:
         _check_texts(texts)
         device = next(self.parameters()).device
+        if self.preprocess == "lower_strip_punct":
+            texts = [lower_strip_punct(t) for t in texts]
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length,
             return_tensors="pt",
@@ -329,6 +354,13 @@ def hf_transformer(
     tokenizer: str | None = None,
     pooling: Pooling = "cls",
     max_length: int | None = None,
+    preprocess: Preprocess = "none",
+    dropout: float | None = None,
+    pooler: bool = True,
 ) -> HFTransformerEncoder:
-    """A Hugging Face BERT/RoBERTa text tower with ``cls`` or attention-masked ``mean`` pooling."""
-    return HFTransformerEncoder(model, config, tokenizer, pooling, max_length)
+    """A Hugging Face BERT/RoBERTa text tower with ``cls`` or attention-masked ``mean`` pooling.
+
+    The DCASE 2025 baseline's text side is ``model: roberta-large`` (or ``roberta-base``),
+    ``pooling: cls`` (the first token, ``<s>``), ``max_length: 32``,
+    ``preprocess: lower_strip_punct``, ``dropout: 0.2``, ``pooler: false``."""
+    return HFTransformerEncoder(model, config, tokenizer, pooling, max_length, preprocess, dropout, pooler)

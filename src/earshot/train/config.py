@@ -13,7 +13,8 @@ from earshot.models.biencoder import BiEncoderConfig
 class SplitConfig:
     table: str  # caption table file (Clotho CSV, AudioCaps CSV, or pairs CSV/JSONL)
     audio_dir: str | None = None  # folder the table's audio names are relative to
-    format: Literal["clotho", "audiocaps", "pairs"] = "clotho"  # how to read `table`
+    format: Literal["clotho", "audiocaps", "pairs", "wavcaps"] = "clotho"  # how to read `table`
+    exclude: str | None = None  # list of clip ids left out as the table is read (count printed)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class RandomSplitConfig:
 @dataclass(frozen=True)
 class DataConfig:
     train: SplitConfig | None = None  # training split (None when random_split draws it)
+    extra_train: list[SplitConfig] = field(default_factory=list)  # more training tables, joined
+    # to `train` (the 2025 baseline: Clotho + AudioCaps + WavCaps sources)
     root: str = "."  # relative table and audio paths resolve under it (one --set moves a preset)
     val: SplitConfig | None = None  # validation split (monitored: val/t2a/mAP@10)
     clip_seconds: float = 10.0  # training crop length (AudioCLIP F1: 10, F2: 20)
@@ -61,6 +64,9 @@ class OptimConfig:
     plateau_factor: float = 0.1  # ReduceLROnPlateau factor
     plateau_patience: int = 3  # ReduceLROnPlateau patience, epochs
     warmup_steps: int = 0  # linear warm-up from 0 (AudioCLIP seed uses warm-up)
+    warmup_epochs: float = 0.0  # more warm-up, in epochs of steps (2025 baseline: 1)
+    decay_epochs: float | None = None  # cosine reaches min_lr this many epochs after warm-up and
+    # stays there (2025 baseline: 15 of 20); None: at the last step
     min_lr: float = 0.0  # cosine floor
     grad_clip: float | None = 2.0  # gradient-norm clipping; None = off
 
@@ -77,6 +83,13 @@ class CacheConfig:
     dir: str | None = None  # where; default <cache_dir>/towers
     audio_views: int = 1  # cached random-crop (+SpecAugment) views per clip for training
     specaugment: bool = False  # apply SpecAugment to the cached training views (PANNs towers)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    teacher: str  # ensemble manifest (.json/.yaml) or checkpoint dir whose similarities are the targets
+    clip_seconds: float | None = None  # teacher's framing of the training clips; None = whole clips
+    cache_dir: str | None = None  # teacher embeddings; default the ensemble similarity cache
 
 
 @dataclass(frozen=True)
@@ -103,12 +116,15 @@ class TrainConfig:
     out_dir: str = "runs/train"  # checkpoints, logs, final models
     stages: list[dict[str, Any]] = field(default_factory=list)  # run stages in order, each a
     # set of overrides of this config, each starting from the previous stage's averaged model
+    distill: DistillConfig | None = None  # teacher of the loss "distill" (train/distill.py)
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 2:
             raise ConfigError("epochs must be >= 0 and batch_size >= 2 (a batch needs negatives)")
         if self.top_k < 1:
             raise ConfigError("top_k must be >= 1")
+        if (self.loss.name == "distill") != (self.distill is not None) and not self.stages:
+            raise ConfigError("loss 'distill' and a 'distill:' section (its teacher) go together")
 
     @property
     def audio_cached(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -33,12 +34,28 @@ def resolve_split(split: SplitConfig, root: str | Path) -> SplitConfig:
         return None if p is None else str(Path(root) / p)
 
     return SplitConfig(table=under(split.table), audio_dir=under(split.audio_dir) or str(Path(under(split.table)).parent),
-                       format=split.format)
+                       format=split.format, exclude=under(split.exclude))
 
 
 def load_split(split: SplitConfig) -> CaptionTable:
     """Read a split's caption table; its audio paths stay relative to ``split.audio_dir``."""
-    return read_table(split.table, format=split.format)
+    return read_table(split.table, format=split.format, exclude=split.exclude)
+
+
+def load_train_table(train: SplitConfig, extra: Sequence[SplitConfig] = ()) -> CaptionTable:
+    """The training table: ``train``'s, or with ``extra`` tables (already resolved) all joined.
+
+    Joined tables get absolute audio paths (each under its own ``audio_dir``, so the caller's
+    audio folder no longer matters) and, past the first table, clip ids prefixed ``"<k>/"`` so
+    ids stay unique across sources."""
+    first = load_split(train)
+    if not extra:
+        return first
+    clips = list(first.with_audio_root(Path(train.audio_dir).resolve()).clips)
+    for k, split in enumerate(extra, start=1):
+        table = load_split(split).with_audio_root(Path(split.audio_dir).resolve())
+        clips += [replace(c, clip_id=f"{k}/{c.clip_id}") for c in table.clips]
+    return CaptionTable(clips, name=" + ".join([first.name] + [s.table for s in extra]))
 
 
 def load_splits(d: DataConfig) -> tuple[CaptionTable, str | None, CaptionTable | None, str | None]:
@@ -47,8 +64,10 @@ def load_splits(d: DataConfig) -> tuple[CaptionTable, str | None, CaptionTable |
     paths made absolute, so the drawn tables need no audio dir)."""
     if d.random_split is None:
         train = resolve_split(d.train, d.root)
+        extra = [resolve_split(s, d.root) for s in d.extra_train]
         val = resolve_split(d.val, d.root) if d.val else None
-        return (load_split(train), train.audio_dir,
+        # joined extra tables carry absolute audio paths, so the joined table needs no audio dir
+        return (load_train_table(train, extra), None if extra else train.audio_dir,
                 load_split(val) if val else None, val.audio_dir if val else None)
     r = d.random_split
     pooled: list = []

@@ -157,13 +157,16 @@ class RetrievalModule(L.LightningModule):
                 opt, mode="max" if has_val else "min", factor=o.plateau_factor, patience=o.plateau_patience)
             monitor = MONITOR if has_val else "train/loss_epoch"
             return [opt], [{"scheduler": plateau, "monitor": monitor, "interval": "epoch"}]
-        if o.scheduler == "none" and o.warmup_steps == 0:
+        if o.scheduler == "none" and o.warmup_steps == 0 and o.warmup_epochs == 0:
             return opt
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        warmup = o.warmup_steps + round(o.warmup_epochs * per_epoch)
+        end = total if o.decay_epochs is None else warmup + max(1, round(o.decay_epochs * per_epoch))
         floor = o.min_lr / o.lr if o.lr else 0.0
         cosine = o.scheduler == "cosine"
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_factor(step, o.warmup_steps, total, cosine, floor))
+            opt, lambda step: lr_factor(step, warmup, end, cosine, floor))
         return [opt], [{"scheduler": sched, "interval": "step"}]
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:

@@ -152,6 +152,10 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
         return paths
     train_loader, val_loader, val_table, val_text = _loaders(cfg, model, progress)
     module = RetrievalModule(model, cfg, val_table, val_text)
+    if cfg.distill is not None:  # second stage: a teacher's in-batch similarities are the targets
+        from earshot.train.distill import with_teacher
+
+        train_loader, module = with_teacher(cfg, train_loader, module, progress)
 
     has_val = val_loader is not None
     best = ModelCheckpoint(

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 HashAlgorithm = Literal["sha256", "md5"]
 HEX_LENGTH: dict[str, int] = {"sha256": 64, "md5": 32}
-CONVERTERS = ("panns", "audioclip_audio", "audioclip_text", "openai_clip_text")
+CONVERTERS = ("panns", "audioclip_audio", "audioclip_text", "openai_clip_text", "passt")
 
 # --------------------------------------------------------------------------------------------
 # What a registry entry is made of
@@ -39,7 +39,8 @@ class AudioPreprocessing:
     """The audio front end the weights were trained with."""
 
     sample_rate: int  # Hz the waveform must arrive at
-    frontend: Literal["logmel", "fbsp"]  # PANNs' torchlibrosa log-mel, or ESResNeXt's Fourier basis
+    frontend: Literal["logmel", "fbsp", "passt_kaldi_mel"]  # PANNs' torchlibrosa log-mel, ESResNeXt's
+    # Fourier basis, or PaSST's pre-emphasised Kaldi-style log-mel
     n_fft: int  # FFT size
     win_length: int  # analysis window length (samples)
     hop_length: int  # hop between frames (samples)

