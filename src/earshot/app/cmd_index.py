@@ -50,6 +50,10 @@ def index_cmd(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
     index_type: str = typer.Option("auto", "--index-type",
                                    help="auto (exact below 100k files, else IVF), flat, hnsw or ivf."),
+    max_hours: float = typer.Option(4.0, "--max-hours", min=0.001,
+                                    help="Skip files whose header declares more audio than this."),
+    links_outside: bool = typer.Option(False, "--links-outside",
+                                       help="Also index symlinks pointing outside FOLDER (refused by default)."),
 ) -> None:
     """Index a folder of sounds so it can be searched by text or by example.
 
@@ -59,9 +63,11 @@ def index_cmd(
     ones are dropped.
     """
     from earshot.index import IndexConfig, VectorConfig, index_folder, open_encoder
+    from earshot.index.decode import Limits
 
     cfg = IndexConfig(window_s=window, hop_s=hop, pooling=pooling, workers=workers,  # type: ignore[arg-type]
-                      batch_size=batch_size, vectors=VectorConfig(kind=index_type))  # type: ignore[arg-type]
+                      batch_size=batch_size, vectors=VectorConfig(kind=index_type),  # type: ignore[arg-type]
+                      limits=Limits(max_duration_s=max_hours * 3600), links_outside=links_outside)
     console = Console()
     encoder = open_encoder(model)
     columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
@@ -101,9 +107,12 @@ def search_cmd(
     if (query is None) == (audio is None):
         raise EarshotError("give either a text QUERY or --audio CLIP, not both or neither")
     with Index.open(index, model) as ix:
+        partial = ix.partial()
+        if partial:
+            Console(stderr=True).print(f"[yellow]{partial}[/yellow]", markup=True, highlight=False)
         hits = ix.search(query, k) if query is not None else ix.search_audio(audio, k)  # type: ignore[arg-type]
     if as_json:
-        doc = {"query": query, "audio": str(audio) if audio else None, "index": str(index),
+        doc = {"query": query, "audio": str(audio) if audio else None, "index": str(index), "partial": partial,
                "results": [h.to_dict() for h in hits]}
         typer.echo(json.dumps(doc, indent=2))
         return

@@ -5,6 +5,7 @@
     INDEX/
       meta.sqlite      settings (model id, windowing, pooling), files, window embeddings, bad files
       vectors.faiss    clip embeddings for search; derived from meta.sqlite, rebuilt when stale
+      index.lock       held (flock) by the one indexer writing here; the kernel drops it on exit
 
 SQLite is the source of truth: every finished file is committed in a transaction together with
 its clip and window embeddings, so a killed run keeps what it finished and never leaves a half
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from earshot.errors import EarshotError
 
 DB_FILE = "meta.sqlite"
 FAISS_FILE = "vectors.faiss"
+LOCK_FILE = "index.lock"
 FORMAT = "earshot.index/1"
 
 _SCHEMA = """
@@ -56,6 +59,35 @@ CREATE TABLE IF NOT EXISTS bad (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL
 );
 """
+
+
+@contextlib.contextmanager
+def index_lock(directory: Path) -> Iterator[None]:
+    """Exclusive right to write index ``directory``; a second indexer is refused at once.
+
+    An advisory ``flock`` on ``index.lock``: released by the kernel when the holder exits,
+    however it dies, so a killed run never leaves a stale lock behind.
+    """
+    import fcntl
+
+    if directory.exists() and not directory.is_dir():
+        raise EarshotError(f"{directory}: --out must be a folder (an index directory), not a file")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise EarshotError(
+                f"{directory}: another `earshot index` (pid {holder}) is writing this index; "
+                "wait for it to finish or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
 
 
 @dataclass(frozen=True)
@@ -161,6 +193,13 @@ class Store:
     def generation(self) -> int:
         """Bumped by every commit that changes the set of vectors."""
         return int(self.get_info("generation") or 0)
+
+    def partial(self) -> str | None:
+        """"partial: N of M files" while the last run has not finished (killed or still going)."""
+        run = self.get_info("run")
+        if not run or run.get("finished", True):
+            return None
+        return f"partial: {self.count()} of {run.get('found', '?')} files (the last `earshot index` run did not finish)"
 
     def bump_generation(self) -> int:
         gen = self.generation() + 1
