@@ -131,11 +131,24 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (only this machine by default)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     model: Optional[Path] = typer.Option(None, "--model", help="Model (default: the one that built the index)."),
+    allow_host: list[str] = typer.Option([], "--allow-host",
+                                         help="Also answer requests for this Host name (repeatable; '*' for any)."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest upload, MiB."),
+    max_upload_minutes: float = typer.Option(10.0, "--max-upload-minutes", min=0.01,
+                                             help="Longest upload, by the duration its header declares."),
 ) -> None:
-    """Serve the search page and HTTP API (/health, /search, /search/audio, /audio/{id})."""
+    """Serve the search page and HTTP API (/health, /search, /search/audio, /audio/{id}).
+
+    Only requests addressed to this machine's local names (and --host, --allow-host) are
+    answered, and uploads only from the page itself, so other web pages cannot use the server.
+    """
     import uvicorn
 
-    from earshot.app.server import create_app
+    from earshot.app.server import LOCAL_NAMES, create_app
 
-    typer.echo(f"serving {index} at http://{host}:{port}/  (Ctrl+C to stop)")
-    uvicorn.run(create_app(index, model=model), host=host, port=port, log_level="warning")
+    hosts = [*LOCAL_NAMES, *([] if host in ("0.0.0.0", "::") else [host]), *allow_host]
+    app_ = create_app(index, model=model, allowed_hosts=hosts, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                      max_upload_s=max_upload_minutes * 60)
+    partial = app_.state.live.partial
+    typer.echo(f"ready: serving {index} at http://{host}:{port}/  (Ctrl+C to stop)" + (f"; {partial}" if partial else ""))
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
