@@ -139,6 +139,11 @@ def test_a_decoded_size_bomb_is_refused_from_its_header(client, tmp_path):
     r = client.post("/search/audio", files={"file": ("hour.flac", data, "audio/flac")})
     assert r.status_code == 422 and "hour.flac: header declares 1:00:00 of audio; the limit is 0:01:00" in r.text
     assert time.perf_counter() - t < 5  # refused from the header, nothing decoded
+    # The same hour with its length cleared from the header: decoding stops at the limit.
+    b = bytearray(data)
+    b[18:26] = (int.from_bytes(b[18:26], "big") & ~((1 << 36) - 1)).to_bytes(8, "big")
+    r = client.post("/search/audio", files={"file": ("nolength.flac", bytes(b), "audio/flac")})
+    assert r.status_code == 422 and "nolength.flac: decodes to more than 0:01:00 of audio" in r.text
 
 
 def test_an_upload_is_bounded_by_bytes_while_it_streams(built):

@@ -174,7 +174,8 @@ def load_checked(path: str | Path, sample_rate: int, limits: Limits = Limits()) 
             info = audio_info(path)
         except AudioError as e:
             raise AudioError(path, human(e.reason)) from None
-        why = _check_declared(info.sample_rate, info.channels, info.frames, limits)
+        declared = info.frames if info.frames < 1 << 62 else None  # SF_COUNT_MAX: length not in header
+        why = _check_declared(info.sample_rate, info.channels, declared, limits)
         if why:
             raise AudioError(path, why)
         cap = int(limits.max_duration_s * info.sample_rate)
@@ -190,8 +191,8 @@ def load_checked(path: str | Path, sample_rate: int, limits: Limits = Limits()) 
                     raise AudioError(path, f"decodes to more than {fmt_duration(limits.max_duration_s)} of audio")
         if got == 0:
             raise AudioError(path, "contains no audio (0 frames decoded; empty or truncated file)")
-        if got < info.frames:
-            raise AudioError(path, f"truncated: header declares {info.frames} frames but only {got} decode")
+        if declared is not None and got < declared:
+            raise AudioError(path, f"truncated: header declares {declared} frames but only {got} decode")
         wave = np.concatenate(parts)  # (T,)
         if info.sample_rate != sample_rate:
             wave = resample(wave, info.sample_rate, sample_rate)
