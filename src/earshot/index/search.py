@@ -54,7 +54,7 @@ class Index:
         self._faiss = faiss_index
         self._encoder = encoder
         self._model_path = model_path
-        self._lock = threading.RLock()  # SQLite connection, FAISS and the model are used serially
+        self._lock = threading.RLock()  # SQLite connection, FAISS, the query cache and model loading
         self.generation = store.generation()  # of the database when the vectors were loaded
         self.links_outside = bool(store.get_info("links_outside"))  # symlinks out of root were allowed
         self._text_cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
@@ -135,18 +135,19 @@ class Index:
         if not all(keys):
             raise EarshotError("empty query: type some words describing the sound")
         with self._lock:
-            missing = list(dict.fromkeys(k for k in keys if k not in self._text_cache))
-            self.cache_hits += sum(1 for k in keys if k in self._text_cache)
-            if missing:
-                for key, vec in zip(missing, self.encoder.embed_text(missing)):
-                    self._text_cache[key] = vec
-            out = []
-            for key in keys:
+            known = {k: self._text_cache[k] for k in keys if k in self._text_cache}
+            self.cache_hits += sum(1 for k in keys if k in known)
+            for key in known:
                 self._text_cache.move_to_end(key)
-                out.append(self._text_cache[key])
-            while len(self._text_cache) > TEXT_CACHE_SIZE:
-                self._text_cache.popitem(last=False)
-            return out
+        missing = list(dict.fromkeys(k for k in keys if k not in known))
+        if missing:  # the model runs without the lock: searches meanwhile need only SQLite and FAISS
+            fresh = dict(zip(missing, self.encoder.embed_text(missing)))
+            with self._lock:
+                self._text_cache.update(fresh)
+                while len(self._text_cache) > TEXT_CACHE_SIZE:
+                    self._text_cache.popitem(last=False)
+            known.update(fresh)
+        return [known[k] for k in keys]
 
     def embed_audio_file(self, path: str | Path, limits: Limits = Limits()) -> np.ndarray:
         """(D,) embedding of an example clip, framed and pooled exactly as indexed files are.
@@ -156,8 +157,7 @@ class Index:
         s = self.settings
         wave, _, _ = load_checked(path, s.sample_rate, limits)
         windows, _, _ = frame(wave, Framing(s.sample_rate, s.window_s, s.hop_s))
-        with self._lock:
-            emb = self.encoder.embed_audio(windows, batch_size=16)  # (W, D)
+        emb = self.encoder.embed_audio(windows, batch_size=16)  # (W, D); inference needs no lock
         return pool(emb, s.pooling, s.normalize)  # type: ignore[arg-type]
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
