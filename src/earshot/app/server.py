@@ -57,6 +57,7 @@ class Result(BaseModel):
     window_end: float
     window_score: float
     audio_url: str
+    peaks: list[int]  # waveform envelope, 0..255 per equal slice of the file ([] if not stored)
 
 
 class SearchResponse(BaseModel):
@@ -310,10 +311,11 @@ def create_app(
     app.state.batcher = batcher
 
     def results(hits) -> list[Result]:
+        env = live.index.peaks([h.id for h in hits])
         return [Result(rank=h.rank, score=h.score, id=h.id, name=Path(h.path).name, path=h.path,
                        folder=Path(h.path).parent.as_posix().lstrip("."), duration=h.duration,
                        window_start=h.window_start, window_end=h.window_end, window_score=h.window_score,
-                       audio_url=f"/audio/{h.id}") for h in hits]
+                       audio_url=f"/audio/{h.id}", peaks=env.get(h.id, [])) for h in hits]
 
     @app.exception_handler(EarshotError)
     async def _earshot_error(_request, exc: EarshotError) -> JSONResponse:
@@ -399,6 +401,10 @@ def create_app(
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # what browsers ask for before reading the page's <link>
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

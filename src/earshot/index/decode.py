@@ -32,6 +32,7 @@ from earshot.errors import AudioError
 from earshot.utils import sha256_file
 
 BLOCK_FRAMES = 1 << 16  # frames decoded per read: bounds the transient (T, C) buffer
+PEAKS = 200  # envelope points kept per file (200 bytes in the index)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class Decoded:
     duration: float = 0.0  # seconds
     sample_rate: int = 0  # the file's own rate
     channels: int = 0
+    peaks: np.ndarray | None = None  # (PEAKS,) uint8 waveform envelope for the page's strip
     error: str | None = None  # why the file was skipped
     unchanged: bool = False  # same content hash as already indexed: nothing to encode
 
@@ -208,6 +210,21 @@ def load_checked(path: str | Path, sample_rate: int, limits: Limits = Limits()) 
         raise AudioError(path, why if why.startswith("cannot decode") else f"cannot decode: {why}") from None
 
 
+def peaks(wave: np.ndarray, n: int = PEAKS) -> np.ndarray:
+    """(n,) uint8 envelope of a mono waveform: the largest |sample| of each of n equal slices.
+
+    Computed once while indexing and stored beside the embeddings (n bytes per file), so the
+    page draws each result's waveform strip without decoding anything at query time. Scaled
+    by the file's own peak so quiet recordings still show their shape.
+    """
+    if wave.size == 0:
+        return np.zeros(n, dtype=np.uint8)
+    starts = (np.arange(n, dtype=np.int64) * wave.size) // n  # a repeated start = a one-sample slice
+    env = np.maximum.reduceat(np.abs(wave), starts)  # (n,)
+    top = float(env.max())
+    return np.round(255 * env / top).astype(np.uint8) if top > 0 else np.zeros(n, dtype=np.uint8)
+
+
 def frame(wave: np.ndarray, framing: Framing) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Cut a mono waveform into windows: (windows, starts (W,), ends (W,)) in seconds.
 
@@ -281,6 +298,7 @@ def decode(path: str, rel: str, size: int, mtime_ns: int, known_sha256: str | No
             out.error += f" (decoder said: {note[:160]})"
         return out
     out.duration = wave.shape[-1] / framing.sample_rate
+    out.peaks = peaks(wave)
     out.windows, out.starts, out.ends = frame(wave, framing)
     return out
 

@@ -336,7 +336,7 @@ def _commit(store: Store, encoder: Encoder, batch: list[Decoded], cfg: IndexConf
                 win = emb[pos : pos + n]  # (W, D)
                 pos += n
                 store.put_file(d.rel, d.size, d.mtime_ns, d.sha256, d.duration, d.sample_rate, d.channels,
-                               pool(win, cfg.pooling, encoder.normalize), d.starts, d.ends, win)
+                               pool(win, cfg.pooling, encoder.normalize), d.starts, d.ends, win, d.peaks)
                 report.encoded.append(d.rel)
                 report.audio_s += d.duration
                 report.windows += n

@@ -216,6 +216,11 @@ class Index:
         found = [(float(scores[i]), int(ids[i])) for i in top]
         return found, self._store.rows([i for _, i in found])
 
+    def peaks(self, file_ids: list[int]) -> dict[int, list[int]]:
+        """Each file's waveform envelope (0..255 values) by id, for drawing result strips."""
+        with self._lock:
+            return {i: p.tolist() for i, p in self._store.peaks([int(f) for f in file_ids]).items()}
+
     def partial(self) -> str | None:
         """"partial: N of M files" when the last indexing run did not finish, else None."""
         with self._lock:

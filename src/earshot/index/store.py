@@ -55,6 +55,10 @@ CREATE TABLE IF NOT EXISTS windows (
     embedding BLOB NOT NULL,                -- float32 (D,)
     PRIMARY KEY (file_id, idx)
 );
+CREATE TABLE IF NOT EXISTS peaks (          -- waveform envelope for the page (absent in older indexes)
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+    data BLOB NOT NULL                      -- uint8 (P,), max |sample| per slice scaled to 0..255
+);
 CREATE TABLE IF NOT EXISTS bad (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL
 );
@@ -236,6 +240,7 @@ class Store:
         starts: np.ndarray,
         ends: np.ndarray,
         windows: np.ndarray,
+        peaks: np.ndarray | None = None,
     ) -> int:
         """Insert or replace one file with its clip (D,) and window (W, D) embeddings; its id.
 
@@ -253,6 +258,9 @@ class Store:
             "INSERT INTO windows(file_id, idx, start, end, embedding) VALUES (?, ?, ?, ?, ?)",
             [(file_id, i, float(s), float(e), _blob(w)) for i, (s, e, w) in enumerate(zip(starts, ends, windows))],
         )
+        if peaks is not None:
+            self.conn.execute("INSERT INTO peaks(file_id, data) VALUES (?, ?)",
+                              (file_id, np.ascontiguousarray(peaks, dtype=np.uint8).tobytes()))
         return file_id
 
     def touch_file(self, path: str, size: int, mtime_ns: int) -> None:
@@ -288,6 +296,14 @@ class Store:
     def clip_vector(self, file_id: int, dim: int) -> np.ndarray | None:
         row = self.conn.execute("SELECT embedding FROM files WHERE id = ?", (file_id,)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).reshape(dim).copy()
+
+    def peaks(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Waveform envelopes (uint8 (P,)) by file id; files indexed before peaks existed are absent."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(f"SELECT file_id, data FROM peaks WHERE file_id IN ({marks})", ids).fetchall()
+        return {r[0]: np.frombuffer(r[1], dtype=np.uint8).copy() for r in rows}
 
     def windows(self, file_id: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(starts (W,), ends (W,), embeddings (W, D)) of one file's windows, in time order."""
