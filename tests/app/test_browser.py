@@ -35,9 +35,9 @@ def _need_browser():
         pytest.skip("headless browser test needs selenium (pip install -r requirements/test.txt)")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    _need_browser()
+def _index_and_serve(tmp: Path, files: dict[str, np.ndarray]):
+    """Index ``files`` (relative path -> 16 kHz wave) with a tiny seeded model and serve the index
+    under uvicorn on a free loopback port in a thread; yields (url, tmp)."""
     import uvicorn
 
     from earshot.app.server import create_app
@@ -45,15 +45,13 @@ def server(tmp_path_factory):
     from earshot.models import checkpoint
     from earshot.models.biencoder import create_model
 
-    tmp = tmp_path_factory.mktemp("browser")
     torch.manual_seed(0)
     model = create_model({"audio": {"name": "small_cnn", "options": {"channels": [8, 16], "sample_rate": SR}},
                           "text": {"name": "bow", "options": {"dim": 32}}, "embed_dim": 16})
     checkpoint.save(model, tmp / "model")
-    (tmp / "s").mkdir()
-    for f in (200, 500, 1200):
-        t = np.arange(2 * SR) / SR
-        sf.write(tmp / "s" / f"tone{f}.wav", (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), SR)
+    for rel, wave in files.items():
+        (tmp / "s" / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp / "s" / rel, np.asarray(wave, dtype=np.float32), SR)
     index_folder(tmp / "s", open_encoder(tmp / "model"), tmp / "ix", IndexConfig(window_s=2.0, hop_s=1.0, workers=0))
 
     with socket.socket() as s:
@@ -70,6 +68,16 @@ def server(tmp_path_factory):
     yield f"http://127.0.0.1:{port}", tmp
     srv.should_exit = True
     thread.join(10)
+
+
+def _tone(freq: float, seconds: float, amp: float = 0.3) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * freq * np.arange(int(seconds * SR)) / SR)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _need_browser()
+    yield from _index_and_serve(tmp_path_factory.mktemp("browser"), {f"tone{f}.wav": _tone(f, 2.0) for f in (200, 500, 1200)})
 
 
 @pytest.fixture
@@ -132,48 +140,15 @@ def test_type_a_query_see_ranked_results_and_play_one(server, browser):
 def page_server(tmp_path_factory):
     """A server over files of different lengths in subfolders (issue 14's page test)."""
     _need_browser()
-    import uvicorn
-
-    from earshot.app.server import create_app
-    from earshot.index import IndexConfig, index_folder, open_encoder
-    from earshot.models import checkpoint
-    from earshot.models.biencoder import create_model
-
-    tmp = tmp_path_factory.mktemp("page")
-    torch.manual_seed(0)
-    model = create_model({"audio": {"name": "small_cnn", "options": {"channels": [8, 16], "sample_rate": SR}},
-                          "text": {"name": "bow", "options": {"dim": 32}}, "embed_dim": 16})
-    checkpoint.save(model, tmp / "model")
     rng = np.random.default_rng(0)
-
-    def tone(f, s, amp=0.3):
-        return (amp * np.sin(2 * np.pi * f * np.arange(int(s * SR)) / SR)).astype(np.float32)
-
-    files = {
-        "field recordings/morning/long walk [dawn] by the river.wav":
-            np.concatenate([0.02 * rng.standard_normal(3 * SR), tone(700, 2.0, 0.8), 0.05 * rng.standard_normal(3 * SR)]),
-        "tone300.wav": tone(300, 3.0),
-        "birds/chirp.wav": np.concatenate([tone(2000, 1.0), np.zeros(SR), tone(2500, 2.0, 0.1)]),
-    }
-    for rel, wave in files.items():
-        (tmp / "s" / rel).parent.mkdir(parents=True, exist_ok=True)
-        sf.write(tmp / "s" / rel, wave.astype(np.float32), SR)
+    tmp = tmp_path_factory.mktemp("page")
     (tmp / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunk")
-    index_folder(tmp / "s", open_encoder(tmp / "model"), tmp / "ix", IndexConfig(window_s=2.0, hop_s=1.0, workers=0))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(tmp / "ix"), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not srv.started:
-        if time.time() > deadline:
-            pytest.fail("uvicorn did not start within 20 s")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", tmp
-    srv.should_exit = True
-    thread.join(10)
+    yield from _index_and_serve(tmp, {
+        "field recordings/morning/long walk [dawn] by the river.wav":
+            np.concatenate([0.02 * rng.standard_normal(3 * SR), _tone(700, 2.0, 0.8), 0.05 * rng.standard_normal(3 * SR)]),
+        "tone300.wav": _tone(300, 3.0),
+        "birds/chirp.wav": np.concatenate([_tone(2000, 1.0), np.zeros(SR), _tone(2500, 2.0, 0.1)]),
+    })
 
 
 def _box(driver, el) -> dict:
