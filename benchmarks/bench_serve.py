@@ -14,6 +14,10 @@ timed, once as written (refused from its header) and once with the length cleare
 (decoded until the 10-minute limit); the server's peak RSS (VmHWM) before and after each gives the
 memory it cost.
 
+``BENCH_SERVE_BASELINE=<git rev>`` (or ``run(baseline=...)``) also serves the same index with that
+revision's ``src/`` (via ``git archive``) and interleaves its loads with this one's, round by
+round, for before/after ratios.
+
 Goals (issue 13): throughput at 8 and at 50 clients >= throughput at 1 client; /health p95
 < 50 ms while 50 clients search; the bomb refused with 422 and < 50 MiB of peak memory.
 """
@@ -63,14 +67,16 @@ def _build(tmp: Path, files: int) -> None:
     index_folder(tmp / "s", open_encoder(tmp / "model"), tmp / "ix", IndexConfig(window_s=2.0, hop_s=1.0, workers=0))
 
 
-def _start_server(tmp: Path) -> tuple[subprocess.Popen, int]:
+def _start_server(tmp: Path, src: Path | None = None) -> tuple[subprocess.Popen, int]:
+    """The server in a child process; ``src`` puts another checkout's sources first (baseline)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = ("import uvicorn; from earshot.app.server import create_app; "
             f"uvicorn.run(create_app({str(tmp / 'ix')!r}), host='127.0.0.1', port={port}, log_level='warning')")
+    path = ([str(src)] if src else []) + [p for p in sys.path if p]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+           "PYTHONPATH": os.pathsep.join(path)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     deadline = time.time() + 120
     while True:
@@ -205,32 +211,53 @@ def _bomb(data: bytes, port: int, pid: int, uploads: int) -> dict[str, Any]:
             "health_n": len(probe.times)}
 
 
-def run(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
+def _export(rev: str, into: Path) -> Path:
+    """``src/`` of git revision ``rev`` of this repository, unpacked under ``into``."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "src"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "src"
+
+
+def run(quick: bool = False, rounds: int | None = None,
+        baseline: str | None = os.environ.get("BENCH_SERVE_BASELINE")) -> dict[str, Any]:
+    """``baseline`` (a git revision, e.g. the commit before issue 13) runs that revision's server
+    over the same index, its loads interleaved with this one's, for before/after figures."""
     rounds = rounds or (2 if quick else 3)
     total = 100 if quick else 200  # requests per client count per round
     with tempfile.TemporaryDirectory(prefix="earshot-bench-serve-") as d:
         tmp = Path(d)
         _build(tmp, files=40 if quick else 200)
         proc, port = _start_server(tmp)
+        old = _start_server(tmp, _export(baseline, tmp)) if baseline else None
         try:
             _load(port, 8, 40, start=10**6)  # warm-up: thread pool, allocator, tokenizer
+            if old:
+                _load(old[1], 8, 40, start=10**6)
             per: dict[int, list[dict[str, float]]] = {c: [] for c in CLIENTS}
+            base: dict[int, list[dict[str, float]]] = {c: [] for c in CLIENTS}
             health: list[float] = []
+            base_health: list[float] = []
             start = 0
             for _ in range(rounds):
                 for c in CLIENTS:
-                    if c == max(CLIENTS):
-                        with HealthProbe(port) as probe:
-                            per[c].append(_load(port, c, total, start))
-                        health += probe.times
-                    else:
-                        per[c].append(_load(port, c, total, start))
+                    for side, p_, hs in ((per, port, health), (base, old[1] if old else None, base_health)):
+                        if p_ is None:
+                            continue
+                        if c == max(CLIENTS):
+                            with HealthProbe(p_) as probe:
+                                side[c].append(_load(p_, c, total, start))
+                            hs += probe.times
+                        else:
+                            side[c].append(_load(p_, c, total, start))
                     start += total + c
             bomb = _bomb(bomb_bytes(tmp), port, proc.pid, uploads=3 if quick else 5)
             unknown = _bomb(bomb_bytes(tmp, declare_length=False), port, proc.pid, uploads=3 if quick else 5)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            for p_ in (proc, old[0] if old else None):
+                if p_ is not None:
+                    p_.terminate()
+                    p_.wait(30)
     ratios = {c: [r[c]["rps"] / r[1]["rps"] for r in (dict(zip(CLIENTS, x)) for x in zip(*per.values()))]
               for c in CLIENTS[1:]}
     figs = []
@@ -258,7 +285,18 @@ def run(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
                                f"answered in {unknown['upload_ms']:.0f} ms"))
     figs.append(figure("/health p95 during length-less bomb uploads", unknown["health_p95_ms"], unit="ms",
                        goal="<= 50", n=unknown["health_n"]))
-    return {"figures": figs, "per_clients": {str(c): per[c] for c in CLIENTS}, "bomb": bomb, "unknown": unknown,
+    if baseline:
+        for c in CLIENTS:
+            rps = [x["rps"] for x in base[c]]
+            figs.append(figure(f"baseline {baseline}: {c} client(s) requests/s", float(np.median(rps)), unit="req/s",
+                               n=len(rps), context=f"p50 {np.median([x['p50_ms'] for x in base[c]]):.1f} ms, "
+                                                   f"p95 {np.median([x['p95_ms'] for x in base[c]]):.1f} ms"))
+            figs.append(figure(f"{c} client(s): requests/s now / baseline",
+                               float(np.median([a["rps"] / b["rps"] for a, b in zip(per[c], base[c])])),
+                               n=len(rps), context="median of per-round ratios (interleaved)"))
+        figs.append(figure(f"baseline {baseline}: /health p95 while 50 clients search",
+                           1000 * quantile(base_health, 0.95), unit="ms", n=len(base_health)))
+    return {"figures": figs, "baseline_per_clients": {str(c): base[c] for c in CLIENTS}, "per_clients": {str(c): per[c] for c in CLIENTS}, "bomb": bomb, "unknown": unknown,
             "health_ms": [1000 * t for t in health]}
 
 
