@@ -98,6 +98,8 @@ def write_corpus(root: Path, outside: Path) -> tuple[set[str], dict[str, str]]:
     os.symlink(outside / "secret.wav", root / "sub" / "escape.wav")
     bad["sub/escape.wav"] = "outside the indexed folder"
     put("notes.txt", b"recorded on a Tuesday", "unsupported")
+    os.mkfifo(root / "pipe.wav")  # opening it would block for ever
+    bad["pipe.wav"] = "not a regular file"
     return good, bad
 
 
