@@ -333,3 +333,26 @@ def test_health_reports_a_partial_index(tmp_path):
         index_folder(built / "s", Dies(), built / "ix", IndexConfig(window_s=2.0, hop_s=1.0, workers=0))
     doc = TestClient(create_app(built / "ix", allowed_hosts=HOSTS)).get("/health").json()
     assert doc["status"] == "partial" and doc["partial"].startswith("partial: 5 of 8 files")
+
+
+def test_health_says_restart_needed_when_the_index_was_rebuilt_with_another_model(tmp_path):
+    import shutil
+
+    from earshot.app.server import create_app
+    from earshot.index import IndexConfig, index_folder, open_encoder
+    from earshot.models import checkpoint
+    from earshot.models.biencoder import create_model
+
+    built = _build(tmp_path, n=3)
+    app = create_app(built / "ix", allowed_hosts=HOSTS, poll_s=0.05)
+    c = TestClient(app)
+    torch.manual_seed(7)
+    checkpoint.save(create_model(MODEL), tmp_path / "other")
+    shutil.rmtree(built / "ix")
+    index_folder(built / "s", open_encoder(tmp_path / "other"), built / "ix", IndexConfig(window_s=2.0, hop_s=1.0, workers=0))
+    deadline = time.time() + 10
+    while not c.get("/health").json()["restart_needed"]:
+        assert time.time() < deadline, "the server did not notice the rebuilt index"
+        time.sleep(0.05)
+    assert "built with model" in c.get("/health").json()["restart_needed"]
+    assert c.get("/search", params={"q": "tone", "k": 3}).status_code == 200  # still answers from the old one

@@ -148,8 +148,13 @@ class LiveIndex:
 
     def _loop(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
-            with contextlib.suppress(Exception):
+            try:
                 self.poll()
+                self.error = None
+            except sqlite3.OperationalError:
+                pass  # busy or briefly unreadable: look again next time
+            except Exception as e:  # noqa: BLE001 - e.g. rebuilt with another model: say so in /health
+                self.error = f"the index changed and cannot be reopened ({e}); restart the server"
 
     def _indexer_running(self) -> bool:
         import fcntl
@@ -176,7 +181,7 @@ class LiveIndex:
 
         with contextlib.closing(sqlite3.connect(f"file:{self._db}?mode=ro", uri=True, timeout=0.2)) as conn:
             info = dict(conn.execute(
-                "SELECT key, value FROM info WHERE key IN ('generation', 'faiss_generation', 'run')").fetchall())
+                "SELECT key, value FROM info WHERE key IN ('generation', 'faiss_generation', 'run', 'uid')").fetchall())
             count = conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
         gen = int(json.loads(info.get("generation", "0")))
         run = json.loads(info.get("run", "null")) or {}
@@ -184,7 +189,8 @@ class LiveIndex:
         self.partial = None if run.get("finished", True) else (
             f"partial: {count} of {run.get('found', '?')} files"
             + (" (indexing in progress)" if running else " (the last `earshot index` run did not finish)"))
-        if gen == self.index.generation:
+        uid = json.loads(info.get("uid", "null"))
+        if gen == self.index.generation and uid == self.index.uid:
             self.updating = False
             return
         vectors_ready = json.loads(info.get("faiss_generation", "null")) == gen
@@ -333,6 +339,7 @@ def create_app(
         s = ix.settings
         return {"status": "partial" if live.partial else ("empty" if len(ix) == 0 else "ok"),
                 "partial": live.partial, "updating": live.updating, "generation": ix.generation,
+                "restart_needed": live.error,
                 "items": len(ix), "index_type": ix.kind, "model_id": s.model_id,
                 "window_s": s.window_s, "hop_s": s.hop_s, "pooling": s.pooling,
                 "limits": {"max_query_chars": max_query_chars, "max_k": max_k,

@@ -158,6 +158,7 @@ class Store:
         fmt = store.get_info("format")
         if fmt is None and create:
             store.set_info("format", FORMAT)
+            store.set_info("uid", os.urandom(8).hex())  # tells a rebuilt index from the one it replaced
         elif fmt != FORMAT:
             raise EarshotError(f"{db}: unknown index format {fmt!r} (expected {FORMAT})")
         return store
