@@ -41,7 +41,8 @@ def built(tmp_path_factory) -> Path:
 def client(built):
     from earshot.app.server import create_app
 
-    return TestClient(create_app(built / "ix", max_query_chars=50, max_k=20, max_upload_bytes=200_000))
+    return TestClient(create_app(built / "ix", max_query_chars=50, max_k=20, max_upload_bytes=200_000,
+                                 allowed_hosts=("testserver",)))
 
 
 def test_health_reports_the_index(client):

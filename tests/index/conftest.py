@@ -55,7 +55,7 @@ def write_bad(root: Path) -> dict[str, str]:
     sf.write(root / "nan.wav", np.array([0.1, np.nan, 0.2] * 2000, dtype=np.float32), SR, subtype="FLOAT")
     (root / "garbage.flac").write_bytes(b"this is not audio at all" * 40)
     (root / "notes.txt").write_text("recorded on a Tuesday")
-    return {"empty.wav": "cannot decode", "nan.wav": "non-finite", "garbage.flac": "cannot decode",
+    return {"empty.wav": "empty file", "nan.wav": "non-finite", "garbage.flac": "cannot decode",
             "notes.txt": "unsupported"}
 
 

@@ -92,3 +92,26 @@ def test_auto_switches_to_approximate_above_the_threshold():
     index = V.build(_clustered(150, 8, 4), np.arange(150), cfg)
     assert V.kind_of(index) == "ivf"
     assert V.resolve_kind(V.VectorConfig(kind="hnsw"), 5) == "hnsw"
+
+
+def test_peaks_by_hand_and_as_stored_in_the_index(tmp_path, encoder):
+    import soundfile as sf
+
+    from earshot.index import index_folder
+    from earshot.index.decode import load_checked, peaks
+    from earshot.index.store import Store
+
+    # two slices [0, .5] and [-1, .25]: maxima .5 and 1, scaled so the loudest is 255
+    assert peaks(np.array([0, 0.5, -1, 0.25], np.float32), n=2).tolist() == [128, 255]
+    assert peaks(np.array([0.2, -0.4, 0.1], np.float32), n=6).tolist() == [128, 128, 255, 255, 64, 64]
+    assert peaks(np.zeros(10, np.float32), n=4).tolist() == [0, 0, 0, 0]
+    (tmp_path / "s").mkdir()
+    t = np.arange(32000) / 16000
+    sf.write(tmp_path / "s" / "ramp.wav", (t / 2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    index_folder(tmp_path / "s", encoder, tmp_path / "ix", IndexConfig(window_s=2.0, hop_s=1.0, workers=0))
+    store = Store.open(tmp_path / "ix")
+    fid = store.files()["ramp.wav"].id
+    stored = store.peaks([fid])[fid]
+    assert stored.dtype == np.uint8 and stored.shape == (200,)
+    assert stored.tolist() == peaks(load_checked(tmp_path / "s" / "ramp.wav", 16000)[0]).tolist()
+    assert stored[0] < 10 and stored[-1] == 255 and (np.diff(stored.astype(int)) >= -2).all()  # a rising ramp

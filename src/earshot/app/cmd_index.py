@@ -50,6 +50,10 @@ def index_cmd(
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
     index_type: str = typer.Option("auto", "--index-type",
                                    help="auto (exact below 100k files, else IVF), flat, hnsw or ivf."),
+    max_hours: float = typer.Option(4.0, "--max-hours", min=0.001,
+                                    help="Skip files whose header declares more audio than this."),
+    links_outside: bool = typer.Option(False, "--links-outside",
+                                       help="Also index symlinks pointing outside FOLDER (refused by default)."),
 ) -> None:
     """Index a folder of sounds so it can be searched by text or by example.
 
@@ -59,9 +63,11 @@ def index_cmd(
     ones are dropped.
     """
     from earshot.index import IndexConfig, VectorConfig, index_folder, open_encoder
+    from earshot.index.decode import Limits
 
     cfg = IndexConfig(window_s=window, hop_s=hop, pooling=pooling, workers=workers,  # type: ignore[arg-type]
-                      batch_size=batch_size, vectors=VectorConfig(kind=index_type))  # type: ignore[arg-type]
+                      batch_size=batch_size, vectors=VectorConfig(kind=index_type),  # type: ignore[arg-type]
+                      limits=Limits(max_duration_s=max_hours * 3600), links_outside=links_outside)
     console = Console()
     encoder = open_encoder(model)
     columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
@@ -101,9 +107,12 @@ def search_cmd(
     if (query is None) == (audio is None):
         raise EarshotError("give either a text QUERY or --audio CLIP, not both or neither")
     with Index.open(index, model) as ix:
+        partial = ix.partial()
+        if partial:
+            Console(stderr=True).print(f"[yellow]{partial}[/yellow]", markup=True, highlight=False)
         hits = ix.search(query, k) if query is not None else ix.search_audio(audio, k)  # type: ignore[arg-type]
     if as_json:
-        doc = {"query": query, "audio": str(audio) if audio else None, "index": str(index),
+        doc = {"query": query, "audio": str(audio) if audio else None, "index": str(index), "partial": partial,
                "results": [h.to_dict() for h in hits]}
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -122,11 +131,24 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (only this machine by default)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     model: Optional[Path] = typer.Option(None, "--model", help="Model (default: the one that built the index)."),
+    allow_host: list[str] = typer.Option([], "--allow-host",
+                                         help="Also answer requests for this Host name (repeatable; '*' for any)."),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest upload, MiB."),
+    max_upload_minutes: float = typer.Option(10.0, "--max-upload-minutes", min=0.01,
+                                             help="Longest upload, by the duration its header declares."),
 ) -> None:
-    """Serve the search page and HTTP API (/health, /search, /search/audio, /audio/{id})."""
+    """Serve the search page and HTTP API (/health, /search, /search/audio, /audio/{id}).
+
+    Only requests addressed to this machine's local names (and --host, --allow-host) are
+    answered, and uploads only from the page itself, so other web pages cannot use the server.
+    """
     import uvicorn
 
-    from earshot.app.server import create_app
+    from earshot.app.server import LOCAL_NAMES, create_app
 
-    typer.echo(f"serving {index} at http://{host}:{port}/  (Ctrl+C to stop)")
-    uvicorn.run(create_app(index, model=model), host=host, port=port, log_level="warning")
+    hosts = [*LOCAL_NAMES, *([] if host in ("0.0.0.0", "::") else [host]), *allow_host]
+    app_ = create_app(index, model=model, allowed_hosts=hosts, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                      max_upload_s=max_upload_minutes * 60)
+    partial = app_.state.live.partial
+    typer.echo(f"ready: serving {index} at http://{host}:{port}/  (Ctrl+C to stop)" + (f"; {partial}" if partial else ""))
+    uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -1,18 +1,35 @@
 """The HTTP API and search page over one index, built by :func:`create_app`.
 
-Files are exposed by their index id only (``/audio/{id}``), never by path, so a request can
-reach nothing but the sounds that were indexed. The index and its model are opened once, when
-the app is created.
+Files are exposed by their index id only (``/audio/{id}``), never by path, and only while the
+file on disk is still the one that was indexed (same real location inside the indexed folder,
+same size and mtime), so a request can reach nothing but the sounds that were indexed.
+
+The server is meant to face a browser on the same machine, so it distrusts what a browser can
+be made to send: requests whose ``Host`` is not one of this server's names are refused (DNS
+rebinding), as are uploads and other non-GET requests from another page's ``Origin``. Uploads
+are bounded twice: by bytes while the body streams in (nothing past the limit is read), and by
+the duration their header declares before anything is decoded. Model work never runs on the
+event loop, so ``/health`` answers at once while searches are busy; concurrent text queries
+share one encoder call (:class:`TextBatcher`). A re-index under a running server is noticed and
+the index reopened (:class:`LiveIndex`).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import os
+import queue
+import shutil
+import sqlite3
+import stat
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -23,6 +40,9 @@ from earshot.errors import AudioError, EarshotError
 STATIC = Path(__file__).resolve().parent / "static"
 _MEDIA = {".wav": "audio/wav", ".wave": "audio/wav", ".flac": "audio/flac", ".ogg": "audio/ogg",
           ".oga": "audio/ogg", ".mp3": "audio/mpeg", ".aif": "audio/aiff", ".aiff": "audio/aiff"}
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around the uploaded bytes
+ECHO_CHARS = 100  # at most this much of a rejected input is echoed in a 422 body
 
 
 class Result(BaseModel):
@@ -31,11 +51,13 @@ class Result(BaseModel):
     id: int
     name: str  # file name
     path: str  # relative to the indexed folder
+    folder: str  # relative folder ("" at the top)
     duration: float  # seconds
     window_start: float  # seconds: where in the file the query matches best
     window_end: float
     window_score: float
     audio_url: str
+    peaks: list[int]  # waveform envelope, 0..255 per equal slice of the file ([] if not stored)
 
 
 class SearchResponse(BaseModel):
@@ -44,40 +66,284 @@ class SearchResponse(BaseModel):
     results: list[Result]
 
 
+class TextBatcher:
+    """Embeds concurrent text queries together: one encoder call for all that are waiting.
+
+    Requests queue up while the encoder is busy; the worker thread then takes everything
+    queued (up to ``max_batch``) in one call. A lone query never waits for company, so latency
+    at one client is unchanged, and throughput grows with the number of clients instead of
+    falling behind one lock.
+    """
+
+    def __init__(self, embed_many: Callable[[list[str]], list[Any]], max_batch: int = 64):
+        self._embed_many = embed_many
+        self._max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue()
+        self.calls = 0  # encoder calls made (for tests: fewer than queries under load)
+        self._thread = threading.Thread(target=self._run, name="earshot-text-batcher", daemon=True)
+        self._thread.start()
+
+    def embed(self, text: str) -> Any:
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((text, fut))
+        return fut.result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            try:
+                vecs = self._embed_many([t for t, _ in batch])
+                self.calls += 1
+            except BaseException as e:  # noqa: BLE001 - handed to every waiting request
+                for _, fut in batch:
+                    fut.set_exception(e)
+            else:
+                for (_, fut), v in zip(batch, vecs):
+                    fut.set_result(v)
+
+
+class LiveIndex:
+    """The index a running server answers from, reopened when a re-index changes it.
+
+    A poller thread reads the database's generation through its own read-only connection once
+    per ``interval_s``. When it moved, the index is reopened (keeping the loaded model) as soon
+    as the indexer has written matching vectors or is no longer running (a killed run); until
+    then searches still return k hits (the index ranks exactly from the database when its
+    vectors lag) and ``/health`` says an update is under way. The cached figures are what
+    ``/health`` reports, so it never waits for a lock that a search holds.
+    """
+
+    def __init__(self, path: Path, index, interval_s: float = 1.0):
+        from earshot.index.store import DB_FILE
+
+        self.path = path
+        self.index = index
+        self._db = path / DB_FILE
+        self.reopened = 0
+        self.partial: str | None = index.partial()
+        self.updating = False
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval_s,), name="earshot-index-poll",
+                                        daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _loop(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                self.poll()
+                self.error = None
+            except sqlite3.OperationalError:
+                pass  # busy or briefly unreadable: look again next time
+            except Exception as e:  # noqa: BLE001 - e.g. rebuilt with another model: say so in /health
+                self.error = f"the index changed and cannot be reopened ({e}); restart the server"
+
+    def _indexer_running(self) -> bool:
+        import fcntl
+
+        from earshot.index.store import LOCK_FILE
+
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    def poll(self) -> None:
+        """Look once: reopen if the database moved on and its vectors are ready."""
+        import json
+
+        from earshot.index import Index
+
+        with contextlib.closing(sqlite3.connect(f"file:{self._db}?mode=ro", uri=True, timeout=0.2)) as conn:
+            info = dict(conn.execute(
+                "SELECT key, value FROM info WHERE key IN ('generation', 'faiss_generation', 'run', 'uid')").fetchall())
+            count = conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+        gen = int(json.loads(info.get("generation", "0")))
+        run = json.loads(info.get("run", "null")) or {}
+        running = self._indexer_running()
+        self.partial = None if run.get("finished", True) else (
+            f"partial: {count} of {run.get('found', '?')} files"
+            + (" (indexing in progress)" if running else " (the last `earshot index` run did not finish)"))
+        uid = json.loads(info.get("uid", "null"))
+        if gen == self.index.generation and uid == self.index.uid:
+            self.updating = False
+            return
+        vectors_ready = json.loads(info.get("faiss_generation", "null")) == gen
+        if not vectors_ready and running:
+            self.updating = True
+            return
+        self.index = Index.open(self.path, self.index.encoder)  # the old one closes when unused
+        self.reopened += 1
+        self.updating = False
+
+
+def _host_name(host_header: str) -> str:
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [::1]:8000
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class GuardMiddleware:
+    """Host allow-list, same-origin rule for state-changing requests, streamed upload limit.
+
+    Pure ASGI, so it sees the body as it streams: once ``max_body`` bytes have arrived (or the
+    declared Content-Length exceeds it) the request is answered 413 and nothing more is read.
+    """
+
+    def __init__(self, app, allowed_hosts: Sequence[str], max_body: int):
+        self.app = app
+        self.any_host = "*" in allowed_hosts
+        self.allowed = {h.lower().strip("[]") for h in allowed_hosts}
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        if not self.any_host and _host_name(host) not in self.allowed:
+            await _reply(send, 403, f"host {host[:80]!r} is not served here (allowed: "
+                                    f"{', '.join(sorted(self.allowed))}; see `earshot serve --allow-host`)")
+            return
+        if scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            origin = headers.get("origin")
+            own = f"{scope.get('scheme', 'http')}://{host}"
+            if (origin is not None and origin != own) or headers.get("sec-fetch-site") == "cross-site":
+                await _reply(send, 403, f"cross-site request refused: origin {str(origin)[:80]!r} is not {own!r}")
+                return
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_body:
+                await _reply(send, 413, f"upload larger than {self.max_body - MULTIPART_SLACK} bytes")
+                return
+            receive = self._bounded(receive)
+        await self.app(scope, receive, send)
+
+    def _bounded(self, receive):
+        seen = 0
+
+        async def bounded_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_body:  # FastAPI re-raises HTTPExceptions met while reading the body
+                    raise HTTPException(413, f"upload larger than {self.max_body - MULTIPART_SLACK} bytes")
+            return msg
+
+        return bounded_receive
+
+
+async def _reply(send, status: int, detail: str) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _short(value: Any) -> Any:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + f"… ({len(text)} characters)"
+
+
 def create_app(
     index_path: str | Path,
     model: Any = None,
     max_query_chars: int = 500,
     max_k: int = 100,
     max_upload_bytes: int = 20 * 1024 * 1024,
+    max_upload_s: float = 600.0,
+    allowed_hosts: Sequence[str] | None = None,
+    preload: bool = True,
+    poll_s: float = 1.0,
 ) -> FastAPI:
     """A FastAPI app serving index ``index_path``: the page at ``/`` and the JSON API.
 
-    ``model`` (path or encoder) defaults to the model that built the index. The limits bound
-    query length, result count and upload size; beyond them requests get a 4xx with a message.
+    ``model`` (path or encoder) defaults to the model that built the index; with ``preload`` it
+    is loaded here, so the server is ready when it says so. The limits bound query length,
+    result count, upload bytes and upload duration; beyond them requests get a 4xx with a
+    message. ``allowed_hosts`` are the Host names served (default: the localhost names; "*"
+    accepts any, for use behind a proxy that checks). ``poll_s`` is how often a re-index is
+    looked for.
     """
     from earshot.index import Index
+    from earshot.index.decode import Limits
 
-    index = Index.open(index_path, model)
-    app = FastAPI(title="earshot", description="Search your sounds by text or by example.")
-    app.state.index = index
+    index_path = Path(index_path)
+    live = LiveIndex(index_path, Index.open(index_path, model), poll_s)
+    if preload:
+        live.index.encoder  # noqa: B018 - load the model now, not on the first query
+    batcher = TextBatcher(lambda texts: live.index.embed_queries(texts))
+    limits = Limits(max_duration_s=max_upload_s)
+    hosts = tuple(allowed_hosts) if allowed_hosts is not None else LOCAL_NAMES
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        live.close()
+        batcher.close()
+
+    app = FastAPI(title="earshot", description="Search your sounds by text or by example.", lifespan=lifespan)
+    app.add_middleware(GuardMiddleware, allowed_hosts=hosts, max_body=max_upload_bytes + MULTIPART_SLACK)
+    app.state.live = live
+    app.state.batcher = batcher
 
     def results(hits) -> list[Result]:
+        env = live.index.peaks([h.id for h in hits])
         return [Result(rank=h.rank, score=h.score, id=h.id, name=Path(h.path).name, path=h.path,
-                       duration=h.duration, window_start=h.window_start, window_end=h.window_end,
-                       window_score=h.window_score, audio_url=f"/audio/{h.id}") for h in hits]
+                       folder=Path(h.path).parent.as_posix().lstrip("."), duration=h.duration,
+                       window_start=h.window_start, window_end=h.window_end, window_score=h.window_score,
+                       audio_url=f"/audio/{h.id}", peaks=env.get(h.id, [])) for h in hits]
 
     @app.exception_handler(EarshotError)
     async def _earshot_error(_request, exc: EarshotError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request, exc: RequestValidationError) -> JSONResponse:
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", ""),
+                   "input": _short(e.get("input"))} for e in exc.errors()[:10]]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
     @app.get("/health")
-    def health() -> dict[str, Any]:
-        s = index.settings
-        return {"status": "ok", "items": len(index), "index_type": index.kind, "model_id": s.model_id,
+    async def health() -> dict[str, Any]:
+        ix = live.index
+        s = ix.settings
+        return {"status": "partial" if live.partial else ("empty" if len(ix) == 0 else "ok"),
+                "partial": live.partial, "updating": live.updating, "generation": ix.generation,
+                "restart_needed": live.error,
+                "items": len(ix), "index_type": ix.kind, "model_id": s.model_id,
                 "window_s": s.window_s, "hop_s": s.hop_s, "pooling": s.pooling,
                 "limits": {"max_query_chars": max_query_chars, "max_k": max_k,
-                           "max_upload_bytes": max_upload_bytes}}
+                           "max_upload_bytes": max_upload_bytes, "max_upload_s": max_upload_s}}
 
     @app.get("/search", response_model=SearchResponse)
     def search(
@@ -86,48 +352,66 @@ def create_app(
     ) -> SearchResponse:
         if not q.strip():
             raise HTTPException(422, "query is blank: type some words describing the sound")
-        return SearchResponse(query=q, k=k, results=results(index.search(q, k)))
+        vec = batcher.embed(q)
+        return SearchResponse(query=q, k=k, results=results(live.index.search_vector(vec, k)))
 
     @app.post("/search/audio", response_model=SearchResponse)
-    async def search_audio(
+    def search_audio(
         file: UploadFile = File(..., description="An example clip (wav, flac, ogg, mp3, aiff)."),
         k: int = Query(10, ge=1, le=max_k),
     ) -> SearchResponse:
-        suffix = Path(file.filename or "").suffix.lower()
+        name = Path(file.filename or "upload").name[:100] or "upload"
+        suffix = Path(name).suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
             raise HTTPException(415, f"unsupported audio type {suffix or '(none)'!r}; "
                                      f"use one of {', '.join(SUPPORTED_SUFFIXES)}")
-        data = await file.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
+        if file.size is not None and file.size > max_upload_bytes:
             raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
-        if not data:
-            raise HTTPException(422, "uploaded file is empty")
+        if file.size == 0:
+            raise HTTPException(422, f"{name}: empty file")
         fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="earshot-query-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                file.file.seek(0)
+                shutil.copyfileobj(file.file, f, 1 << 20)
             try:
-                hits = index.search_audio(tmp, k)
+                hits = live.index.search_audio(tmp, k, limits=limits)
             except AudioError as e:
-                raise HTTPException(422, f"{file.filename}: {e.reason}") from None
+                raise HTTPException(422, f"{name}: {e.reason.replace(tmp, name)}") from None
         finally:
             os.unlink(tmp)
-        return SearchResponse(query=file.filename or "upload", k=k, results=results(hits))
+        return SearchResponse(query=name, k=k, results=results(hits))
 
     @app.get("/audio/{file_id}")
     def audio(file_id: int) -> FileResponse:
-        found = index.file(file_id)
+        ix = live.index
+        found = ix.file(file_id)
         if found is None:
             raise HTTPException(404, f"no file with id {file_id} in this index")
         row, path = found
-        if not path.is_file():
-            raise HTTPException(410, f"{row.path} was indexed but is no longer on disk")
-        return FileResponse(path, media_type=_MEDIA.get(path.suffix.lower(), "application/octet-stream"),
-                            filename=path.name, content_disposition_type="inline")
+        real = Path(os.path.realpath(path))
+        if not ix.links_outside:
+            try:
+                real.relative_to(os.path.realpath(ix.settings.root))
+            except ValueError:
+                raise HTTPException(410, f"{row.path} no longer leads to the indexed file "
+                                         "(it now points outside the indexed folder)") from None
+        try:
+            st = os.stat(real)
+        except OSError:
+            raise HTTPException(410, f"{row.path} was indexed but is no longer on disk") from None
+        if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
+            raise HTTPException(410, f"{row.path} has changed since it was indexed; re-index to play it")
+        return FileResponse(real, stat_result=st, filename=path.name, content_disposition_type="inline",
+                            media_type=_MEDIA.get(path.suffix.lower(), "application/octet-stream"))
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # what browsers ask for before reading the page's <link>
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

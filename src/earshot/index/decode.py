@@ -2,19 +2,52 @@
 
 Kept free of torch and FAISS (numpy, soundfile and soxr only) so that worker processes start
 quickly and stay small; the parent process does all encoding.
+
+Every file is distrusted: its header is checked against :class:`Limits` before a single sample
+is decoded (a 180 kB FLAC can declare 2^36 samples, a WAV 0 Hz or 1000 channels), samples are
+read in blocks and mixed down as they come (so memory follows the mono length, never what the
+header claims), and every failure becomes a short human reason instead of an exception. The
+server decodes uploads through the same :func:`load_checked`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import re
+import signal
+import struct
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from earshot.audio.framing import pad_end, seconds_to_samples, sliding_windows
-from earshot.audio.io import audio_info, load_audio
+from earshot.audio.io import audio_info, resample
 from earshot.errors import AudioError
 from earshot.utils import sha256_file
+
+BLOCK_FRAMES = 1 << 16  # frames decoded per read: bounds the transient (T, C) buffer
+PEAKS = 200  # envelope points kept per file (200 bytes in the index)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a file's header may declare before anything is decoded."""
+
+    max_duration_s: float = 4 * 3600.0  # longer recordings are refused, not allocated
+    max_channels: int = 64
+    min_rate: int = 1000  # Hz
+    max_rate: int = 768_000  # Hz
+
+    @property
+    def max_samples(self) -> int:
+        """Declared frames x channels allowed: the duration limit at 48 kHz stereo."""
+        return int(self.max_duration_s * 48_000 * 2)
 
 
 @dataclass(frozen=True)
@@ -25,6 +58,7 @@ class Framing:
     window_s: float  # window length, seconds
     hop_s: float  # hop between window starts, seconds
     min_s: float = 1.0  # shorter clips are zero-padded at the end to this length
+    limits: Limits = Limits()
 
 
 @dataclass
@@ -41,8 +75,154 @@ class Decoded:
     duration: float = 0.0  # seconds
     sample_rate: int = 0  # the file's own rate
     channels: int = 0
+    peaks: np.ndarray | None = None  # (PEAKS,) uint8 waveform envelope for the page's strip
     error: str | None = None  # why the file was skipped
     unchanged: bool = False  # same content hash as already indexed: nothing to encode
+
+
+def fmt_duration(seconds: float) -> str:
+    h, rest = divmod(int(round(seconds)), 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def _peek_header(path: Path) -> tuple[int, int, int | None] | None:
+    """(sample rate, channels, frames or None) straight from a WAV or FLAC header, or None.
+
+    libsndfile answers a 0 Hz or 2^31 Hz WAV with "SF_INFO struct incomplete"; reading the
+    few header bytes ourselves lets the reason say what is actually wrong.
+    """
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+            pos = 12
+            while pos + 8 <= 1 << 20:
+                f.seek(pos)
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, size = struct.unpack("<4sI", hdr)
+                if cid == b"fmt ":
+                    body = f.read(16)
+                    if len(body) < 16:
+                        return None
+                    _, ch, rate, _, align, _ = struct.unpack("<HHIIHH", body)
+                    return rate, ch, None
+                pos += 8 + size + (size & 1)
+            return None
+        if head[:4] == b"fLaC" and len(head) >= 26:
+            x = int.from_bytes(head[18:26], "big")  # STREAMINFO: rate 20, ch-1 3, bps-1 5, total 36 bits
+            rate, ch, total = x >> 44, ((x >> 41) & 7) + 1, x & ((1 << 36) - 1)
+            return rate, ch, (total or None)
+    return None
+
+
+def _check_declared(rate: int, channels: int, frames: int | None, limits: Limits) -> str | None:
+    if rate == 0:
+        return "sample rate 0 Hz in header"
+    if not limits.min_rate <= rate <= limits.max_rate:
+        return (f"sample rate {rate} Hz in header (expected {limits.min_rate // 1000} kHz to "
+                f"{limits.max_rate // 1000} kHz)")
+    if channels < 1 or channels > limits.max_channels:
+        return f"{channels} channels in header (at most {limits.max_channels})"
+    if frames is not None:
+        if frames / rate > limits.max_duration_s:
+            return (f"header declares {fmt_duration(frames / rate)} of audio; the limit is "
+                    f"{fmt_duration(limits.max_duration_s)}")
+        if frames * channels > limits.max_samples:
+            return (f"header declares {frames} frames x {channels} channels, more than the limit of "
+                    f"{limits.max_samples} samples")
+    return None
+
+
+_SNDFILE_WORDS = (
+    ("Format not recognised", "not a recognised audio format"),
+    ("not a regular file", "not a valid audio stream"),
+    ("SF_INFO struct incomplete", "invalid header"),
+    ("Unspecified internal error", "corrupt data"),
+    ("lost sync", "corrupt or truncated data (the decoder lost sync)"),
+    ("psf_fseek", "corrupt or truncated data (a seek past the end)"),
+)
+
+
+def human(reason: str) -> str:
+    """libsndfile's wording (with the file name inside) -> a short reason without paths."""
+    for needle, plain in _SNDFILE_WORDS:
+        if needle in reason:
+            return f"cannot decode: {plain}"
+    reason = re.sub(r"Error opening .*?: ", "", reason)
+    return reason.replace("(possibly a pipe?)", "").strip()
+
+
+def load_checked(path: str | Path, sample_rate: int, limits: Limits = Limits()) -> tuple[np.ndarray, int, int]:
+    """Decode ``path`` to mono float32 at ``sample_rate``: (wave (T,), file's rate, channels).
+
+    Raises :class:`AudioError` with a human reason for every bad input, whatever went wrong
+    inside the decoder; nothing is allocated from what the header merely claims.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise AudioError(path, "empty file")
+        if path.is_file():
+            peek = _peek_header(path)
+            if peek is not None:
+                why = _check_declared(*peek, limits)
+                if why:
+                    raise AudioError(path, why)
+        try:
+            info = audio_info(path)
+        except AudioError as e:
+            raise AudioError(path, human(e.reason)) from None
+        declared = info.frames if info.frames < 1 << 62 else None  # SF_COUNT_MAX: length not in header
+        why = _check_declared(info.sample_rate, info.channels, declared, limits)
+        if why:
+            raise AudioError(path, why)
+        cap = int(limits.max_duration_s * info.sample_rate)
+        parts: list[np.ndarray] = []
+        got = 0
+        with sf.SoundFile(str(path)) as f:
+            for block in f.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):  # (B, C)
+                if not np.isfinite(block).all():
+                    raise AudioError(path, "contains non-finite samples (NaN or inf)")
+                parts.append(block.mean(axis=1))
+                got += len(block)
+                if got > cap:
+                    raise AudioError(path, f"decodes to more than {fmt_duration(limits.max_duration_s)} of audio")
+        if got == 0:
+            raise AudioError(path, "contains no audio (0 frames decoded; empty or truncated file)")
+        if declared is not None and got < declared:
+            raise AudioError(path, f"truncated: header declares {declared} frames but only {got} decode")
+        wave = np.concatenate(parts)  # (T,)
+        if info.sample_rate != sample_rate:
+            wave = resample(wave, info.sample_rate, sample_rate)
+        return np.ascontiguousarray(wave, dtype=np.float32), info.sample_rate, info.channels
+    except AudioError:
+        raise
+    except MemoryError:
+        raise AudioError(path, "too large to decode in memory") from None
+    except OSError as e:
+        raise AudioError(path, f"cannot read file: {e.strerror or e}") from None
+    except Exception as e:  # the decoder's own failures on crafted input: a reason, not a crash
+        why = human(str(e)) or type(e).__name__
+        raise AudioError(path, why if why.startswith("cannot decode") else f"cannot decode: {why}") from None
+
+
+def peaks(wave: np.ndarray, n: int = PEAKS) -> np.ndarray:
+    """(n,) uint8 envelope of a mono waveform: the largest |sample| of each of n equal slices.
+
+    Computed once while indexing and stored beside the embeddings (n bytes per file), so the
+    page draws each result's waveform strip without decoding anything at query time. Scaled
+    by the file's own peak so quiet recordings still show their shape.
+    """
+    if wave.size == 0:
+        return np.zeros(n, dtype=np.uint8)
+    starts = (np.arange(n, dtype=np.int64) * wave.size) // n  # a repeated start = a one-sample slice
+    env = np.maximum.reduceat(np.abs(wave), starts)  # (n,)
+    top = float(env.max())
+    return np.round(255 * env / top).astype(np.uint8) if top > 0 else np.zeros(n, dtype=np.uint8)
 
 
 def frame(wave: np.ndarray, framing: Framing) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -66,29 +246,59 @@ def frame(wave: np.ndarray, framing: Framing) -> tuple[list[np.ndarray], np.ndar
     return list(windows.astype(np.float32)), start_s, np.minimum(start_s + win / sr, duration)
 
 
+@contextlib.contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Collect what C decoders (mpg123's "Note: Illegal Audio-MPEG-Header") write to fd 2.
+
+    Only used where one thread decodes (the indexer's workers or its inline loop): the file
+    descriptor is process-wide. The text lands in the yielded list when the block ends.
+    """
+    out: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield out
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read(4096).decode("utf-8", "replace"))
+
+
 def decode(path: str, rel: str, size: int, mtime_ns: int, known_sha256: str | None, framing: Framing) -> Decoded:
     """Hash, decode, mix down, resample and frame one file (runs in a worker process).
 
     With ``known_sha256`` equal to the file's hash (only its mtime changed) nothing is decoded.
-    Every failure becomes ``Decoded.error`` instead of an exception, so one bad file never stops
-    a run.
+    Every failure, of any type, becomes ``Decoded.error`` instead of an exception, so one bad
+    file never stops a run.
     """
     out = Decoded(rel=rel, size=size, mtime_ns=mtime_ns)
+    chatter: list[str] = []
     try:
         out.sha256 = sha256_file(path)
         if known_sha256 is not None and out.sha256 == known_sha256:
             out.unchanged = True
             return out
-        info = audio_info(path)
-        wave = load_audio(path, framing.sample_rate)  # (T,)
+        with captured_stderr() as chatter:
+            wave, out.sample_rate, out.channels = load_checked(path, framing.sample_rate, framing.limits)
     except AudioError as e:
         out.error = e.reason
-        return out
     except OSError as e:
         out.error = f"cannot read file: {e.strerror or e}"
+    except Exception as e:  # noqa: BLE001 - every failure is a named skip, never a stopped run
+        out.error = f"{type(e).__name__}: {e}"[:300]
+    if out.error is not None:
+        note = " ".join("".join(chatter).split())
+        if note:
+            out.error += f" (decoder said: {note[:160]})"
         return out
     out.duration = wave.shape[-1] / framing.sample_rate
-    out.sample_rate, out.channels = info.sample_rate, info.channels
+    out.peaks = peaks(wave)
     out.windows, out.starts, out.ends = frame(wave, framing)
     return out
 
@@ -96,6 +306,30 @@ def decode(path: str, rel: str, size: int, mtime_ns: int, known_sha256: str | No
 def decode_job(args: tuple) -> Decoded:
     """:func:`decode` with packed arguments (what the process pool maps over)."""
     return decode(*args)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Process-pool initializer: a worker never outlives the indexer that forked it.
+
+    ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` makes Linux kill the worker when its parent dies, even
+    by ``kill -9``; elsewhere (or should prctl fail) a daemon thread polls the parent pid once a
+    second. Both check that the parent is not already gone (the race before prctl).
+    """
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        import time
+
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="earshot-parent-watch", daemon=True).start()
 
 
 def is_candidate(path: Path) -> bool:

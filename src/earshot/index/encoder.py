@@ -90,4 +90,7 @@ def open_encoder(path: str | Path) -> RetrieverEncoder:
     """Load the model at ``path`` (checkpoint dir or ensemble manifest) for indexing/search."""
     from earshot.models.loading import load_retriever
 
-    return RetrieverEncoder(load_retriever(path), model_identity(path), str(Path(path).resolve()))
+    retriever = load_retriever(path)
+    if hasattr(retriever, "eval"):  # searches share it across threads: never toggle its mode mid-query
+        retriever.eval()
+    return RetrieverEncoder(retriever, model_identity(path), str(Path(path).resolve()))

@@ -10,10 +10,12 @@ file and a rerun skips them. A rerun on a changed folder encodes only new or cha
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal
@@ -23,9 +25,9 @@ import numpy as np
 from earshot.audio.io import SUPPORTED_SUFFIXES
 from earshot.errors import EarshotError
 from earshot.index import vectors as V
-from earshot.index.decode import Decoded, Framing, decode, decode_job, is_candidate
+from earshot.index.decode import Decoded, Framing, Limits, decode, decode_job, die_with_parent, is_candidate
 from earshot.index.encoder import Encoder
-from earshot.index.store import FAISS_FILE, IndexSettings, Store
+from earshot.index.store import FAISS_FILE, IndexSettings, Store, index_lock
 
 Pooling = Literal["mean", "max"]
 
@@ -39,6 +41,8 @@ class IndexConfig:
     batch_size: int = 16  # windows per forward pass
     workers: int = 2  # decoding processes; 0 decodes in this process (no overlap)
     vectors: V.VectorConfig = field(default_factory=V.VectorConfig)  # FAISS index type
+    limits: Limits = field(default_factory=Limits)  # what a header may declare (4 h, 64 ch, 1-768 kHz)
+    links_outside: bool = False  # index symlinks whose target lies outside the folder (refused by default)
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "max"):
@@ -124,16 +128,23 @@ def index_folder(
         pooling=cfg.pooling,
         root=str(root),
     )
-    store = Store.open(out, create=True)
-    try:
-        _check_settings(store, settings, out)
-        report = IndexReport(index=out, root=root)
-        _update(store, root, out, encoder, settings, cfg, report, progress)
-        report.kind = write_vectors(store, settings.dim, cfg.vectors)
-        report.items = store.count()
-        report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
-    finally:
-        store.close()
+    with index_lock(out):
+        for stale in out.glob(f".{FAISS_FILE}.*.tmp"):  # left by a run killed mid-write
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        store = Store.open(out, create=True)
+        try:
+            _check_settings(store, settings, out)
+            store.set_info("links_outside", cfg.links_outside)
+            report = IndexReport(index=out, root=root)
+            _update(store, root, out, encoder, settings, cfg, report, progress)
+            report.kind = write_vectors(store, settings.dim, cfg.vectors)
+            report.items = store.count()
+            report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
+            with store.transaction():
+                store.set_info("run", {"found": report.found, "finished": True})
+        finally:
+            store.close()
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -170,19 +181,35 @@ def _update(
 ) -> None:
     files = walk(root, exclude=out)
     report.found = len(files)
+    with store.transaction():
+        store.set_info("run", {"found": len(files), "finished": False})
     known = store.files()
     bad = store.bad()
     present: set[str] = set()
     jobs = []
-    framing = Framing(settings.sample_rate, cfg.window_s, cfg.hop_s, cfg.min_s)
+    framing = Framing(settings.sample_rate, cfg.window_s, cfg.hop_s, cfg.min_s, cfg.limits)
     skipped_now: list[tuple[str, int, int, str]] = []
     for path in files:
         rel = path.relative_to(root).as_posix()
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that are not UTF-8: the database keeps text only
+            rel = os.fsencode(rel).decode("utf-8", "backslashreplace")
+            present.add(rel)
+            skipped_now.append((rel, 0, 0, "file name is not valid UTF-8; rename the file to index it"))
+            continue
         present.add(rel)
         try:
             st = path.stat()
         except OSError as e:
             skipped_now.append((rel, 0, 0, f"cannot stat: {e.strerror or e}"))
+            continue
+        if not cfg.links_outside and path.is_symlink() and not _inside(path, root):
+            skipped_now.append((rel, st.st_size, st.st_mtime_ns,
+                                "symbolic link to a file outside the indexed folder (not indexed)"))
+            continue
+        if not path.is_file():
+            skipped_now.append((rel, st.st_size, st.st_mtime_ns, "not a regular file"))
             continue
         row = known.get(rel)
         if row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
@@ -223,8 +250,21 @@ def _update(
             progress(Progress(done, len(files), report.audio_s))
 
 
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path``'s real location (all symlinks resolved) lies under ``root``."""
+    try:
+        Path(os.path.realpath(path)).relative_to(os.path.realpath(root))
+        return True
+    except ValueError:
+        return False
+
+
 def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
-    """Decoded files in job order; with workers, up to 4 per worker are decoded ahead."""
+    """Decoded files in job order; with workers, up to 4 per worker are decoded ahead.
+
+    Workers die with this process (see :func:`die_with_parent`); a worker that crashes on a
+    file (a decoder segfault) costs that file only: it is reported and the pool is restarted.
+    """
     if workers == 0:
         for job in jobs:
             yield decode(*job)
@@ -233,30 +273,56 @@ def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
     # workers only run numpy/soundfile/soxr, never the parent's torch or SQLite handle.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool_:
-        queue: collections.deque[Future] = collections.deque()
-        it = iter(jobs)
-        try:
-            for job in it:
-                queue.append(pool_.submit(decode_job, job))
-                if len(queue) >= 4 * workers:
-                    break
-            while queue:
-                result = queue.popleft().result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    queue.append(pool_.submit(decode_job, nxt))
-                yield result
-        finally:
-            for f in queue:
-                f.cancel()
+
+    def new_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=die_with_parent,
+                                   initargs=(os.getpid(),))
+
+    pool_ = new_pool()
+    queue: collections.deque[tuple[tuple, Future]] = collections.deque()
+    it = iter(jobs)
+    try:
+        for job in it:
+            queue.append((job, pool_.submit(decode_job, job)))
+            if len(queue) >= 4 * workers:
+                break
+        while queue:
+            job, fut = queue.popleft()
+            try:
+                result = fut.result()
+            except BrokenProcessPool:
+                result = Decoded(rel=job[1], size=job[2], mtime_ns=job[3],
+                                 error="the decoder crashed on this file (its worker process died)")
+                pool_.shutdown(wait=False, cancel_futures=True)
+                pool_ = new_pool()
+                queue = collections.deque((j, pool_.submit(decode_job, j)) for j, _ in queue)
+            except Exception as e:  # noqa: BLE001 - e.g. a result that cannot be unpickled
+                result = Decoded(rel=job[1], size=job[2], mtime_ns=job[3], error=f"{type(e).__name__}: {e}"[:300])
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append((nxt, pool_.submit(decode_job, nxt)))
+            yield result
+    finally:
+        for _, f in queue:
+            f.cancel()
+        pool_.shutdown(wait=True, cancel_futures=True)
 
 
 def _commit(store: Store, encoder: Encoder, batch: list[Decoded], cfg: IndexConfig, report: IndexReport) -> int:
     """Encode a batch of decoded files and commit them (and any bad ones) in one transaction."""
     todo = [d for d in batch if d.error is None and not d.unchanged]
     waves = [w for d in todo for w in d.windows or ()]
-    emb = encoder.embed_audio(waves, batch_size=cfg.batch_size) if waves else np.empty((0, encoder.dim))
+    try:
+        emb = encoder.embed_audio(waves, batch_size=cfg.batch_size) if waves else np.empty((0, encoder.dim))
+    except Exception:  # noqa: BLE001 - find the file the model fails on; the others go in
+        parts = []
+        for d in todo:
+            try:
+                parts.append(encoder.embed_audio(d.windows or [], batch_size=cfg.batch_size))
+            except Exception as e:  # noqa: BLE001
+                d.error = f"the model failed on this file: {type(e).__name__}: {e}"[:300]
+        todo = [d for d in todo if d.error is None]
+        emb = np.concatenate(parts) if parts else np.empty((0, encoder.dim))
     with store.transaction():
         pos = 0
         for d in batch:
@@ -270,7 +336,7 @@ def _commit(store: Store, encoder: Encoder, batch: list[Decoded], cfg: IndexConf
                 win = emb[pos : pos + n]  # (W, D)
                 pos += n
                 store.put_file(d.rel, d.size, d.mtime_ns, d.sha256, d.duration, d.sample_rate, d.channels,
-                               pool(win, cfg.pooling, encoder.normalize), d.starts, d.ends, win)
+                               pool(win, cfg.pooling, encoder.normalize), d.starts, d.ends, win, d.peaks)
                 report.encoded.append(d.rel)
                 report.audio_s += d.duration
                 report.windows += n

@@ -18,7 +18,7 @@ import numpy as np
 
 from earshot.errors import EarshotError
 from earshot.index import vectors as V
-from earshot.index.decode import Framing, frame
+from earshot.index.decode import Framing, Limits, frame, load_checked
 from earshot.index.encoder import Encoder, open_encoder
 from earshot.index.indexer import pool
 from earshot.index.store import FAISS_FILE, FileRow, IndexSettings, Store
@@ -54,7 +54,10 @@ class Index:
         self._faiss = faiss_index
         self._encoder = encoder
         self._model_path = model_path
-        self._lock = threading.RLock()  # SQLite connection, FAISS and the model are used serially
+        self._lock = threading.RLock()  # SQLite connection, FAISS, the query cache and model loading
+        self.generation = store.generation()  # of the database when the vectors were loaded
+        self.uid = store.get_info("uid")  # which database (a deleted and rebuilt index gets a new one)
+        self.links_outside = bool(store.get_info("links_outside"))  # symlinks out of root were allowed
         self._text_cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         self.cache_hits = 0  # text queries answered from the cache (for tests and /health)
 
@@ -121,38 +124,51 @@ class Index:
     # -- queries ------------------------------------------------------------------------------
     def embed_query(self, text: str) -> np.ndarray:
         """(D,) embedding of a text query; repeated queries come from an LRU cache."""
-        key = text.strip()
-        if not key:
+        return self.embed_queries([text])[0]
+
+    def embed_queries(self, texts: list[str]) -> list[np.ndarray]:
+        """(D,) embeddings of several text queries in one encoder call (cached ones skipped).
+
+        The server batches concurrent queries through here: one forward pass for many texts
+        costs little more than for one.
+        """
+        keys = [t.strip() for t in texts]
+        if not all(keys):
             raise EarshotError("empty query: type some words describing the sound")
         with self._lock:
-            if key in self._text_cache:
+            known = {k: self._text_cache[k] for k in keys if k in self._text_cache}
+            self.cache_hits += sum(1 for k in keys if k in known)
+            for key in known:
                 self._text_cache.move_to_end(key)
-                self.cache_hits += 1
-                return self._text_cache[key]
-            vec = self.encoder.embed_text([key])[0]
-            self._text_cache[key] = vec
-            if len(self._text_cache) > TEXT_CACHE_SIZE:
-                self._text_cache.popitem(last=False)
-            return vec
+        missing = list(dict.fromkeys(k for k in keys if k not in known))
+        if missing:  # the model runs without the lock: searches meanwhile need only SQLite and FAISS
+            fresh = dict(zip(missing, self.encoder.embed_text(missing)))
+            with self._lock:
+                self._text_cache.update(fresh)
+                while len(self._text_cache) > TEXT_CACHE_SIZE:
+                    self._text_cache.popitem(last=False)
+            known.update(fresh)
+        return [known[k] for k in keys]
 
-    def embed_audio_file(self, path: str | Path) -> np.ndarray:
-        """(D,) embedding of an example clip, framed and pooled exactly as indexed files are."""
-        from earshot.audio.io import load_audio
+    def embed_audio_file(self, path: str | Path, limits: Limits = Limits()) -> np.ndarray:
+        """(D,) embedding of an example clip, framed and pooled exactly as indexed files are.
 
+        The clip's header is checked against ``limits`` before anything is decoded.
+        """
         s = self.settings
-        wave = load_audio(path, s.sample_rate)
+        wave, _, _ = load_checked(path, s.sample_rate, limits)
         windows, _, _ = frame(wave, Framing(s.sample_rate, s.window_s, s.hop_s))
-        with self._lock:
-            emb = self.encoder.embed_audio(windows, batch_size=16)  # (W, D)
+        emb = self.encoder.embed_audio(windows, batch_size=16)  # (W, D); inference needs no lock
         return pool(emb, s.pooling, s.normalize)  # type: ignore[arg-type]
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
         """The ``k`` files that best match a text query, best first."""
         return self.search_vector(self.embed_query(text), k)
 
-    def search_audio(self, path: str | Path, k: int = 10, exclude_self: bool = False) -> list[Hit]:
+    def search_audio(self, path: str | Path, k: int = 10, exclude_self: bool = False,
+                     limits: Limits = Limits()) -> list[Hit]:
         """Query by example: the ``k`` files most similar to the clip at ``path``."""
-        q = self.embed_audio_file(path)
+        q = self.embed_audio_file(path, limits)
         hits = self.search_vector(q, k + 1 if exclude_self else k)
         if exclude_self:
             try:
@@ -172,14 +188,19 @@ class Index:
             raise EarshotError(f"query has dimension {q.shape[1]}, index has {self.settings.dim}")
         with self._lock:
             if len(self) == 0:
-                return []
+                raise EarshotError(f"{self.directory}: the index is empty (no file was indexed); "
+                                   "run `earshot index` on a folder with sounds")
             scores, ids = V.search(self._faiss, q, k)
             found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
             rows = self._store.rows([i for _, i in found])
+            if len(rows) < min(k, len(self)):
+                # An approximate index visited too few cells, or the files changed under the
+                # vectors (a re-index): rank exactly from the database instead.
+                found, rows = self._exact(q[0], k)
             hits = []
             for score, fid in found:
                 row = rows.get(fid)
-                if row is None:  # the FAISS file is newer than this connection's snapshot
+                if row is None:
                     continue
                 starts, ends, wins = self._store.windows(fid, self.settings.dim)
                 w = wins @ q[0]  # (W,)
@@ -188,8 +209,28 @@ class Index:
                                 float(starts[best]), float(ends[best]), float(w[best])))
         return hits
 
+    def _exact(self, q: np.ndarray, k: int) -> tuple[list[tuple[float, int]], dict[int, FileRow]]:
+        """Exact top-k over the clip vectors the database holds now (the fallback ranking)."""
+        ids, vecs = self._store.clip_vectors(self.settings.dim)
+        scores = vecs @ q  # (N,)
+        top = np.argsort(-scores, kind="stable")[:k]
+        found = [(float(scores[i]), int(ids[i])) for i in top]
+        return found, self._store.rows([i for _, i in found])
+
+    def peaks(self, file_ids: list[int]) -> dict[int, list[int]]:
+        """Each file's waveform envelope (0..255 values) by id, for drawing result strips."""
+        with self._lock:
+            return {i: p.tolist() for i, p in self._store.peaks([int(f) for f in file_ids]).items()}
+
+    def partial(self) -> str | None:
+        """"partial: N of M files" when the last indexing run did not finish, else None."""
+        with self._lock:
+            return self._store.partial()
+
     def file(self, file_id: int) -> tuple[FileRow, Path] | None:
         """The row and absolute path of an indexed file, or None for an id not in the index."""
+        if not 0 <= int(file_id) < 2**63:  # SQLite integers are 64-bit signed
+            return None
         with self._lock:
             row = self._store.rows([int(file_id)]).get(int(file_id))
         if row is None:

@@ -5,6 +5,7 @@
     INDEX/
       meta.sqlite      settings (model id, windowing, pooling), files, window embeddings, bad files
       vectors.faiss    clip embeddings for search; derived from meta.sqlite, rebuilt when stale
+      index.lock       held (flock) by the one indexer writing here; the kernel drops it on exit
 
 SQLite is the source of truth: every finished file is committed in a transaction together with
 its clip and window embeddings, so a killed run keeps what it finished and never leaves a half
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from earshot.errors import EarshotError
 
 DB_FILE = "meta.sqlite"
 FAISS_FILE = "vectors.faiss"
+LOCK_FILE = "index.lock"
 FORMAT = "earshot.index/1"
 
 _SCHEMA = """
@@ -52,10 +55,43 @@ CREATE TABLE IF NOT EXISTS windows (
     embedding BLOB NOT NULL,                -- float32 (D,)
     PRIMARY KEY (file_id, idx)
 );
+CREATE TABLE IF NOT EXISTS peaks (          -- waveform envelope for the page (absent in older indexes)
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+    data BLOB NOT NULL                      -- uint8 (P,), max |sample| per slice scaled to 0..255
+);
 CREATE TABLE IF NOT EXISTS bad (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL
 );
 """
+
+
+@contextlib.contextmanager
+def index_lock(directory: Path) -> Iterator[None]:
+    """Exclusive right to write index ``directory``; a second indexer is refused at once.
+
+    An advisory ``flock`` on ``index.lock``: released by the kernel when the holder exits,
+    however it dies, so a killed run never leaves a stale lock behind.
+    """
+    import fcntl
+
+    if directory.exists() and not directory.is_dir():
+        raise EarshotError(f"{directory}: --out must be a folder (an index directory), not a file")
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise EarshotError(
+                f"{directory}: another `earshot index` (pid {holder}) is writing this index; "
+                "wait for it to finish or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
 
 
 @dataclass(frozen=True)
@@ -122,6 +158,7 @@ class Store:
         fmt = store.get_info("format")
         if fmt is None and create:
             store.set_info("format", FORMAT)
+            store.set_info("uid", os.urandom(8).hex())  # tells a rebuilt index from the one it replaced
         elif fmt != FORMAT:
             raise EarshotError(f"{db}: unknown index format {fmt!r} (expected {FORMAT})")
         return store
@@ -162,6 +199,13 @@ class Store:
         """Bumped by every commit that changes the set of vectors."""
         return int(self.get_info("generation") or 0)
 
+    def partial(self) -> str | None:
+        """"partial: N of M files" while the last run has not finished (killed or still going)."""
+        run = self.get_info("run")
+        if not run or run.get("finished", True):
+            return None
+        return f"partial: {self.count()} of {run.get('found', '?')} files (the last `earshot index` run did not finish)"
+
     def bump_generation(self) -> int:
         gen = self.generation() + 1
         self.set_info("generation", gen)
@@ -197,6 +241,7 @@ class Store:
         starts: np.ndarray,
         ends: np.ndarray,
         windows: np.ndarray,
+        peaks: np.ndarray | None = None,
     ) -> int:
         """Insert or replace one file with its clip (D,) and window (W, D) embeddings; its id.
 
@@ -214,6 +259,9 @@ class Store:
             "INSERT INTO windows(file_id, idx, start, end, embedding) VALUES (?, ?, ?, ?, ?)",
             [(file_id, i, float(s), float(e), _blob(w)) for i, (s, e, w) in enumerate(zip(starts, ends, windows))],
         )
+        if peaks is not None:
+            self.conn.execute("INSERT INTO peaks(file_id, data) VALUES (?, ?)",
+                              (file_id, np.ascontiguousarray(peaks, dtype=np.uint8).tobytes()))
         return file_id
 
     def touch_file(self, path: str, size: int, mtime_ns: int) -> None:
@@ -249,6 +297,14 @@ class Store:
     def clip_vector(self, file_id: int, dim: int) -> np.ndarray | None:
         row = self.conn.execute("SELECT embedding FROM files WHERE id = ?", (file_id,)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype=np.float32).reshape(dim).copy()
+
+    def peaks(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Waveform envelopes (uint8 (P,)) by file id; files indexed before peaks existed are absent."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.conn.execute(f"SELECT file_id, data FROM peaks WHERE file_id IN ({marks})", ids).fetchall()
+        return {r[0]: np.frombuffer(r[1], dtype=np.uint8).copy() for r in rows}
 
     def windows(self, file_id: int, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(starts (W,), ends (W,), embeddings (W, D)) of one file's windows, in time order."""

@@ -1,4 +1,6 @@
 // earshot search page: plain JavaScript, no build step. Talks to /search, /search/audio, /audio/{id}.
+// Each result: name and folder, score, a waveform strip (peaks stored in the index) with the
+// best-matching window shaded, and a player that starts at that window.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -23,6 +25,57 @@ async function errorText(resp) {
   return `${resp.status} ${resp.statusText}`;
 }
 
+function drawPeaks(canvas, peaks) {
+  // One bar per stored peak, mirrored around the middle; sized to the canvas's CSS box.
+  const ratio = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  canvas.width = Math.max(1, Math.round(w * ratio));
+  canvas.height = Math.max(1, Math.round(h * ratio));
+  const ctx = canvas.getContext("2d");
+  ctx.scale(ratio, ratio);
+  ctx.clearRect(0, 0, w, h);
+  ctx.fillStyle = getComputedStyle(canvas).color;
+  const n = peaks.length;
+  if (!n) { ctx.fillRect(0, h / 2 - 0.5, w, 1); return; }
+  const step = w / n;
+  for (let i = 0; i < n; i++) {
+    const bar = Math.max(1, (peaks[i] / 255) * (h - 2));
+    ctx.fillRect(i * step, (h - bar) / 2, Math.max(1, step - 0.5), bar);
+  }
+}
+
+function strip(r, audio) {
+  // Waveform with the best-matching window shaded and a playhead; a click seeks there.
+  const box = document.createElement("div");
+  box.className = "strip";
+  box.title = `best match ${fmtTime(r.window_start)}–${fmtTime(r.window_end)}; click to play from a point`;
+  const canvas = document.createElement("canvas");
+  const win = document.createElement("div");
+  win.className = "window";
+  const dur = r.duration > 0 ? r.duration : 1;
+  win.style.left = `${(100 * r.window_start) / dur}%`;
+  win.style.width = `${(100 * Math.max(r.window_end - r.window_start, 0)) / dur}%`;
+  const head = document.createElement("div");
+  head.className = "playhead";
+  head.style.left = `${(100 * r.window_start) / dur}%`;
+  box.append(canvas, win, head);
+  box.addEventListener("click", (e) => {
+    const rect = box.getBoundingClientRect();
+    const t = Math.min(Math.max((e.clientX - rect.left) / rect.width, 0), 1) * dur;
+    audio.dataset.moved = "1";
+    audio.currentTime = t;
+    head.style.left = `${(100 * t) / dur}%`;
+    audio.play().catch(() => {});
+  });
+  audio.addEventListener("timeupdate", () => { head.style.left = `${(100 * audio.currentTime) / dur}%`; });
+  requestAnimationFrame(() => drawPeaks(canvas, r.peaks || []));
+  return box;
+}
+
+function clearResults() {
+  $("results").replaceChildren();
+}
+
 function render(data) {
   const list = $("results");
   list.replaceChildren();
@@ -34,10 +87,16 @@ function render(data) {
     const rank = document.createElement("span");
     rank.className = "rank";
     rank.textContent = r.rank;
+    const title = document.createElement("div");
+    title.className = "title";
     const name = document.createElement("span");
     name.className = "name";
     name.textContent = r.name;
     name.title = r.path;
+    const folder = document.createElement("span");
+    folder.className = "folder";
+    folder.textContent = r.folder ? `${r.folder}/` : "(top folder)";
+    title.append(name, folder);
     const meta = document.createElement("span");
     meta.className = "meta";
     meta.textContent = `score ${r.score.toFixed(3)} · ${fmtTime(r.duration)} · best ${fmtTime(r.window_start)}–${fmtTime(r.window_end)}`;
@@ -47,7 +106,15 @@ function render(data) {
     audio.src = r.audio_url;
     audio.dataset.start = r.window_start;
     audio.setAttribute("aria-label", `play ${r.name}`);
-    li.append(rank, name, meta, audio);
+    // Start where the query matches best: on load (so the player shows it) and on the first play.
+    const toWindow = () => {
+      if (!audio.dataset.moved && audio.currentTime === 0) audio.currentTime = Number(audio.dataset.start || 0);
+    };
+    audio.addEventListener("loadedmetadata", toWindow);
+    audio.addEventListener("play", () => { toWindow(); audio.dataset.moved = "1"; });
+    audio.addEventListener("seeking", () => { if (audio.currentTime !== Number(audio.dataset.start)) audio.dataset.moved = "1"; });
+    li.peaks = r.peaks || [];
+    li.append(rank, title, meta, strip(r, audio), audio);
     list.append(li);
   });
   setStatus(data.results.length ? `${data.results.length} result(s) for “${data.query}”` : `no results for “${data.query}”`);
@@ -62,7 +129,7 @@ async function searchText(event) {
   const k = $("k").value || "10";
   setStatus("searching…");
   const resp = await fetch(`/search?q=${encodeURIComponent(q)}&k=${encodeURIComponent(k)}`);
-  if (!resp.ok) { setStatus(await errorText(resp), true); return; }
+  if (!resp.ok) { clearResults(); setStatus(await errorText(resp), true); return; }
   render(await resp.json());
 }
 
@@ -73,8 +140,15 @@ async function searchAudio(event) {
   const body = new FormData();
   body.append("file", file);
   setStatus(`searching for sounds like ${file.name}…`);
-  const resp = await fetch(`/search/audio?k=${encodeURIComponent($("k").value || "10")}`, { method: "POST", body });
-  if (!resp.ok) { setStatus(await errorText(resp), true); return; }
+  let resp;
+  try {
+    resp = await fetch(`/search/audio?k=${encodeURIComponent($("k").value || "10")}`, { method: "POST", body });
+  } catch (err) {
+    clearResults();
+    setStatus(`upload failed: ${err.message}`, true);
+    return;
+  }
+  if (!resp.ok) { clearResults(); setStatus(`${file.name}: ${await errorText(resp)}`.replace(`${file.name}: ${file.name}: `, `${file.name}: `), true); return; }
   render(await resp.json());
 }
 
@@ -92,14 +166,22 @@ function onKey(event) {
     const audio = active.querySelector("audio");
     if (audio.paused) {
       if (audio.currentTime === 0) audio.currentTime = Number(audio.dataset.start || 0);
-      audio.play();
+      audio.play().catch(() => {});
     } else {
       audio.pause();
     }
   }
 }
 
+function redrawAll() {
+  document.querySelectorAll("#results .strip canvas").forEach((c) => {
+    const li = c.closest("li");
+    if (li && li.peaks) drawPeaks(c, li.peaks);
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  window.addEventListener("resize", redrawAll);
   $("text-form").addEventListener("submit", searchText);
   $("audio-form").addEventListener("submit", searchAudio);
   document.addEventListener("keydown", onKey);
