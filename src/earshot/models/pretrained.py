@@ -65,12 +65,37 @@ def _load_openai_clip_text(tower: nn.Module, path: Path) -> None:
     load_clip_text_state_dict(_clip_text_tower(tower), sd)
 
 
+@WEIGHT_LOADERS.register("clap_hf")
+def _load_clap_hf(tower: nn.Module, path: Path) -> None:
+    from earshot.models.clap import convert_clap_hf_state_dict, load_clap_tower, read_hf_clap_weights
+
+    load_clap_tower(tower, convert_clap_hf_state_dict(read_hf_clap_weights(path)))
+
+
+@WEIGHT_LOADERS.register("laion_clap")
+def _load_laion_clap(tower: nn.Module, path: Path) -> None:
+    from earshot.models.clap import (ClapAudioTower, convert_laion_clap_state_dict,
+                                     load_clap_tower, read_laion_checkpoint)
+
+    fe = tower.frontend_cfg if isinstance(tower, ClapAudioTower) else None
+    load_clap_tower(tower, convert_laion_clap_state_dict(read_laion_checkpoint(path), fe))
+
+
+@WEIGHT_LOADERS.register("msclap")
+def _load_msclap(tower: nn.Module, path: Path) -> None:
+    from earshot.models.msclap import load_msclap_tower
+
+    load_msclap_tower(tower, path)
+
+
 def resolve_weights(name: str, weights: str, weights_format: str | None, kind: str) -> tuple[Path, str]:
     """(file, converter) for a tower config's ``weights``: a path, or a registry name whose file
     must already be in the cache (``earshot weights download NAME``)."""
     from earshot import weights as registry
 
     path = Path(weights).expanduser()
+    if path.is_dir() and weights_format == "clap_hf":
+        return path, weights_format  # a Hugging Face CLAP folder
     if path.is_file():
         if weights_format is None:
             raise ConfigError(f"{name}: weights file {path} needs weights_format "
