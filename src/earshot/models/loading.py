@@ -84,6 +84,16 @@ def load_retriever(path: str | Path, progress: bool = True):
                        f"(.json/.yaml) nor a known pretrained file")
 
 
+def prompt_template(name_or_path: str | Path) -> str:
+    """The zero-shot prompt of a registered model (its publisher's), else LAION's default."""
+    from earshot.zeroshot import DEFAULT_PROMPT
+
+    entry = _registered_retriever(str(name_or_path))
+    if entry is None and Path(name_or_path).expanduser().is_file():
+        entry = _entry_for_file(Path(name_or_path).expanduser())
+    return entry.retriever.prompt if entry is not None else DEFAULT_PROMPT
+
+
 def retriever_identity(path: str | Path) -> str | None:
     """Stable id of a pretrained retriever named by registry name, file or HF folder (the
     published digest, or the weights file's SHA-256); None for earshot checkpoints/manifests."""
