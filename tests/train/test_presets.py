@@ -16,6 +16,7 @@ ROWS = {
     "cnn14_sbert_triplet_weighted", "cnn14_sbert_triplet_max", "cnn14_sbert_ntxent",
     "cnn14_sbert_infonce_vicreg", "resnet38_sbert_triplet_weighted", "resnet38_sbert_ntxent",
     "wlcnn14_sbert_triplet_weighted", "audioclip_zeroshot", "audioclip_f1", "audioclip_f2",
+    "laion_clap_finetune_clotho", "msclap2022_finetune_clotho",  # issue 11: pretrained CLAPs
 }
 
 
@@ -31,6 +32,7 @@ def test_preset_is_valid_and_moves_with_one_set(path):
     assert cfg.loss.name in LOSSES
     for tower in (cfg.model.audio, cfg.model.text):
         assert tower.weights is None or tower.weights in list_weights()
+    assert cfg.init_from is None or cfg.init_from in list_weights()  # presets start from names
     train = resolve_split(cfg.data.train, cfg.data.root)
     assert train.table.startswith("runs/demo/synth/")
     for stage in cfg.stages:  # stage data stays under the same root
