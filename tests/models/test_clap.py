@@ -271,3 +271,90 @@ def test_ensemble_manifest_of_clap_members(hf, tmp_path):
     ens = load_model(manifest)
     np.testing.assert_allclose(ens.embed_text(TEXTS), base.embed_text(TEXTS), atol=1e-6)
     np.testing.assert_allclose(ens.embed_audio(_clips(), SR), base.embed_audio(_clips(), SR), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_a_clap_folder_and_trains_both_towers(tmp_path):
+    """init_from a Hugging Face CLAP folder, both towers trained with InfoNCE, warm-up + cosine,
+    top-k averaging: the run finishes, the loss falls, the averaged model loads by path."""
+    import csv
+
+    import soundfile as sf
+
+    from earshot.train.run import load_config, train
+
+    folder, ref, fe, tok = _hf_folder(tmp_path, fusion=False)
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    t = np.arange(int(1.5 * SR)) / SR
+    rows = []
+    for i, (name, hz) in enumerate([("low", 220), ("middle", 660), ("high", 1980), ("very high", 4000)]):
+        sf.write(audio_dir / f"{i}.wav", (0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32), SR)
+        rows.append([f"{i}.wav"] + [f"a {name} tone", f"{name} pitched sound", f"the {name} note",
+                                    f"one {name} beep", f"a steady {name} tone"])
+    with open(tmp_path / "train.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file_name"] + [f"caption_{i}" for i in range(1, 6)])
+        w.writerows(rows)
+    model = {"audio": {"name": "clap_htsat", "train": "all",
+                       "options": {"config": clap_tiny.audio_config(), "frontend": clap_tiny.frontend()}},
+             "text": {"name": "clap_roberta", "train": "all",
+                      "options": {"config": clap_tiny.text_config(len(tok)), "tokenizer": str(folder)}},
+             "embed_dim": 8, "audio_head": {"kind": "identity"}, "text_head": {"kind": "identity"}}
+    split = {"table": str(tmp_path / "train.csv"), "audio_dir": str(audio_dir)}
+    cfg = load_config({"model": model, "data": {"train": split, "val": split, "clip_seconds": 1.0},
+                       "loss": {"name": "infonce"}, "cache": {"enabled": False},
+                       "optim": {"lr": 3e-3, "scheduler": "cosine", "warmup_steps": 2},
+                       "epochs": 4, "batch_size": 8, "top_k": 2, "init_from": str(folder),
+                       "out_dir": str(tmp_path / "run")}, [])
+    paths = train(cfg, progress=False)
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as f:
+        losses = [float(r["train/loss_epoch"]) for r in csv.DictReader(f) if r.get("train/loss_epoch")]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    tuned = load_model(paths["averaged"])
+    start = load_model(folder)
+    assert not np.allclose(tuned.embed_text(TEXTS), start.embed_text(TEXTS))
+    assert not np.allclose(tuned.embed_audio(_clips(), SR), start.embed_audio(_clips(), SR))
+
+
+def test_cli_index_search_evaluate_classify_accept_a_clap_folder(tmp_path):
+    """The commands that take a model take a CLAP folder (registry names go the same way)."""
+    import csv
+    import json
+
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from earshot.app import cli
+
+    cli._register()
+    folder, ref, fe, tok = _hf_folder(tmp_path, fusion=False)
+    sounds = tmp_path / "s"
+    sounds.mkdir()
+    t = np.arange(int(3 * SR)) / SR  # longer than the 2 s window: windows in the index
+    for name, hz in (("low", 220), ("high", 2500)):
+        sf.write(sounds / f"{name}.wav", (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), SR)
+    runner = CliRunner()
+    ix = tmp_path / "ix"
+    r = runner.invoke(cli.app, ["index", str(sounds), "--model", str(folder), "--out", str(ix),
+                                "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli.app, ["search", str(ix), "--audio", str(sounds / "high.wav"), "-k", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["results"][0]["path"] == "high.wav"
+
+    with open(tmp_path / "eval.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file_name"] + [f"caption_{i}" for i in range(1, 6)])
+        w.writerow(["low.wav"] + [f"a low tone {i}" for i in range(5)])
+        w.writerow(["high.wav"] + [f"a high tone {i}" for i in range(5)])
+    r = runner.invoke(cli.app, ["evaluate", str(folder), "--data", str(tmp_path / "eval.csv"),
+                                "--audio-dir", str(sounds), "--json"])
+    assert r.exit_code == 0, r.output
+    assert 0.0 <= json.loads(r.stdout[r.stdout.index("{"):])["t2a/R@1"] <= 1.0
+
+    r = runner.invoke(cli.app, ["classify", str(sounds / "low.wav"), "--labels", "low tone,high tone",
+                                "--model", str(folder), "--json"])
+    assert r.exit_code == 0, r.output
+    top = json.loads(r.stdout[r.stdout.index("{"):])["results"][0]["top"]
+    assert len(top) == 2 and sum(p for _, p in top) == pytest.approx(1.0, abs=1e-5)
