@@ -312,16 +312,9 @@ def load_roberta_tokenizer(source: str | None):
                           "registry name 'laion_clap_tokenizer'>")
     path = Path(source).expanduser()
     if not path.exists():
-        from earshot import weights as registry
+        from earshot.models.pretrained import downloaded_file
 
-        if source not in registry.WEIGHTS:
-            raise WeightsError(f"clap_roberta: tokenizer {source!r} is neither a file, a folder "
-                               f"nor a registry name")
-        found = registry.locate(source)
-        if found is None:
-            raise WeightsError(f"clap_roberta: tokenizer {source!r} is not downloaded; run "
-                               f"`earshot weights download {source}`")
-        path = found
+        path = downloaded_file(source, "clap_roberta tokenizer")
     try:
         if path.is_file():
             return RobertaTokenizerFast(tokenizer_file=str(path))
@@ -479,17 +472,23 @@ def convert_clap_hf_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {**audio, **_text_part(text), **scales}
 
 
-def read_laion_checkpoint(path: str | Path) -> dict[str, Tensor]:
-    """The state dict inside a LAION-CLAP ``.pt`` file (``{"state_dict": ...}`` or a bare one),
-    read with ``weights_only=True``."""
+def read_torch_checkpoint(path: str | Path, key: str, what: str) -> dict[str, Tensor]:
+    """The state dict under ``key`` in a torch pickle (or the file's dict itself when it has no
+    such key), read with ``weights_only=True``; ``what`` names the format in errors."""
     try:
         ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle/zip errors all mean the file is unusable
-        raise WeightsError(f"{path}: not a readable LAION-CLAP checkpoint ({e})") from None
-    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+        raise WeightsError(f"{path}: not a readable {what} checkpoint ({e})") from None
+    sd = ckpt.get(key, ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict):
-        raise WeightsError(f"{path}: expected a state dict, found {type(ckpt).__name__}")
+        raise WeightsError(f"{path}: expected a state dict (under {key!r}), found "
+                           f"{type(ckpt).__name__}")
     return sd
+
+
+def read_laion_checkpoint(path: str | Path) -> dict[str, Tensor]:
+    """The state dict inside a LAION-CLAP ``.pt`` file (``{"state_dict": ...}`` or a bare one)."""
+    return read_torch_checkpoint(path, "state_dict", "LAION-CLAP")
 
 
 @dataclass(frozen=True)

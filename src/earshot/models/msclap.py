@@ -31,7 +31,7 @@ from torch import Tensor
 from earshot.audio.frontend import FrontendConfig
 from earshot.errors import ConfigError, WeightsError
 from earshot.models.base import register_audio_encoder, register_text_encoder
-from earshot.models.clap import window_starts
+from earshot.models.clap import read_torch_checkpoint, window_starts
 from earshot.models.panns import Cnn14, convert_panns_state_dict
 from earshot.models.text import HFTransformerEncoder, default_sbert_path
 
@@ -94,14 +94,7 @@ def msclap_bert(config: dict[str, Any] | None = None, tokenizer: str | None = No
 
 def read_msclap_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """``torch.load(path)["model"]`` of an MS-CLAP file, with ``weights_only=True``."""
-    try:
-        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors all mean the file is unusable
-        raise WeightsError(f"{path}: not a readable MS-CLAP checkpoint ({e})") from None
-    sd = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict):
-        raise WeightsError(f"{path}: expected {{'model': state dict}}")
-    return sd
+    return read_torch_checkpoint(path, "model", "MS-CLAP")
 
 
 _PREFIXES = {

@@ -109,11 +109,21 @@ def resolve_weights(name: str, weights: str, weights_format: str | None, kind: s
     if not towers:
         raise ConfigError(f"weights {weights!r} hold no {kind} tower for {name!r} "
                           f"(they hold {[t.architecture for t in entry.towers]})")
-    found = registry.locate(entry)
+    return downloaded_file(weights, name), weights_format or towers[0].converter
+
+
+def downloaded_file(name: str, what: str) -> Path:
+    """The cached file of registry entry ``name`` (``what`` needs it), or a WeightsError saying
+    how to download it."""
+    from earshot import weights as registry
+
+    if name not in registry.WEIGHTS:
+        raise WeightsError(f"{what}: {name!r} is neither a file, a folder nor a registry name")
+    found = registry.locate(name)
     if found is None:
-        raise WeightsError(f"{name}: weights {weights!r} are not downloaded; run "
-                           f"`earshot weights download {weights}`")
-    return found, weights_format or towers[0].converter
+        raise WeightsError(f"{what}: {name!r} is not downloaded; run `earshot weights download "
+                           f"{name}`")
+    return found
 
 
 def load_tower_weights(tower: nn.Module, cfg) -> None:
