@@ -28,7 +28,7 @@ def tiny_tokenizer(folder: Path):
 
 def audio_config(fusion: bool = False) -> dict:
     return {"spec_size": 64, "num_mel_bins": 16, "window_size": 4, "patch_embeds_hidden_size": 8,
-            "depths": [1, 1], "num_attention_heads": [1, 2], "hidden_size": 16,
+            "depths": [2, 1], "num_attention_heads": [1, 2], "hidden_size": 16,
             "projection_dim": 8, "enable_fusion": fusion,
             "fusion_type": "aff_2d" if fusion else None}
 
