@@ -378,7 +378,7 @@ _ARCH_MODULE = {
     "cnn6": "earshot.models.panns", "esresnext_fbsp": "earshot.models.esresnext",
     "clip_text": "earshot.models.text", "clap_htsat": "earshot.models.clap",
     "clap_roberta": "earshot.models.clap", "msclap_cnn14": "earshot.models.msclap",
-    "msclap_bert": "earshot.models.msclap",
+    "msclap_bert": "earshot.models.msclap", "msclap_gpt2": "earshot.models.msclap",
 }
 _TOWERS = sorted({(t.kind, t.architecture) for n in W.list_weights()
                   for t in W.get_weights(n).towers})

@@ -41,3 +41,16 @@ def text_config(vocab_size: int) -> dict:
 
 def frontend(fusion: bool = False) -> dict:
     return {**TINY_FRONTEND, "mel_scale": "htk" if fusion else "slaney", "fusion": fusion}
+
+
+def gpt2_tokenizer(folder: Path):
+    """Train and save a byte-level BPE tokenizer with GPT-2's end-of-text token; returns it."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["this is the sound of rain", "a dog barks twice!"] * 4, vocab_size=300,
+                            min_frequency=1, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(folder))
+    return GPT2TokenizerFast(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))

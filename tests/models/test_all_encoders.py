@@ -30,6 +30,7 @@ TEXT_OPTIONS: dict[str, dict] = {
     },
     "clip_text": {"config": {"layers": 2, "width": 64, "heads": 2, "embed_dim": 48}},
     "clap_roberta": {"config": None, "tokenizer": None},  # filled by _clap_text_options()
+    "msclap_gpt2": {"config": None, "tokenizer": None},  # filled by _clap_text_options()
     "msclap_bert": {"config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
                                "intermediate_size": 64}},
 }
@@ -51,6 +52,11 @@ def _clap_text_options() -> None:
     tok = clap_tiny.tiny_tokenizer(folder)
     TEXT_OPTIONS["clap_roberta"] = {"config": clap_tiny.text_config(len(tok)),
                                     "tokenizer": str(folder)}
+    gpt2 = clap_tiny.gpt2_tokenizer(folder / "gpt2")
+    TEXT_OPTIONS["msclap_gpt2"] = {"config": {"n_embd": 32, "n_layer": 2, "n_head": 2,
+                                              "vocab_size": len(gpt2), "n_positions": 80,
+                                              "bos_token_id": 0, "eos_token_id": 0},
+                                   "tokenizer": str(folder / "gpt2")}
 TEXTS = ["a dog barks in the distance", "rain falling on a tin roof"]
 EXPECTED_AUDIO = {"cnn14", "resnet38", "wavegram_logmel_cnn14", "cnn10", "cnn6", "esresnext_fbsp", "small_cnn"}
 EXPECTED_TEXT = {"sbert", "clip_text", "hf_transformer", "bow"}
@@ -92,7 +98,7 @@ def test_audio_encoder(name, policy):
 @pytest.mark.parametrize("policy", ["all", "last_n"])
 def test_text_encoder(name, policy):
     torch.manual_seed(0)
-    if name == "clap_roberta" and TEXT_OPTIONS[name]["tokenizer"] is None:
+    if name in ("clap_roberta", "msclap_gpt2") and TEXT_OPTIONS[name]["tokenizer"] is None:
         _clap_text_options()
     enc = create_text_encoder(name, **TEXT_OPTIONS.get(name, {}))
     apply_freezing(enc, TowerConfig(name=name, train=policy, train_last_n=1))

@@ -132,8 +132,9 @@ def _to_laion(sd: dict[str, torch.Tensor], fe_cfg) -> dict[str, torch.Tensor]:
     out["audio_branch.head.weight"] = torch.zeros(527, 16)
     out["text_transform.sequential.0.weight"] = torch.zeros(8, 8)
     out["audio_transform.sequential.3.bias"] = torch.zeros(8)
-    lib = torchlibrosa_buffers(FrontendConfig(sample_rate=SR, n_fft=512, win_length=512,
-                                              hop_length=160, n_mels=16, fmin=50.0, fmax=8000.0))
+    lib = torchlibrosa_buffers(FrontendConfig(sample_rate=fe_cfg.filter_rate, n_fft=fe_cfg.n_fft,
+                                              win_length=fe_cfg.n_fft, hop_length=fe_cfg.hop_length,
+                                              n_mels=fe_cfg.n_mels, fmin=fe_cfg.fmin, fmax=fe_cfg.fmax))
     out.update({"audio_branch." + k: v for k, v in lib.items()})
     return {"module." + k: v for k, v in out.items()}
 

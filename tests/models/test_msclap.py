@@ -106,3 +106,86 @@ def test_msclap_state_dict_converts_loads_strictly_and_embeds_like_msclap(tmp_pa
     entry = type(real)(**{**real.__dict__, "retriever": RetrieverSpec(config=CFG, prompt=real.retriever.prompt)})
     again = retriever_from_entry(entry, tmp_path / "CLAP_weights_2022.pth")
     torch.testing.assert_close(again.embed_text(TEXTS), model.embed_text(TEXTS), atol=0, rtol=0)
+
+
+def test_msclap_2023_layout_converts_and_embeds_like_msclap(tmp_path):
+    """HTSAT in LAION's names under audio_encoder.base.htsat, GPT-2 under caption_encoder.base,
+    mel filters built for a lower rate than the audio's (MS-CLAP 2023 builds them for 32 kHz)."""
+    import math
+
+    import clap_tiny
+    from test_clap import _to_laion
+    from transformers import ClapAudioConfig, ClapAudioModel, GPT2Config, GPT2Model
+
+    from earshot.audio.frontend import FrontendConfig
+    from earshot.models.clap import ClapFrontendConfig
+
+    SR = clap_tiny.TINY_FRONTEND["sample_rate"]
+    tok = clap_tiny.gpt2_tokenizer(tmp_path / "gpt2")
+    fe = {**clap_tiny.TINY_FRONTEND, "fmax": 5000.0, "mel_sample_rate": 12000, "padding": "repeat",
+          "mel_scale": "slaney", "fusion": False}
+    gpt2 = {"n_embd": 16, "n_layer": 1, "n_head": 2, "vocab_size": len(tok), "n_positions": 80,
+            "bos_token_id": 0, "eos_token_id": 0}
+    cfg = {"audio": {"name": "clap_htsat", "options": {"projection": False, "config": clap_tiny.audio_config(),
+                                                       "frontend": fe}},
+           "text": {"name": "msclap_gpt2", "options": {"config": gpt2, "tokenizer": str(tmp_path / "gpt2")}},
+           "embed_dim": 8, "audio_head": {"kind": "residual", "dropout": 0.5},
+           "text_head": {"kind": "residual", "dropout": 0.5}}
+    torch.manual_seed(0)
+    src = create_model(cfg).eval()
+    own = src.state_dict()
+    hf_audio = {"audio_model." + k[len("audio_encoder.model."):]: v for k, v in own.items()
+                if k.startswith("audio_encoder.model.")}
+    laion = _to_laion(hf_audio, ClapFrontendConfig(**fe))
+    sd = {"audio_encoder.base.htsat." + k[len("module.audio_branch."):]: v for k, v in laion.items()
+          if k.startswith("module.audio_branch.")}
+    sd.update({"caption_encoder.base." + k[len("text_encoder.hf."):]: v for k, v in own.items()
+               if k.startswith("text_encoder.hf.")})
+    sd["caption_encoder.base.h.0.attn.bias"] = torch.ones(1, 1, 80, 80, dtype=torch.bool).tril()
+    sd["caption_encoder.base.h.0.attn.masked_bias"] = torch.tensor(-1e4)
+    for side, theirs in (("audio", "audio_encoder"), ("text", "caption_encoder")):
+        sd.update({f"{theirs}.projection.{k[len(side + '_head.proj.'):]}": v for k, v in own.items()
+                   if k.startswith(side + "_head.proj.")})
+    sd["logit_scale"] = torch.tensor(2.0)
+
+    model = create_model(cfg, load_weights=False).eval()
+    model.load_state_dict(convert_msclap_state_dict(sd, ClapFrontendConfig(**fe)), strict=True)
+
+    # Audio reference: repeat to 2 s, torchlibrosa-style log-mel with filters for 12 kHz,
+    # transformers' ClapAudioModel latent output, MS-CLAP's Projection.
+    htsat = ClapAudioModel(ClapAudioConfig(**clap_tiny.audio_config())).eval()
+    htsat.load_state_dict({k[len("audio_model."):]: v for k, v in hf_audio.items()})
+    clip = 0.1 * torch.randn(int(0.7 * SR), generator=torch.Generator().manual_seed(4))
+    wave = clip.repeat(3)[: 2 * SR][None]
+    melw = torchlibrosa_buffers(FrontendConfig(sample_rate=12000, n_fft=512, win_length=512, hop_length=160,
+                                               n_mels=16, fmin=50.0, fmax=5000.0))["logmel_extractor.melW"]
+    spec = torch.stft(wave, 512, 160, window=torch.hann_window(512), center=True, pad_mode="reflect",
+                      return_complex=True).abs() ** 2  # (1, F, frames)
+    mel = 10 * torch.log10((spec.transpose(1, 2) @ melw).clamp(min=1e-10))  # (1, frames, M)
+    with torch.no_grad():
+        latent = htsat(input_features=mel[:, None]).pooler_output
+        want = F.normalize(_projection(sd, "audio_encoder.projection.", latent), dim=-1)
+    torch.testing.assert_close(model.embed_audio([clip.numpy()]), want, atol=1e-5, rtol=0)
+
+    # Text reference: MS-CLAP pads to 77 with "!" and reads position count(ids != pad) - 1.
+    ref = GPT2Model(GPT2Config(**gpt2)).eval()
+    buffers = ("caption_encoder.base.h.0.attn.bias", "caption_encoder.base.h.0.attn.masked_bias")
+    ref.load_state_dict({k[len("caption_encoder.base."):]: v for k, v in sd.items()
+                         if k.startswith("caption_encoder.base.") and k not in buffers})
+    tok.add_special_tokens({"pad_token": "!"})
+    batch = tok([t + " <|endoftext|>" for t in TEXTS], padding="max_length", max_length=77,
+                return_tensors="pt")
+    with torch.no_grad():
+        hidden = ref(**batch).last_hidden_state
+        last = (batch["input_ids"] != tok.pad_token_id).sum(-1) - 1
+        want = F.normalize(_projection(sd, "caption_encoder.projection.", hidden[torch.arange(2), last]), dim=-1)
+    torch.testing.assert_close(model.embed_text(TEXTS), want, atol=1e-5, rtol=0)
+    assert model.logit_scale().item() == pytest.approx(math.exp(2.0))
+
+    bad = dict(sd)
+    bad["caption_encoder.base.h.0.attn.bias"] = torch.ones(1, 1, 80, 80, dtype=torch.bool)
+    with pytest.raises(WeightsError, match="causal mask"):
+        convert_msclap_state_dict(bad, ClapFrontendConfig(**fe))
+    wrong = ClapFrontendConfig(**{**fe, "mel_sample_rate": None, "fmax": 5000.0})
+    with pytest.raises(WeightsError, match="does not match the front end"):
+        convert_msclap_state_dict(sd, wrong)  # filters for 16 kHz: not what the checkpoint has

@@ -73,15 +73,21 @@ class ClapFrontendConfig:
     padding: Literal["repeatpad", "repeat", "pad"] = "repeatpad"  # how short clips reach the window
     fusion: bool = False  # build the 4-channel fusion input (fused checkpoints only)
     window_hop_s: float = 5.0  # unfused, clip > window: hop between windows (mean-pooled)
+    mel_sample_rate: int | None = None  # rate the mel filters assume; None = sample_rate (MS-CLAP 2023: 32000)
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
             raise ConfigError("ClapFrontendConfig: sample_rate, n_fft, hop_length, n_mels must be positive")
-        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+        if not 0 <= self.fmin < self.fmax <= self.filter_rate / 2:
             raise ConfigError(f"ClapFrontendConfig: need 0 <= fmin < fmax <= Nyquist, got "
                               f"{self.fmin}, {self.fmax}")
         if self.max_length_s <= 0 or self.window_hop_s <= 0:
             raise ConfigError("ClapFrontendConfig: max_length_s and window_hop_s must be positive")
+
+    @property
+    def filter_rate(self) -> int:
+        """The sample rate the mel filterbank is built for."""
+        return self.mel_sample_rate or self.sample_rate
 
     @property
     def window_samples(self) -> int:
@@ -118,7 +124,7 @@ class ClapLogMel(nn.Module):
         slaney = cfg.mel_scale == "slaney"
         mel = mel_filter_bank(num_frequency_bins=cfg.n_fft // 2 + 1, num_mel_filters=cfg.n_mels,
                               min_frequency=cfg.fmin, max_frequency=cfg.fmax,
-                              sampling_rate=cfg.sample_rate, norm="slaney" if slaney else None,
+                              sampling_rate=cfg.filter_rate, norm="slaney" if slaney else None,
                               mel_scale=cfg.mel_scale)
         self.register_buffer("mel", torch.tensor(mel, dtype=torch.float32), persistent=False)
         self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True), persistent=False)
@@ -218,12 +224,15 @@ _FAST_ATTENTION = None
 
 class ClapAudioTower(AudioEncoder):
     """HTSAT + CLAP's audio projection (transformers' ``ClapAudioModelWithProjection``):
-    waveform ``(B, T)`` at 48 kHz -> ``(B, projection_dim)``, not normalised."""
+    waveform ``(B, T)`` at 48 kHz -> ``(B, projection_dim)``, not normalised. With
+    ``projection=False`` it is HTSAT alone (``ClapAudioModel``, ``(B, hidden_size)``), for
+    models whose projection is an earshot head (MS-CLAP 2023)."""
 
     def __init__(self, config: Mapping[str, Any] | None = None,
-                 frontend: ClapFrontendConfig | Mapping[str, Any] | None = None):
+                 frontend: ClapFrontendConfig | Mapping[str, Any] | None = None,
+                 projection: bool = True):
         super().__init__()
-        from transformers import ClapAudioModelWithProjection
+        from transformers import ClapAudioModel, ClapAudioModelWithProjection
 
         hf_cfg = _audio_config(config)
         if isinstance(frontend, ClapFrontendConfig):
@@ -236,7 +245,8 @@ class ClapAudioTower(AudioEncoder):
         if fe.n_mels != hf_cfg.num_mel_bins:
             raise ConfigError(f"clap_htsat: frontend.n_mels={fe.n_mels} but the model reads "
                               f"{hf_cfg.num_mel_bins} mel bins")
-        self.model = ClapAudioModelWithProjection(hf_cfg)
+        self.projection = projection
+        self.model = ClapAudioModelWithProjection(hf_cfg) if projection else ClapAudioModel(hf_cfg)
         fast = _fast_attention_class()
         for m in self.model.modules():  # same parameters and buffers, faster kernel
             if type(m) is fast.__bases__[0]:
@@ -244,10 +254,15 @@ class ClapAudioTower(AudioEncoder):
         self.frontend_cfg = fe
         self.logmel = ClapLogMel(fe)
         self.sample_rate = fe.sample_rate
-        self.embed_dim = int(hf_cfg.projection_dim)
+        self.embed_dim = int(hf_cfg.projection_dim if projection else hf_cfg.hidden_size)
+
+    @property
+    def htsat(self) -> nn.Module:
+        """transformers' ClapAudioEncoder (HTSAT) inside the tower."""
+        return self.model.audio_model.audio_encoder if self.projection else self.model.audio_encoder
 
     def blocks(self) -> list[nn.Module]:
-        return list(self.model.audio_model.audio_encoder.layers)
+        return list(self.htsat.layers)
 
     def frontend_settings(self) -> dict[str, Any]:
         return {"kind": "clap_logmel", **to_dict(self.frontend_cfg)}
@@ -279,7 +294,8 @@ class ClapAudioTower(AudioEncoder):
 
     def _embed(self, waveform: Tensor) -> Tensor:
         feats, longer = self.features(waveform)
-        return self.model(input_features=feats, is_longer=longer).audio_embeds  # (B, D)
+        out = self.model(input_features=feats, is_longer=longer)
+        return out.audio_embeds if self.projection else out.pooler_output  # (B, D)
 
     def forward(self, waveform: Tensor) -> Tensor:
         if waveform.dim() != 2:
@@ -292,16 +308,18 @@ class ClapAudioTower(AudioEncoder):
         starts = window_starts(t, n, max(1, int(round(fe.window_hop_s * fe.sample_rate))))
         windows = torch.stack([waveform[:, s : s + n] for s in starts], dim=1)  # (B, W, n)
         z = self._embed(windows.reshape(b * len(starts), n))  # (B*W, D)
-        z = F.normalize(z, dim=-1).reshape(b, len(starts), -1)  # (B, W, D)
-        return z.mean(dim=1)  # (B, D): mean of unit window embeddings
+        if self.projection:  # already in the shared space: average directions
+            z = F.normalize(z, dim=-1)
+        return z.reshape(b, len(starts), -1).mean(dim=1)  # (B, D): mean over windows
 
 
 @register_audio_encoder("clap_htsat")
-def clap_htsat(config: dict[str, Any] | None = None,
-               frontend: dict[str, Any] | None = None) -> ClapAudioTower:
+def clap_htsat(config: dict[str, Any] | None = None, frontend: dict[str, Any] | None = None,
+               projection: bool = True) -> ClapAudioTower:
     """LAION-CLAP's audio tower, randomly initialised from ``config`` (ClapAudioConfig keys);
-    ``frontend``: ClapFrontendConfig keys. Published weights load through ``weights:``."""
-    return ClapAudioTower(config, frontend)
+    ``frontend``: ClapFrontendConfig keys; ``projection=False``: HTSAT without CLAP's
+    projection. Published weights load through ``weights:``."""
+    return ClapAudioTower(config, frontend, projection)
 
 
 class ClapTextTower(TextEncoder):
@@ -493,7 +511,7 @@ def _check_torchlibrosa(found: Mapping[str, Tensor], fe: ClapFrontendConfig) -> 
     # must be the ones our slaney front end implies, or the checkpoint expects other features.
     from earshot.audio.frontend import FrontendConfig, torchlibrosa_buffers
 
-    expected = torchlibrosa_buffers(FrontendConfig(sample_rate=fe.sample_rate, n_fft=fe.n_fft,
+    expected = torchlibrosa_buffers(FrontendConfig(sample_rate=fe.filter_rate, n_fft=fe.n_fft,
                                                    win_length=fe.n_fft, hop_length=fe.hop_length,
                                                    n_mels=fe.n_mels, fmin=fe.fmin, fmax=fe.fmax))
     if set(found) != set(expected):

@@ -30,10 +30,37 @@ register_weights(WeightsEntry(
                 "text_head": {"kind": "residual", "dropout": 0.5}},
         prompt=PROMPT)))
 
-# MS-CLAP 2023 (HTSAT + GPT-2): listed so `weights list` shows it; no converter yet, so it feeds
-# no earshot tower and is not a loadable retriever.
+# MS-CLAP 2023: HTSAT + GPT-2. The audio front end is the one msclap/models/config.py gives
+# HTSATWrapper (filters for 32 kHz, 50-14000 Hz) applied to 44.1 kHz audio in 7 s clips.
+_GPT2_TOKENIZER = "gpt2_tokenizer"
 register_weights(WeightsEntry(
     name="msclap_2023", file_name="CLAP_weights_2023.pth", urls=(_HUB + "CLAP_weights_2023.pth",),
-    checksum=None, size_bytes=None, towers=(), file_format="torch_pickle",
-    source=_SOURCE + "; digest: none published/found; HTSAT + GPT-2 converter not written yet",
-    licence=_LICENCE))
+    checksum=None, size_bytes=None,
+    towers=(Tower("audio", "clap_htsat", "msclap", 768), Tower("text", "msclap_gpt2", "msclap", 768)),
+    file_format="torch_pickle", source=_SOURCE + "; digest: none published/found",
+    licence=_LICENCE,
+    audio=AudioPreprocessing(sample_rate=44100, frontend="clap_logmel", n_fft=1024, win_length=1024,
+                             hop_length=320, window="hann", n_mels=64, fmin=50.0, fmax=14000.0),
+    text=TextPreprocessing(tokenizer="gpt2_bpe", context_length=77),
+    retriever=RetrieverSpec(
+        config={"audio": {"name": "clap_htsat", "options": {
+                    "projection": False, "config": {},  # HTSAT-tiny: ClapAudioConfig defaults
+                    "frontend": {"sample_rate": 44100, "n_fft": 1024, "hop_length": 320,
+                                 "n_mels": 64, "fmin": 50.0, "fmax": 14000.0,
+                                 "mel_sample_rate": 32000, "max_length_s": 7.0,
+                                 "mel_scale": "slaney", "padding": "repeat", "fusion": False,
+                                 "window_hop_s": 3.5}}},
+                "text": {"name": "msclap_gpt2", "options": {"tokenizer": _GPT2_TOKENIZER}},
+                "embed_dim": 1024, "audio_head": {"kind": "residual", "dropout": 0.5},
+                "text_head": {"kind": "residual", "dropout": 0.5}},
+        prompt=PROMPT, companions=(_GPT2_TOKENIZER,))))
+
+# GPT-2's byte-level BPE (openai-community/gpt2). tokenizer.json is a plain git file, not LFS:
+# the hub gives only a git blob id, no SHA-256.
+register_weights(WeightsEntry(
+    name=_GPT2_TOKENIZER, file_name="openai-community--gpt2--tokenizer.json",
+    urls=("https://huggingface.co/openai-community/gpt2/resolve/main/tokenizer.json",),
+    checksum=None, size_bytes=None, towers=(), file_format="json",
+    source="GPT-2 tokenizer, huggingface.co/openai-community/gpt2; digest: none published/found "
+           "(not an LFS file)", licence="MIT (openai-community/gpt2 model card)",
+    text=TextPreprocessing(tokenizer="gpt2_bpe", context_length=77)))
