@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from earshot import weights as W
 from earshot.errors import WeightsError
 from earshot.models import checkpoint
 from earshot.models.clap import (ClapAudioTower, convert_laion_clap_state_dict,
@@ -359,3 +360,27 @@ def test_cli_index_search_evaluate_classify_accept_a_clap_folder(tmp_path):
     assert r.exit_code == 0, r.output
     top = json.loads(r.stdout[r.stdout.index("{"):])["results"][0]["top"]
     assert len(top) == 2 and sum(p for _, p in top) == pytest.approx(1.0, abs=1e-5)
+
+
+RETRIEVERS = [n for n in W.list_weights() if W.get_weights(n).retriever is not None]
+
+
+@pytest.mark.parametrize("name", RETRIEVERS)
+def test_every_registered_retriever_spec_builds_a_valid_config(name):
+    """Each whole-model entry names registered towers with options their factories accept, a
+    converter its towers use, and companions that are registered (checked without weights)."""
+    import inspect
+
+    from earshot.config import from_dict
+    from earshot.models.base import AUDIO_ENCODERS, TEXT_ENCODERS, list_audio_encoders
+    from earshot.models.biencoder import BiEncoderConfig
+
+    entry = W.get_weights(name)
+    cfg = from_dict(BiEncoderConfig, dict(entry.retriever.config), name)
+    list_audio_encoders()  # imports the encoder modules
+    for tower, reg in ((cfg.audio, AUDIO_ENCODERS), (cfg.text, TEXT_ENCODERS)):
+        params = inspect.signature(reg.get(tower.name)).parameters
+        assert set(tower.options) <= set(params), (tower.name, tower.options)
+    assert {t.architecture for t in entry.towers} == {cfg.audio.name, cfg.text.name}
+    assert all(c in W.WEIGHTS for c in entry.retriever.companions)
+    assert "{}" in entry.retriever.prompt

@@ -1,5 +1,5 @@
-"""MS-CLAP 2022 (Elizalde et al., ICASSP 2023; microsoft/CLAP ``msclap``) as an earshot
-bi-encoder: earshot's CNN14 at 44.1 kHz + BERT-base (CLS token) + MS-CLAP's projections as
+"""MS-CLAP 2022 and 2023 (Elizalde et al., ICASSP 2023 / 2024; microsoft/CLAP ``msclap``) as
+earshot bi-encoders. 2022: earshot's CNN14 at 44.1 kHz + BERT-base (CLS token) + MS-CLAP's projections as
 ``residual`` heads, loaded strictly from ``CLAP_weights_2022.pth`` by
 :func:`convert_msclap_state_dict`.
 
