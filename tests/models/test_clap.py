@@ -273,6 +273,12 @@ def test_ensemble_manifest_of_clap_members(hf, tmp_path):
     ens = load_model(manifest)
     np.testing.assert_allclose(ens.embed_text(TEXTS), base.embed_text(TEXTS), atol=1e-6)
     np.testing.assert_allclose(ens.embed_audio(_clips(), SR), base.embed_audio(_clips(), SR), atol=1e-5)
+    # A member may be the CLAP folder itself (or a registry name): same model twice, mean rule.
+    manifest.write_text('{"members": [{"path": "%s"}, {"path": "%s"}], "rule": "mean"}' % (ck, folder))
+    twice = load_model(manifest)
+    t = twice.embed_text(TEXTS)
+    assert t.shape == (3, 16)
+    np.testing.assert_allclose(t[:, :8], t[:, 8:], atol=1e-6)
 
 
 @pytest.mark.slow
