@@ -24,9 +24,10 @@ def prompts(labels: Sequence[str], template: str = DEFAULT_PROMPT) -> list[str]:
     return [template.format(label.replace("_", " ")) for label in labels]
 
 
-def parse_labels(text: str) -> list[str]:
-    """Comma-separated labels, stripped, in order, each once."""
-    labels = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+def parse_labels(text: str, sep: str = ",") -> list[str]:
+    """Labels separated by ``sep`` (a comma; a newline for a labels file), stripped, in order,
+    each once."""
+    labels = list(dict.fromkeys(s.strip() for s in text.split(sep) if s.strip()))
     if len(labels) < 2:
         raise DataError(f"need at least two labels, got {labels}")
     return labels

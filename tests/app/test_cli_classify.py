@@ -73,6 +73,10 @@ def test_classify_files_and_accuracy(app, tmp_path):
     assert [r["top"][0][0] for r in doc["results"]] == ["low hum", "high whistle"]
     assert doc["results"][0]["top"][0][1] > 0.99
     assert doc["prompt"] == zeroshot.DEFAULT_PROMPT
+    (tmp_path / "labels.txt").write_text("low hum\nhigh whistle, shrill\n\n")
+    res = runner.invoke(app, ["classify", str(tmp_path / "b.wav"), "--labels-file",
+                              str(tmp_path / "labels.txt"), "--model", "hand", "--json"])
+    assert json.loads(res.output)["results"][0]["top"][0][0] == "high whistle, shrill"
     # ESC-50-style CSV: labels from the CSV; c.wav is labelled wrongly on purpose -> 2/3.
     res = runner.invoke(app, ["classify", "--data", str(tmp_path / "meta.csv"), "--model", "hand"])
     assert res.exit_code == 0, res.output

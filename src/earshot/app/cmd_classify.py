@@ -37,7 +37,7 @@ def classify_command(
 
     rows = zeroshot.read_labelled_csv(data, audio_dir) if data is not None else []
     if labels_file is not None:
-        label_list = zeroshot.parse_labels(",".join(Path(labels_file).expanduser().read_text().splitlines()))
+        label_list = zeroshot.parse_labels(Path(labels_file).expanduser().read_text(), sep="\n")
     elif labels is not None:
         label_list = zeroshot.parse_labels(labels)
     elif rows:
