@@ -390,3 +390,65 @@ def test_every_registered_retriever_spec_builds_a_valid_config(name):
     assert {t.architecture for t in entry.towers} == {cfg.audio.name, cfg.text.name}
     assert all(c in W.WEIGHTS for c in entry.retriever.companions)
     assert "{}" in entry.retriever.prompt
+
+
+def test_registry_name_downloads_once_with_its_tokenizer(hf, tmp_path, monkeypatch):
+    """load_model(name): the weights (verified) and the companion tokenizer.json (no published
+    digest) come from the entry's URLs once; a second load touches no network."""
+    import http.server
+    import threading
+
+    from earshot.weights.clap import clap_retriever
+    from earshot.weights.entry import Checksum, Tower, WeightsEntry
+
+    folder, ref, fe, tok = hf
+    fusion = bool(ref.config.audio_config.enable_fusion)
+    served = {"/w.safetensors": (folder / "model.safetensors").read_bytes(),
+              "/tokenizer.json": (folder / "tokenizer.json").read_bytes()}
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            asked.append(self.path)
+            body = served[self.path]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        monkeypatch.setenv("EARSHOT_CACHE", str(tmp_path / "cache"))
+        spec = clap_retriever({}, fusion, "clap_hf")
+        cfg = dict(spec.config)
+        cfg["audio"] = {**cfg["audio"], "options": {"config": clap_tiny.audio_config(fusion),
+                                                    "frontend": clap_tiny.frontend(fusion)}}
+        cfg["text"] = {**cfg["text"], "options": {"config": clap_tiny.text_config(len(tok)),
+                                                  "tokenizer": "tiny_tok_test"}}
+        cfg["embed_dim"] = 8
+        towers = (Tower("audio", "clap_htsat", "clap_hf", 8), Tower("text", "clap_roberta", "clap_hf", 8))
+        weights = WeightsEntry(
+            name="tiny_remote_test", file_name="tiny-remote.safetensors", urls=(base + "/w.safetensors",),
+            checksum=Checksum("sha256", hashlib.sha256(served["/w.safetensors"]).hexdigest(), "test"),
+            size_bytes=None, towers=towers, file_format="safetensors", source="test", licence="test",
+            retriever=type(spec)(config=cfg, prompt=spec.prompt, companions=("tiny_tok_test",)))
+        tokenizer = WeightsEntry(
+            name="tiny_tok_test", file_name="tiny-tokenizer.json", urls=(base + "/tokenizer.json",),
+            checksum=None, size_bytes=None, towers=(), file_format="json", source="test",
+            licence="test")
+        monkeypatch.setitem(W.WEIGHTS._items, weights.name, weights)
+        monkeypatch.setitem(W.WEIGHTS._items, tokenizer.name, tokenizer)
+        first = load_model("tiny_remote_test", progress=False)
+        assert sorted(asked) == ["/tokenizer.json", "/w.safetensors"]
+        second = load_model("tiny_remote_test", progress=False)
+        assert len(asked) == 2  # cached and verified: no second download
+        want = load_model(folder)
+        np.testing.assert_allclose(first.embed_text(TEXTS), want.embed_text(TEXTS), atol=1e-6)
+        np.testing.assert_allclose(second.embed_audio(_clips(), SR), want.embed_audio(_clips(), SR), atol=1e-6)
+    finally:
+        server.shutdown()
