@@ -161,6 +161,22 @@ def test_laion_pt_layout_converts_and_matches_hf_load(hf, tmp_path):
     torch.testing.assert_close(from_pt.embed_audio(clip), from_hf.embed_audio(clip), atol=0, rtol=0)
     torch.testing.assert_close(from_pt.embed_text(TEXTS), from_hf.embed_text(TEXTS), atol=0, rtol=0)
 
+    # The same file as a tower's `weights:` (what a training config names), LAION's .pt layout,
+    # and the folder itself with weights_format clap_hf.
+    from earshot.models.biencoder import create_model
+
+    torch.save({"state_dict": laion, "epoch": 3}, tmp_path / "laion.pt")
+    cfg = checkpoint.describe(from_hf)["config"]
+    for side in ("audio", "text"):
+        cfg[side]["weights"], cfg[side]["weights_format"] = str(tmp_path / "laion.pt"), "laion_clap"
+    by_tower = create_model(cfg).eval()
+    torch.testing.assert_close(by_tower.embed_audio(clip), from_hf.embed_audio(clip), atol=0, rtol=0)
+    torch.testing.assert_close(by_tower.embed_text(TEXTS), from_hf.embed_text(TEXTS), atol=0, rtol=0)
+    for side in ("audio", "text"):
+        cfg[side]["weights"], cfg[side]["weights_format"] = str(folder), "clap_hf"
+    torch.testing.assert_close(create_model(cfg).eval().embed_text(TEXTS), from_hf.embed_text(TEXTS),
+                               atol=0, rtol=0)
+
     bad = dict(laion)
     bad["module.audio_branch.logmel_extractor.melW"] = bad["module.audio_branch.logmel_extractor.melW"] * 1.1
     with pytest.raises(WeightsError, match="does not match the front end"):

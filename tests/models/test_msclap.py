@@ -106,6 +106,16 @@ def test_msclap_state_dict_converts_loads_strictly_and_embeds_like_msclap(tmp_pa
     entry = type(real)(**{**real.__dict__, "retriever": RetrieverSpec(config=CFG, prompt=real.retriever.prompt)})
     again = retriever_from_entry(entry, tmp_path / "CLAP_weights_2022.pth")
     torch.testing.assert_close(again.embed_text(TEXTS), model.embed_text(TEXTS), atol=0, rtol=0)
+    # ... and as each tower's `weights:` in a training config.
+    towers = {**CFG, "audio": {**CFG["audio"], "weights": str(tmp_path / "CLAP_weights_2022.pth"),
+                               "weights_format": "msclap"},
+              "text": {**CFG["text"], "weights": str(tmp_path / "CLAP_weights_2022.pth"),
+                       "weights_format": "msclap"}}
+    by_tower = create_model(towers).eval()
+    torch.testing.assert_close(by_tower.text_encoder(TEXTS), model.text_encoder(TEXTS), atol=0, rtol=0)
+    wave = torch.from_numpy(clip.numpy())[None]
+    with torch.no_grad():
+        torch.testing.assert_close(by_tower.audio_encoder(wave), model.audio_encoder(wave), atol=0, rtol=0)
 
 
 def test_msclap_2023_layout_converts_and_embeds_like_msclap(tmp_path):

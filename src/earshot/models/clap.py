@@ -437,7 +437,7 @@ _LAION_PROJECTION = re.compile(r"^(audio|text)_projection\.(0|2)\.(weight|bias)$
 
 
 def convert_laion_clap_state_dict(sd: Mapping[str, Tensor],
-                                  frontend: ClapFrontendConfig | None = None) -> dict[str, Tensor]:
+                                  frontend: ClapFrontendConfig | None) -> dict[str, Tensor]:
     """LAION-CLAP ``.pt`` state dict (``ckpt["state_dict"]``, with or without DDP's ``module.``)
     -> transformers ``ClapModel`` keys, for strict loading.
 
@@ -447,8 +447,8 @@ def convert_laion_clap_state_dict(sd: Mapping[str, Tensor],
     ``mlp.fc1/fc2`` -> ``intermediate.dense``/``output.dense``); ``text_branch.*`` ->
     ``text_model.*``; ``*_projection.0/.2`` -> ``*_projection.linear1/linear2``. RoBERTa's
     ``position_ids``/``token_type_ids`` buffers are rebuilt (older checkpoints carry the first
-    only). ``frontend`` (default: LAION's 48 kHz slaney settings) is what the checkpoint's
-    torchlibrosa tensors are checked against.
+    only). ``frontend`` is the audio front end the checkpoint's torchlibrosa tensors are checked
+    against; None skips that check (loading the text tower alone, which has no front end).
     """
     sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
     out: dict[str, Tensor] = {}
@@ -492,8 +492,8 @@ def convert_laion_clap_state_dict(sd: Mapping[str, Tensor],
             out[key] = value
         else:
             raise WeightsError(f"LAION-CLAP: unexpected key {key!r}")
-    if frontend_keys:
-        _check_torchlibrosa(frontend_keys, frontend or ClapFrontendConfig())
+    if frontend_keys and frontend is not None:
+        _check_torchlibrosa(frontend_keys, frontend)
     emb = "text_model.embeddings."
     if emb + "position_embeddings.weight" in out:
         n_pos = out[emb + "position_embeddings.weight"].shape[0]

@@ -190,7 +190,9 @@ def convert_msclap_state_dict(sd: Mapping[str, Tensor],
     modules -> the ``residual`` heads; ``logit_scale`` (a log scale) -> ``log_logit_scale``.
     """
     sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
-    if any(k.startswith("audio_encoder.base.htsat.") for k in sd):
+    if not any(k.startswith("audio_encoder.base.") for k in sd):  # text side only
+        out, audio_prefix = {}, "audio_encoder.base."
+    elif any(k.startswith("audio_encoder.base.htsat.") for k in sd):
         from earshot.models.clap import ClapFrontendConfig, convert_laion_clap_state_dict
 
         htsat = {"audio_branch." + k[len("audio_encoder.base.htsat."):]: v for k, v in sd.items()
@@ -248,14 +250,10 @@ def load_msclap_tower(tower, path: str | Path) -> None:
 
     raw = read_msclap_checkpoint(path)
     if isinstance(tower, AudioEncoder):
-        fe = tower.frontend_cfg
-    elif any(k.startswith("audio_encoder.base.htsat.") for k in raw):
-        from earshot.models.clap import ClapFrontendConfig
-
-        fe = ClapFrontendConfig(**MSCLAP_2023_FRONTEND)
-    else:
-        fe = MSCLAP_2022_FRONTEND
-    sd = convert_msclap_state_dict(raw, fe)
+        sd = convert_msclap_state_dict(raw, tower.frontend_cfg)
+    else:  # the text tower needs (and checks) no audio front end
+        sd = convert_msclap_state_dict({k: v for k, v in raw.items()
+                                        if not k.startswith(("audio_encoder.", "module.audio_encoder."))})
     prefix = "audio_encoder." if isinstance(tower, AudioEncoder) else "text_encoder."
     part = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     try:
