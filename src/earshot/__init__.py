@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 
 from earshot.errors import AudioError, ConfigError, DataError, EarshotError, WeightsError
 
-__all__ = ["__version__", "EarshotError", "AudioError", "DataError", "ConfigError", "WeightsError", "Index"]
+__all__ = ["__version__", "EarshotError", "AudioError", "DataError", "ConfigError", "WeightsError", "Index",
+           "load_model"]
 
 
 def __getattr__(name: str):
@@ -19,4 +20,8 @@ def __getattr__(name: str):
         from earshot.index.search import Index
 
         return Index
+    if name == "load_model":  # pulls in torch; a plain ``import earshot`` must not
+        from earshot.models.loading import load_model
+
+        return load_model
     raise AttributeError(f"module 'earshot' has no attribute {name!r}")

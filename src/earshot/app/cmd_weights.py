@@ -46,7 +46,7 @@ def list_cmd(
         if row.present:
             present = {None: "yes", True: "yes (verified)", False: "CORRUPT"}[row.verified]
         table.add_row(row.name, ", ".join(row.architectures) or "-", _size(row.size_bytes),
-                      row.algorithm or "none", present)
+                      row.algorithm or "none published/found", present)
     Console().print(table)
 
 

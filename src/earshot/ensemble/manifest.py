@@ -111,16 +111,27 @@ def save_manifest(
 
 
 def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu") -> Ensemble:
-    """Open a manifest: load every member checkpoint (strictly) and build the :class:`Ensemble`."""
+    """Open a manifest: load every member checkpoint (strictly) and build the :class:`Ensemble`.
+
+    A member may also be a Hugging Face CLAP folder or a pretrained model's registry name
+    (``laion_clap_general``), opened by ``earshot.models.loading``."""
     from earshot.models import checkpoint
+    from earshot.models.loading import is_pretrained_name, load_retriever
 
     path = Path(path)
     cfg = read_manifest(path)
     dirs = member_paths(cfg, path)
+    models = []
     for d, m in zip(dirs, cfg.members):
+        if not d.exists() and is_pretrained_name(m.path):
+            models.append(load_retriever(m.path).to(map_location))
+            continue
         if not d.is_dir():
             raise ConfigError(f"{path}: member {m.path!r} is not a checkpoint directory ({d})")
-    models = [checkpoint.load(d, map_location=map_location) for d in dirs]
+        is_checkpoint = (d / checkpoint.CONFIG_FILE).is_file() and "format" in json.loads(
+            (d / checkpoint.CONFIG_FILE).read_text())
+        models.append(checkpoint.load(d, map_location=map_location) if is_checkpoint
+                      else load_retriever(d).to(map_location))
     ens = Ensemble(models, [m.weight for m in cfg.members], cfg.rule, cfg.rrf_k, cfg.sample_rate,
                    names=[m.path for m in cfg.members])
     ens.checkpoints = dirs

@@ -43,7 +43,12 @@ def model_identity(path: str | Path) -> str:
     Two copies of the same checkpoint get the same id; retraining changes it, so an index built
     with yesterday's model cannot be silently queried with today's.
     """
-    p = Path(path)
+    from earshot.models.loading import retriever_identity
+
+    pretrained = retriever_identity(path)  # a registry name, CLAP folder or published file
+    if pretrained is not None:
+        return pretrained
+    p = Path(path).expanduser()
     if p.is_dir():
         weights = p / "model.safetensors"
         if not weights.is_file():
@@ -90,7 +95,11 @@ def open_encoder(path: str | Path) -> RetrieverEncoder:
     """Load the model at ``path`` (checkpoint dir or ensemble manifest) for indexing/search."""
     from earshot.models.loading import load_retriever
 
+    from earshot.models.loading import is_pretrained_name
+
+    where = str(path) if is_pretrained_name(str(path)) and not Path(path).exists() \
+        else str(Path(path).expanduser().resolve())
     retriever = load_retriever(path)
     if hasattr(retriever, "eval"):  # searches share it across threads: never toggle its mode mid-query
         retriever.eval()
-    return RetrieverEncoder(retriever, model_identity(path), str(Path(path).resolve()))
+    return RetrieverEncoder(retriever, model_identity(path), where)

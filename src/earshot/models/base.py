@@ -128,6 +128,8 @@ _BUILTIN_MODULES = (
     "earshot.models.esresnext",
     "earshot.models.text",
     "earshot.models.small",
+    "earshot.models.clap",
+    "earshot.models.msclap",
     "earshot.models.passt",
 )
 

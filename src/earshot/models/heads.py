@@ -6,27 +6,47 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    kind: Literal["linear", "mlp", "identity"] = "linear"  # identity: tower is already in the joint space
+    kind: Literal["linear", "mlp", "identity", "residual"] = "linear"  # identity: tower is already in the joint space; residual: MS-CLAP's
     hidden: int = 1024  # width of the mlp's hidden layer
-    dropout: float = 0.0  # dropout on the head's input (AudioCLIP seed: 0.2)
+    dropout: float = 0.0  # dropout on the head's input (AudioCLIP seed: 0.2); residual: on its second branch (MS-CLAP: 0.5)
+
+
+class ResidualProjection(nn.Module):
+    """MS-CLAP's ``Projection``: ``LayerNorm(e + Dropout(W2 GELU(e)))`` with ``e = W1 x``, both
+    linear maps without bias (microsoft/CLAP ``msclap/models/clap.py``; same parameter names)."""
+
+    def __init__(self, in_dim: int, out_dim: int, dropout: float):
+        super().__init__()
+        self.linear1 = nn.Linear(in_dim, out_dim, bias=False)
+        self.linear2 = nn.Linear(out_dim, out_dim, bias=False)
+        self.layer_norm = nn.LayerNorm(out_dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.linear1(x)  # (B, out_dim)
+        return self.layer_norm(e + self.drop(self.linear2(F.gelu(e))))  # (B, out_dim)
 
 
 class ProjectionHead(nn.Module):
-    """Dropout -> linear, or dropout -> linear -> GELU -> linear; identity passes through."""
+    """Dropout -> linear, or dropout -> linear -> GELU -> linear; identity passes through;
+    residual is MS-CLAP's projection."""
 
     def __init__(self, in_dim: int, out_dim: int, cfg: HeadConfig = HeadConfig()):
         super().__init__()
         self.cfg = cfg
-        self.dropout = nn.Dropout(cfg.dropout)
-        if cfg.kind == "identity":
+        self.dropout = nn.Dropout(0.0 if cfg.kind == "residual" else cfg.dropout)
+        if cfg.kind == "residual":
+            self.proj: nn.Module = ResidualProjection(in_dim, out_dim, cfg.dropout)
+        elif cfg.kind == "identity":
             if in_dim != out_dim:
                 raise ValueError(f"identity head needs in_dim == out_dim, got {in_dim} != {out_dim}")
-            self.proj: nn.Module = nn.Identity()
+            self.proj = nn.Identity()
         elif cfg.kind == "linear":
             self.proj = nn.Linear(in_dim, out_dim)
         else:

@@ -74,12 +74,37 @@ def _load_openai_clip_text(tower: nn.Module, path: Path) -> None:
     load_clip_text_state_dict(_clip_text_tower(tower), sd)
 
 
+@WEIGHT_LOADERS.register("clap_hf")
+def _load_clap_hf(tower: nn.Module, path: Path) -> None:
+    from earshot.models.clap import convert_clap_hf_state_dict, load_clap_tower, read_hf_clap_weights
+
+    load_clap_tower(tower, convert_clap_hf_state_dict(read_hf_clap_weights(path)))
+
+
+@WEIGHT_LOADERS.register("laion_clap")
+def _load_laion_clap(tower: nn.Module, path: Path) -> None:
+    from earshot.models.clap import (ClapAudioTower, convert_laion_clap_state_dict,
+                                     load_clap_tower, read_laion_checkpoint)
+
+    fe = tower.frontend_cfg if isinstance(tower, ClapAudioTower) else None
+    load_clap_tower(tower, convert_laion_clap_state_dict(read_laion_checkpoint(path), fe))
+
+
+@WEIGHT_LOADERS.register("msclap")
+def _load_msclap(tower: nn.Module, path: Path) -> None:
+    from earshot.models.msclap import load_msclap_tower
+
+    load_msclap_tower(tower, path)
+
+
 def resolve_weights(name: str, weights: str, weights_format: str | None, kind: str) -> tuple[Path, str]:
     """(file, converter) for a tower config's ``weights``: a path, or a registry name whose file
     must already be in the cache (``earshot weights download NAME``)."""
     from earshot import weights as registry
 
     path = Path(weights).expanduser()
+    if path.is_dir() and weights_format == "clap_hf":
+        return path, weights_format  # a Hugging Face CLAP folder
     if path.is_file():
         if weights_format is None:
             raise ConfigError(f"{name}: weights file {path} needs weights_format "
@@ -93,13 +118,23 @@ def resolve_weights(name: str, weights: str, weights_format: str | None, kind: s
     if not towers:
         raise ConfigError(f"weights {weights!r} hold no {kind} tower for {name!r} "
                           f"(they hold {[t.architecture for t in entry.towers]})")
+    return downloaded_file(weights, name), weights_format or towers[0].converter
+
+
+def downloaded_file(name: str, what: str) -> Path:
+    """The cached file of registry entry ``name`` (``what`` needs it), or a WeightsError saying
+    how to download it."""
+    from earshot import weights as registry
+
+    if name not in registry.WEIGHTS:
+        raise WeightsError(f"{what}: {name!r} is neither a file, a folder nor a registry name")
     from earshot.weights.cache import locate_checked
 
-    found = locate_checked(entry)  # size every time, digest once: never loads a wrong file
+    found = locate_checked(registry.get_weights(name))  # size every time, digest once: never loads a wrong file
     if found is None:
-        raise WeightsError(f"{name}: weights {weights!r} are not downloaded; run "
-                           f"`earshot weights download {weights}`")
-    return found, weights_format or towers[0].converter
+        raise WeightsError(f"{what}: {name!r} is not downloaded; run `earshot weights download "
+                           f"{name}`")
+    return found
 
 
 def load_tower_weights(tower: nn.Module, cfg) -> None:

@@ -197,7 +197,9 @@ def _deterministic(cfg: TrainConfig) -> bool:
 
 def _initial_model(cfg: TrainConfig) -> BiEncoder:
     if cfg.init_from:
-        start = checkpoint.load(cfg.init_from)
+        from earshot.models.loading import load_retriever  # checkpoint, CLAP folder or name
+
+        start = load_retriever(cfg.init_from)
         model = create_model(cfg.model, load_weights=False)
         model.load_state_dict(start.state_dict(), strict=True)
         return model

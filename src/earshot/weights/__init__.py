@@ -2,21 +2,20 @@
 
 ``entry.py`` defines what an entry is (file, URLs, the digest its publisher states, towers,
 preprocessing); one module per family registers its entries (``panns.py``, ``audioclip.py``,
-``clip.py``); ``cache.py`` locates, verifies and downloads. Importing this package registers
+``clip.py``, ``clap.py``, ``msclap.py``); ``cache.py`` locates, verifies and downloads. Importing this package registers
 every family; nothing touches the network at import time.
 """
 
-from earshot.weights import audioclip, clip, panns  # noqa: F401  (registers the entries)
-from earshot.weights import passt  # noqa: F401  (registers the entries)
+from earshot.weights import audioclip, clap, clip, msclap, panns, passt  # noqa: F401  (registers)
 from earshot.weights.cache import (DownloadReport, WeightsStatus, download, fetch_weights,
                                    file_digests, locate, status, verify, weights_dir)
 from earshot.weights.entry import (CONVERTERS, HEX_LENGTH, WEIGHTS, AudioPreprocessing,
-                                   Checksum, HashAlgorithm, TextPreprocessing, Tower,
+                                   Checksum, HashAlgorithm, RetrieverSpec, TextPreprocessing, Tower,
                                    WeightsEntry, get_weights, list_weights, register_weights)
 
 __all__ = [
     "CONVERTERS", "HEX_LENGTH", "WEIGHTS", "AudioPreprocessing", "Checksum", "DownloadReport",
-    "HashAlgorithm", "TextPreprocessing", "Tower", "WeightsEntry", "WeightsStatus", "download",
+    "HashAlgorithm", "RetrieverSpec", "TextPreprocessing", "Tower", "WeightsEntry", "WeightsStatus", "download",
     "fetch_weights", "file_digests", "get_weights", "list_weights", "locate",
     "register_weights", "status", "verify", "weights_dir",
 ]

@@ -8,7 +8,7 @@ The entries themselves live in one module per family (``panns.py``, ``audioclip.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 from earshot.errors import WeightsError
 from earshot.registry import Registry
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 HashAlgorithm = Literal["sha256", "md5"]
 HEX_LENGTH: dict[str, int] = {"sha256": 64, "md5": 32}
-CONVERTERS = ("panns", "audioclip_audio", "audioclip_text", "openai_clip_text", "passt")
+CONVERTERS = ("panns", "audioclip_audio", "audioclip_text", "openai_clip_text", "passt", "clap_hf",
+              "laion_clap", "msclap")
 
 # --------------------------------------------------------------------------------------------
 # What a registry entry is made of
@@ -39,8 +40,9 @@ class AudioPreprocessing:
     """The audio front end the weights were trained with."""
 
     sample_rate: int  # Hz the waveform must arrive at
-    frontend: Literal["logmel", "fbsp", "passt_kaldi_mel"]  # PANNs' torchlibrosa log-mel, ESResNeXt's
-    # Fourier basis, or PaSST's pre-emphasised Kaldi-style log-mel
+    # PANNs' torchlibrosa log-mel, ESResNeXt's Fourier basis, PaSST's pre-emphasised Kaldi-style
+    # log-mel, or CLAP's mel
+    frontend: Literal["logmel", "fbsp", "passt_kaldi_mel", "clap_logmel"]
     n_fft: int  # FFT size
     win_length: int  # analysis window length (samples)
     hop_length: int  # hop between frames (samples)
@@ -83,6 +85,16 @@ class Tower:
 
 
 @dataclass(frozen=True)
+class RetrieverSpec:
+    """How a file that holds a whole language-audio model becomes an earshot bi-encoder, so
+    ``earshot.load_model(name)`` (and every command taking a model) can open it by name."""
+
+    config: Mapping[str, Any]  # BiEncoderConfig fields; the towers' weights are this entry
+    prompt: str = "This is a sound of {}."  # zero-shot classification template ({} = label)
+    companions: tuple[str, ...] = ()  # other registry files it needs (e.g. its tokenizer)
+
+
+@dataclass(frozen=True)
 class WeightsEntry:
     """A known pretrained file: where it lives, how to verify it, what it is for."""
 
@@ -97,6 +109,7 @@ class WeightsEntry:
     licence: str  # licence as the source states it
     audio: AudioPreprocessing | None = None  # for files with an audio tower
     text: TextPreprocessing | None = None  # for files with a text tower
+    retriever: RetrieverSpec | None = None  # set when the file is a whole retriever (CLAP)
 
     @property
     def architectures(self) -> tuple[str, ...]:
