@@ -148,6 +148,16 @@ def read_clotho(
     return finish_table(clips, str(path), root, missing, tuple(dups))
 
 
+def clotho_audio_dir(csv_path: str | Path) -> Path | None:
+    """Clotho's layout puts ``<split>/`` beside ``clotho_captions_<split>.csv``: that folder when
+    the table is so named and the folder exists, else None (the caller asks for --audio-dir)."""
+    path = Path(csv_path).expanduser()
+    m = re.fullmatch(r"clotho_captions_(.+)\.csv", path.name)
+    if m is None or not (path.parent / m.group(1)).is_dir():
+        return None
+    return path.parent / m.group(1)
+
+
 def write_clotho(table: CaptionTable, csv_path: str | Path) -> None:
     """Write ``table`` as a Clotho CSV (atomically), so any table can be read back by read_clotho.
 
@@ -315,4 +325,4 @@ def read_table(path: str | Path, format: TableFormat, **kwargs: Any) -> CaptionT
     ``kwargs`` go to the format's reader (``audio_dir``, ``missing``, ``duplicates``, ...).
     """
     reader = TABLE_READERS.get(format)
-    return reader(path, **kwargs)
+    return reader(Path(path).expanduser(), **kwargs)

@@ -63,7 +63,9 @@ class Index:
              ef_search: int | None = None, nprobe: int | None = None) -> "Index":
         """Open index directory ``path``. ``model`` (a path or an encoder) defaults to the one
         the index was built with; a model with other weights is refused."""
-        directory = Path(path)
+        directory = Path(path).expanduser()
+        if not directory.exists():
+            raise EarshotError(f"{directory}: no such index")
         store = Store.open(directory)
         settings = store.settings()
         if settings is None:

@@ -15,7 +15,7 @@ from earshot.errors import WeightsError
 
 def load_retriever(path: str | Path):
     """Open a checkpoint directory or an ensemble manifest file."""
-    p = Path(path)
+    p = Path(path).expanduser()
     if p.is_dir():
         from earshot.models import checkpoint
 

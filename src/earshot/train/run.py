@@ -18,16 +18,17 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from earshot.config import apply_overrides, from_dict, to_dict
+from earshot.config import from_dict, to_dict
 from earshot.data.dataset import CaptionDataset, ClipDataset, collate_clips
 from earshot.errors import ConfigError
 from earshot.models import checkpoint
 from earshot.models.biencoder import BiEncoder, create_model
 from earshot.train.averaging import average_state_dicts, model_state_from_lightning
-from earshot.train.config import TrainConfig
+from earshot.train.checks import check_config, check_out_dir, clear_run
+from earshot.train.config import TrainConfig, load_config  # noqa: F401  (load_config: public here too)
 from earshot.train.data import (
     CaptionInputs,
     cached_audio_outputs,
@@ -37,6 +38,7 @@ from earshot.train.data import (
     resolve_split,
 )
 from earshot.train.module import MONITOR, RetrievalModule
+from earshot.train.progress import KeepingCSVLogger, quiet_third_party
 from earshot.utils import cache_dir
 
 
@@ -52,16 +54,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
-def load_config(data: dict[str, Any], overrides: list[str] = ()) -> TrainConfig:
-    """A TrainConfig from YAML data plus ``key=value`` overrides."""
-    return from_dict(TrainConfig, apply_overrides(copy.deepcopy(data), list(overrides)), "config")
-
-
+@quiet_third_party()
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          callbacks: list[L.Callback] | None = None) -> dict[str, Path]:
-    """Train (every stage, in order) and return the paths of the final models."""
+          callbacks: list[L.Callback] | None = None, overwrite: bool = False) -> dict[str, Path]:
+    """Train (every stage, in order) and return the paths of the final models.
+
+    A folder that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (delete it first) says what to do with it."""
     if not cfg.stages:
-        return _train_stage(cfg, resume, progress, callbacks)
+        return _train_stage(cfg, resume, progress, callbacks, overwrite)
     base = {k: v for k, v in to_dict(cfg).items() if k != "stages"}
     previous: Path | None = Path(cfg.init_from) if cfg.init_from else None
     result: dict[str, Path] = {}
@@ -72,7 +73,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         data["out_dir"] = str(Path(cfg.out_dir) / name)
         data["init_from"] = str(previous) if previous else None
         stage_cfg = from_dict(TrainConfig, data, f"stages[{i}]")
-        result = _train_stage(stage_cfg, resume, progress, callbacks)
+        result = _train_stage(stage_cfg, resume, progress, callbacks, overwrite)
         previous = result["averaged"]
     return result
 
@@ -87,12 +88,14 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 
 def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
-                 callbacks: list[L.Callback] | None) -> dict[str, Path]:
-    out = Path(cfg.out_dir)
+                 callbacks: list[L.Callback] | None, overwrite: bool = False) -> dict[str, Path]:
+    out = Path(cfg.out_dir).expanduser()
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    if resume and not last.is_file():
-        raise ConfigError(f"--resume: no {last} to resume from")
+    check_out_dir(out, resume, overwrite)
+    check_config(cfg)
+    if overwrite:
+        clear_run(out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = _initial_model(cfg)
     if cfg.epochs == 0:  # zero-shot: the (pretrained) model as it is
@@ -117,7 +120,7 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         precision=_precision(cfg), gradient_clip_val=cfg.optim.grad_clip,
         callbacks=cbs + list(callbacks or []), plugins=[AtomicCheckpointIO()],
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
+        logger=[KeepingCSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10,
         num_sanity_val_steps=0, deterministic=False,
     )
