@@ -91,3 +91,10 @@ def open_encoder(path: str | Path) -> RetrieverEncoder:
     from earshot.models.loading import load_retriever
 
     return RetrieverEncoder(load_retriever(path), model_identity(path), str(Path(path).resolve()))
+
+
+def open_text_encoder(path: str | Path) -> RetrieverEncoder:
+    """The model at ``path`` opened for text queries only (its audio side is never built)."""
+    from earshot.models.text_side import load_text_retriever
+
+    return RetrieverEncoder(load_text_retriever(path), model_identity(path), str(Path(path).resolve()))

@@ -37,6 +37,7 @@ _EXPECTED_WARNINGS = (
     r".*LeafSpec.*is deprecated",  # Lightning's own use of a torch API
     r"The number of training batches .* is smaller than the logging interval",  # small corpora
     r"Experiment logs directory .* exists and is not empty",  # KeepingCSVLogger keeps the rows
+    r"Checkpoint directory .* exists and is not empty",  # --resume, or --overwrite cleared it
 )
 # Loggers whose INFO lines are banners and tips (GPU available, litlogger, "fit stopped").
 _CHATTY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning_utilities")
