@@ -20,7 +20,7 @@ ROWS = {
 
 
 def test_one_preset_per_seed_table_row():
-    assert {p.stem for p in CONFIGS} == ROWS
+    assert ROWS <= {p.stem for p in CONFIGS}  # plus non-seed presets (demo_small_cnn, ...)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

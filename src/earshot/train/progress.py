@@ -6,9 +6,10 @@
 - :func:`quiet_third_party` hides, for the duration of a run only, messages that are expected
   and say nothing to an earshot user: Lightning's litlogger advertisement and hardware banner,
   "Found N module(s) in eval mode" (frozen towers are in eval mode on purpose), the LeafSpec
-  deprecation raised inside Lightning, and transformers' "Loading weights" bars. It changes
-  logger levels and warning filters inside a ``with`` block and restores them afterwards: no
-  global filters at import (STYLE.md 11).
+  deprecation raised inside Lightning. It changes logger levels and warning filters inside a
+  ``with`` block and restores them afterwards: no global filters at import (STYLE.md 11).
+  (transformers' "Loading weights" bars are switched off where towers are opened:
+  ``earshot.models.text.no_loading_bars``.)
 - :class:`KeepingCSVLogger` keeps the rows of an earlier ``metrics.csv`` when a run resumes
   (Lightning's CSV logger deletes the file when its folder is not empty).
 """
@@ -47,7 +48,6 @@ _CHATTY_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning_utilities
 def quiet_third_party() -> Iterator[None]:
     """Silence expected third-party messages inside the block; usable as a decorator."""
     saved = {name: logging.getLogger(name).level for name in _CHATTY_LOGGERS}
-    bars = _transformers_bars(None)
     try:
         for name in _CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -58,25 +58,6 @@ def quiet_third_party() -> Iterator[None]:
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
-        _transformers_bars(bars)
-
-
-def _transformers_bars(enabled: bool | None) -> bool | None:
-    """Switch transformers' progress bars off (``None``) or back to ``enabled``; return the
-    previous state. transformers is only touched when something already imported it or a
-    model is about to: importing it here would cost a second for nothing."""
-    hf = sys.modules.get("transformers.utils.logging")
-    if hf is None:
-        try:
-            from transformers.utils import logging as hf
-        except ImportError:  # pragma: no cover - transformers is a runtime dependency
-            return None
-    before = hf.is_progress_bar_enabled()
-    if enabled is None or not enabled:
-        hf.disable_progress_bar()
-    else:
-        hf.enable_progress_bar()
-    return before
 
 
 class EpochLines(L.Callback):
