@@ -74,8 +74,13 @@ def _trained_with(run_dir: Path, cfg: dict[str, Any]) -> bool:
     return same and (run_dir / "averaged" / "model.safetensors").is_file()
 
 
+def load_average() -> float:
+    """The 1-minute load average (NaN where the system has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def machine_line() -> str:
-    """The CPU, its cores and the load average: what a reader needs to compare a demo time."""
+    """The CPU and its cores: with the load averages, what a reader needs to compare a demo time."""
     model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -84,8 +89,7 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{model}, {os.cpu_count()} cores, load average {load:.1f} at the start"
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def chance_metrics(n_clips: int) -> list[float]:
@@ -135,7 +139,7 @@ def run_demo(out: Path, clips: int, seed: int, epochs: int, console: Console, pr
 
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    machine = machine_line()
+    machine, load_start = machine_line(), load_average()
     corpus = out / "synth" / "clotho"
     console.rule("1. synthetic corpus")
     changed = _corpus_changed(corpus, clips, seed)
@@ -224,7 +228,9 @@ def run_demo(out: Path, clips: int, seed: int, epochs: int, console: Console, pr
     console.print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
     footer = (f"Measured by `earshot demo --clips {clips} --epochs {epochs} --seed {seed}` on the "
               f"{len(test)}-clip evaluation split in {times['total'] / 60:.1f} minutes (training "
-              f"{sum(v for k, v in times.items() if k.startswith('train')) / 60:.1f}) on {machine}.")
+              f"{sum(v for k, v in times.items() if k.startswith('train')) / 60:.1f}) on {machine}, "
+              f"load average {load_start:.1f} at the start and {load_average():.1f} at the end "
+              f"(the demo itself adds about 1).")
     rows = [(LABELS.get(n, n), r.metrics) for n, r in results.items()] + [("chance", None)]
     with atomic_write(out / RESULTS_FILE, "w") as f:
         f.write(results_markdown(rows, len(test), footer))
