@@ -43,7 +43,7 @@ def demo_train_config(corpus: Path, out_dir: Path, loss: str, epochs: int, seed:
     if not PRESET.is_file():
         raise ConfigError(f"{PRESET}: the demo's preset is missing (run the demo from a checkout)")
     cfg = load_yaml(PRESET)
-    cfg["data"]["root"] = str(corpus)
+    cfg["data"]["root"] = str(corpus.parent)  # the preset's tables are clotho/... under it
     cfg["loss"] = {"name": loss, "options": {"margin": 0.2} if loss.startswith("triplet") else {}}
     if loss.startswith("triplet"):
         # triplet-sum from scratch diverges at InfoNCE's rate on some seeds; 1e-3 trains steadily

@@ -23,7 +23,6 @@ from torch.utils.data import DataLoader
 
 from earshot.config import from_dict, to_dict
 from earshot.data.dataset import CaptionDataset, ClipDataset, collate_clips
-from earshot.errors import ConfigError
 from earshot.models import checkpoint
 from earshot.models.biencoder import BiEncoder, create_model
 from earshot.train.averaging import average_state_dicts, model_state_from_lightning

@@ -266,9 +266,12 @@ def fetch_weights(name_or_entry: str | WeightsEntry, cache_dir: str | Path | Non
             f"download cannot be verified; pass allow_unverified (--allow-unverified) to fetch "
             f"it anyway, and pin the SHA-256 that is then printed")
     urls = (url_override,) if url_override else entry.urls
+    # A file:// URL is the user's own copy (--url, `earshot weights add`); registry entries
+    # always name http(s) sources.
+    schemes = ("http", "https", "file") if url_override else ("http", "https")
     for url in urls:
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https", "file"):
-            raise WeightsError(f"{url}: only http(s) and file:// URLs can be fetched")
+        if urllib.parse.urlsplit(url).scheme not in schemes:
+            raise WeightsError(f"{url}: only http(s) URLs (or, given by you, file:// ones) can be fetched")
 
     folder = weights_dir(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
