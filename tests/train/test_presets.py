@@ -23,7 +23,7 @@ ROWS = {
 
 
 def test_one_preset_per_seed_table_row():
-    assert {p.stem for p in CONFIGS if not p.stem.startswith("dcase2025_")} == ROWS
+    assert ROWS <= {p.stem for p in CONFIGS}  # plus non-seed presets (demo_small_cnn, ...)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 app = typer.Typer(
@@ -11,13 +13,55 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from earshot import __version__
+
+        typer.echo(f"earshot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Language-based audio retrieval: train, evaluate, ensemble and search text-to-audio
+    systems, and search your own sound folders by text."""
 
 
 def _register() -> None:
     # Each area owns one command module; importing it adds its commands to ``app``.
     from earshot.app import cmd_data, cmd_demo, cmd_ensemble, cmd_eval, cmd_index, cmd_train, cmd_weights  # noqa: F401
     from earshot.app import cmd_classify  # noqa: F401
+
+    _flags_read_as_flags(app)
+
+
+def _flags_read_as_flags(group: typer.Typer) -> None:
+    """Give boolean options an empty metavar: typer's help otherwise prints ``--json <bool>``,
+    which reads as if the flag took a value."""
+    import typing
+
+    from typer.models import OptionInfo
+
+    callbacks = [c.callback for c in group.registered_commands]
+    if group.registered_callback is not None:
+        callbacks.append(group.registered_callback.callback)
+    for callback in filter(None, callbacks):
+        hints = typing.get_type_hints(callback)
+        for name, param in inspect.signature(callback).parameters.items():
+            info = param.default
+            if isinstance(info, OptionInfo) and hints.get(name) in (bool, typing.Optional[bool]) \
+                    and info.metavar is None:
+                info.metavar = ""
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None:
+            _flags_read_as_flags(sub.typer_instance)
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -19,7 +20,7 @@ app.add_typer(data_app, name="data")
 
 def synth_table(summary: SynthSummary) -> Table:
     """A rich table of a synthetic corpus: clips, captions and audio per split."""
-    table = Table(title=f"synthetic corpus in {summary.out_dir}")
+    table = Table(title=escape(f"synthetic corpus in {summary.out_dir}"))
     for col in ("split", "clips", "captions", "audio (min)"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for split in SPLITS:
@@ -92,6 +93,11 @@ def synth_cmd(
     with every clip's generation parameters. Files are written atomically, so an interrupted
     run can simply be started again.
     """
+    from earshot.errors import DataError
+
+    out = out.expanduser()
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out}: is a file; give a folder for the corpus")
     make_synth(out, clips, seed, Console(), sample_rate=sample_rate,
                min_duration=min_duration, max_duration=max_duration)
 

@@ -24,12 +24,15 @@ def demo_cmd(
     Generates a captioned corpus (Clotho layout) under OUT/synth, trains two small models
     (a log-mel CNN from scratch with the frozen MiniLM sentence encoder; InfoNCE and
     triplet-sum losses), prints their evaluation table and the top 10 for example captions,
-    finds their ensemble, and indexes the evaluation clips to search them by text.
+    finds their ensemble, and indexes the evaluation clips to search them by text. Writes the
+    evaluation table to OUT/results.md. Rerunning keeps what is still valid and redoes what
+    changed (other --clips: a new corpus; other --epochs: new models).
     """
-    from transformers.utils import logging as hf_logging
-
     from earshot.app.demo import run_demo
+    from earshot.train.progress import quiet_third_party
 
-    hf_logging.disable_progress_bar()  # "Loading weights" bars each time MiniLM is opened
+    # Live bars only on a terminal (Lightning draws them on stdout); in a log, one line per epoch.
     tty = sys.stdout.isatty()
-    run_demo(out, clips, seed, epochs, Console(width=None if tty else 120), progress=sys.stderr.isatty())
+    with quiet_third_party():
+        run_demo(out.expanduser(), clips, seed, epochs, Console(width=None if tty else 120),
+                 progress=tty, epoch_lines=not tty)

@@ -25,6 +25,7 @@ def _models(positional: Optional[list[Path]], option: Optional[list[Path]]) -> l
 def results_table(report, top: int = 0):
     """A rich table of every scored combination, best first (singles marked as such)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"ensembles on {report.data or 'validation'} (rule {report.rule}), best first")
     table.add_column("#", justify="right")
@@ -35,7 +36,7 @@ def results_table(report, top: int = 0):
     best = report.best
     rows = report.results if top <= 0 else report.results[:top]
     for i, r in enumerate(rows, 1):
-        label = " + ".join(report.names(r)) + (" (single)" if r.size == 1 else "")
+        label = Text(" + ".join(report.names(r)) + (" (single)" if r.size == 1 else ""))
         style = "bold" if r is best else None
         table.add_row(str(i), label, str(r.size), *(f"{r.metrics[c]:.4f}" for c in _COLUMNS), style=style)
     return table
@@ -65,13 +66,17 @@ def search_command(
 ) -> None:
     """Score every combination of 2..max-size models by fused validation mAP@10 and save the best."""
     from rich.console import Console
+    from rich.markup import escape
 
-    from earshot.app.cmd_eval import _load_split
+    from earshot.app.cmd_eval import _check_model_path, _check_out_file, _load_split
+
+    members = [_check_model_path(m) for m in _models(models, models_opt)]
+    out = _check_out_file(out, "--out")
+    table, root = _load_split(data, fmt, audio_dir)
     from earshot.ensemble import SimilarityCache, search_ensembles
 
-    table, root = _load_split(data, fmt, audio_dir)
     cache = False if no_cache else SimilarityCache(cache_dir) if cache_dir is not None else None
-    report = search_ensembles(_models(models, models_opt), table, root, rule=rule, max_size=max_size,
+    report = search_ensembles(members, table, root, rule=rule, max_size=max_size,
                               greedy=greedy, rrf_k=rrf_k, clip_seconds=seconds, cache=cache,
                               num_workers=workers, progress=not as_json)
     path = report.save(out)
@@ -83,7 +88,7 @@ def search_command(
     console = Console()
     console.print(results_table(report, top))
     best = report.best
-    console.print(f"best: {' + '.join(report.names(best))}  {report.metric} "
+    console.print(f"best: {escape(' + '.join(report.names(best)))}  {report.metric} "
                   f"{best.metrics[report.metric]:.4f}  -> {path}")
 
 
@@ -101,6 +106,7 @@ def make_command(
 
     if weights and len(weights) != len(models):
         raise ConfigError(f"{len(weights)} --weight values for {len(models)} models")
+    models = [m.expanduser() for m in models]
     for m in models:
         if not m.is_dir():
             raise ConfigError(f"{m}: not a checkpoint directory")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -54,11 +56,56 @@ def score(
 
 
 def _load_split(data: Path, fmt: str, audio_dir: Path | None):
-    from earshot.data.readers import read_table
+    """The caption table and its audio folder, with every missing audio file reported at once,
+    before any model is loaded. Without ``--audio-dir``, Clotho's ``<split>/`` folder beside
+    ``clotho_captions_<split>.csv`` is the default, else the table's own folder."""
+    from earshot.data.readers import clotho_audio_dir, read_table
+    from earshot.errors import DataError
 
+    data = data.expanduser()
+    if not data.is_file():
+        raise DataError(f"{data}: no such caption table")
     table = read_table(data, format=fmt)
-    root = audio_dir if audio_dir is not None else data.parent
+    if audio_dir is not None:
+        root = audio_dir.expanduser()
+        if not root.is_dir():
+            raise DataError(f"--audio-dir {root}: no such folder")
+    else:
+        root = clotho_audio_dir(data) or data.parent
+    report = table.check_audio(root)
+    if not report.ok:
+        hint = "" if audio_dir is not None else (
+            f"\n(looked in {root}; give the folder that holds the audio with --audio-dir)")
+        raise DataError(f"{data}: {report}{hint}")
     return table, root
+
+
+def _check_model_path(model: Path) -> Path:
+    """The model path, expanded, if something is there (before the table is read or torch is
+    imported)."""
+    from earshot.errors import WeightsError
+
+    from earshot.models.loading import is_pretrained_name
+
+    if is_pretrained_name(str(model)) and not model.exists():
+        return model  # a registry name (laion_clap_general): downloaded when it is opened
+    model = model.expanduser()
+    if not model.exists():
+        raise WeightsError(f"{model}: no such model (expected a checkpoint directory, an ensemble "
+                           f"manifest, a CLAP folder or a name from `earshot weights list`)")
+    return model
+
+
+def _check_out_file(path: Path | None, option: str) -> Path | None:
+    """An output file path, expanded; refused when it names a folder."""
+    from earshot.errors import ConfigError
+
+    if path is None:
+        return None
+    path = path.expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name")
+    return path
 
 
 def format_eval_table(metrics: dict[str, float], name: str = "model", map_k: int | None = None) -> str:
@@ -97,18 +144,28 @@ def evaluate_command(
     workers: int = typer.Option(0, "--workers", help="Audio decoding processes."),
     relevance: str = typer.Option("clip", "--relevance", help=_RELEVANCE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="Progress bar (default: when stderr is a terminal)."),
 ) -> None:
     """Evaluate text-to-audio and audio-to-text retrieval: R@1/5/10, mAP@10 (+mAP@k), 95% CIs."""
     import csv
 
+    from earshot.errors import ConfigError
+
+    model = _check_model_path(model)
+    submission = _check_out_file(submission, "--submission")
+    if out is not None:
+        out = out.expanduser()
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out}: is a file; give a folder")
+    table, root = _load_split(data, fmt, audio_dir)
     from earshot.evaluation import evaluate
     from earshot.models.loading import load_retriever
     from earshot.utils import atomic_write
 
-    table, root = _load_split(data, fmt, audio_dir)
     retriever = load_retriever(model)
     result = evaluate(retriever, table, root, clip_seconds=seconds, num_workers=workers, extra_map_k=map_k,
-                      relevance=relevance)
+                      relevance=relevance, progress=sys.stderr.isatty() if progress is None else progress)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(out / "metrics.json", "w") as f:
@@ -173,19 +230,40 @@ def submit_command(
     model: Path = typer.Argument(..., help="A checkpoint directory or an ensemble manifest."),
     captions: Path = typer.Option(..., "--captions", help="CSV with a 'caption' column (the task's "
                                   "retrieval captions) or a Clotho-format table."),
-    audio_dir: Path = typer.Option(..., "--audio-dir", help="Folder of the audio files to rank."),
+    audio_dir: Optional[Path] = typer.Option(
+        None, "--audio-dir", help="Folder of the audio files to rank (default for "
+        "clotho_captions_<split>.csv: the <split>/ folder beside it)."),
     out: Path = typer.Option(Path("submission.csv"), "--out", help="Submission CSV to write."),
     seconds: float = typer.Option(None, "--seconds", help="Frame clips to this length (default: whole clips)."),
     workers: int = typer.Option(0, "--workers", help="Audio decoding processes."),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="Progress bar (default: when stderr is a terminal)."),
 ) -> None:
     """Write a DCASE retrieval submission: the 10 best audio files for each caption."""
+    from earshot.data.readers import clotho_audio_dir
+    from earshot.errors import DataError
+
+    model = _check_model_path(model)
+    out = _check_out_file(out, "--out")
+    captions = captions.expanduser()
+    if not captions.is_file():
+        raise DataError(f"--captions {captions}: no such file")
+    if audio_dir is None:
+        audio_dir = clotho_audio_dir(captions)
+        if audio_dir is None:
+            raise DataError(f"{captions}: which audio files should be ranked? give their folder "
+                            f"with --audio-dir")
+    audio_dir = audio_dir.expanduser()
+    if not audio_dir.is_dir():
+        raise DataError(f"--audio-dir {audio_dir}: no such folder")
+    queries = _read_queries(captions)
     from earshot.evaluation import encode_clips, file_table, similarity
     from earshot.models.loading import load_retriever
 
-    queries = _read_queries(captions)
     table = file_table(audio_dir)
     retriever = load_retriever(model)
-    audio = encode_clips(retriever, table, audio_dir, seconds, num_workers=workers)
+    audio = encode_clips(retriever, table, audio_dir, seconds, num_workers=workers,
+                         progress=sys.stderr.isatty() if progress is None else progress)
     sim = similarity(retriever, retriever.embed_text(queries), audio)
     write_ranked_submission(out, queries, [c.clip_id for c in table], sim)
     typer.echo(f"wrote {out}: {len(set(queries))} captions x top 10 of {len(table)} files")

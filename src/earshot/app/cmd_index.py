@@ -17,7 +17,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from earshot.app.cli import app
 from earshot.errors import EarshotError
@@ -34,7 +36,7 @@ def report_table(report) -> Table:
     table.add_column("file")
     table.add_column("reason")
     for path, reason in report.bad:
-        table.add_row(path, reason)
+        table.add_row(Text(path), Text(reason))  # Text: a name like "dog [bark].wav" stays literal
     return table
 
 
@@ -62,14 +64,30 @@ def index_cmd(
     them, and resumes or updates incrementally: only new or changed files are encoded, deleted
     ones are dropped.
     """
+    folder, out = folder.expanduser(), out.expanduser()
+    if not folder.is_dir():
+        raise EarshotError(f"{folder}: no such folder")
+    if out.exists() and not out.is_dir():
+        raise EarshotError(f"--out {out}: is a file; give a folder for the index")
+    from earshot.models.loading import is_pretrained_name
+
+    if not model.expanduser().exists() and not is_pretrained_name(str(model)):
+        raise EarshotError(f"--model {model}: no such model (a checkpoint, an ensemble manifest, a "
+                           f"CLAP folder or a name from `earshot weights list`)")
+    from earshot.audio.io import SUPPORTED_SUFFIXES
     from earshot.index import IndexConfig, VectorConfig, index_folder, open_encoder
     from earshot.index.decode import Limits
+    from earshot.index.indexer import walk
 
+    if not (out / "meta.sqlite").is_file() and not any(
+            p.suffix.lower() in SUPPORTED_SUFFIXES for p in walk(folder, out.resolve())):
+        typer.echo(f"{folder}: no audio files to index ({', '.join(sorted(SUPPORTED_SUFFIXES))})", err=True)
+        raise typer.Exit(1)
     cfg = IndexConfig(window_s=window, hop_s=hop, pooling=pooling, workers=workers,  # type: ignore[arg-type]
                       batch_size=batch_size, vectors=VectorConfig(kind=index_type),  # type: ignore[arg-type]
                       limits=Limits(max_duration_s=max_hours * 3600), links_outside=links_outside)
     console = Console()
-    encoder = open_encoder(model)
+    encoder = open_encoder(model.expanduser())
     columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
@@ -85,8 +103,8 @@ def index_cmd(
     console.print(
         f"indexed {len(report.encoded)} new or changed file(s) ({_fmt_time(report.audio_s)} of audio, "
         f"{report.windows} windows), kept {report.unchanged} unchanged, removed {len(report.removed)}, "
-        f"skipped {len(report.bad)}; {report.items} file(s) in {report.index} "
-        f"[{report.kind}] in {report.seconds:.1f} s"
+        f"skipped {len(report.bad)}; {report.items} file(s) in {escape(str(report.index))} "
+        f"({report.kind}) in {report.seconds:.1f} s"
     )
     if report.bad:
         console.print(report_table(report))
@@ -116,11 +134,11 @@ def search_cmd(
                "results": [h.to_dict() for h in hits]}
         typer.echo(json.dumps(doc, indent=2))
         return
-    table = Table(title=f"{query!r}" if query is not None else f"like {audio}")
+    table = Table(title=escape(f"{query!r}" if query is not None else f"like {audio}"))
     for col, just in (("rank", "right"), ("score", "right"), ("file", "left"), ("best window", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for h in hits:
-        table.add_row(str(h.rank), f"{h.score:.3f}", h.path,
+        table.add_row(str(h.rank), f"{h.score:.3f}", Text(h.path),
                       f"{_fmt_time(h.window_start)}-{_fmt_time(h.window_end)}")
     Console().print(table)
 

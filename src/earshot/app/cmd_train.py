@@ -1,8 +1,10 @@
-"""``earshot train CONFIG.yaml [--set key=value ...] [--resume]``."""
+"""``earshot train CONFIG.yaml [--set key=value ...] [--resume | --overwrite]``."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -15,17 +17,33 @@ def train_command(
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set epochs=5 "
                                    "--set data.train.table=runs/synth/clotho_captions_development.csv"),
     resume: bool = typer.Option(False, "--resume", help="Continue from out_dir/checkpoints/last.ckpt."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete the run already in out_dir "
+                                   "and start again (without it, an existing run is refused)."),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="Progress bars (default: when stdout is a terminal; "
+        "otherwise one line per epoch)."),
     seeds: str = typer.Option(None, "--seeds", help="Train one model per seed (e.g. 0,1,2) under "
                               "out_dir/seed<N> and report mean ± std of their validation metrics."),
 ) -> None:
     """Train a bi-encoder (Lightning: Adam, ReduceLROnPlateau on val mAP@10, top-k averaging)."""
     from earshot.config import load_yaml
-    from earshot.train.run import load_config, train
 
-    cfg = load_config(load_yaml(config), set_)
+    data = load_yaml(config.expanduser())  # no torch yet: a missing file fails at once
+    from earshot.train.config import load_config
+
+    cfg = load_config(data, set_)
+    # Everything that can be checked without a model, before Lightning is even imported.
+    from earshot.train.checks import check_config, check_out_dir
+
+    if not cfg.stages and seeds is None:  # staged and per-seed runs check each run as it starts
+        check_out_dir(cfg.out_dir, resume, overwrite)
+    check_config(cfg)
     from lightning.pytorch.utilities import rank_zero_only
 
+    from earshot.train.progress import EpochLines
+
+    bars = sys.stdout.isatty() if progress is None else progress
+    callbacks = [] if bars else [EpochLines()]
     if seeds is not None:
         if resume:
             raise typer.BadParameter("--resume and --seeds do not combine; resume one seed's run")
@@ -35,12 +53,13 @@ def train_command(
             raise typer.BadParameter(f"--seeds takes comma-separated integers, got {seeds!r}") from None
         from earshot.train.run import train_seeds
 
-        summary = train_seeds(cfg, seed_list, progress=progress)
+        summary = train_seeds(cfg, seed_list, progress=bars, overwrite=overwrite, callbacks=callbacks)
         if rank_zero_only.rank == 0:
             typer.echo(format_seed_table(summary))
         return
-    paths = train(cfg, resume=resume, progress=progress)
+    from earshot.train.run import train
 
+    paths = train(cfg, resume=resume, progress=bars, overwrite=overwrite, callbacks=callbacks)
     if rank_zero_only.rank == 0:  # under DDP every rank runs this command; one reports
         for name, path in paths.items():
             typer.echo(f"{name}: {path}")

@@ -36,7 +36,9 @@ def list_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from earshot.weights import status
+    from rich.markup import escape
+
+    from earshot.weights import status, weights_dir
 
     table = Table(title="earshot pretrained weights")
     for col in ("name", "architecture", "size", "checksum", "present"):
@@ -47,7 +49,10 @@ def list_cmd(
             present = {None: "yes", True: "yes (verified)", False: "CORRUPT"}[row.verified]
         table.add_row(row.name, ", ".join(row.architectures) or "-", _size(row.size_bytes),
                       row.algorithm or "none published/found", present)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(f"cache folder: {escape(str(weights_dir(cache)))}  "
+                  f"($EARSHOT_CACHE or --cache moves it)", highlight=False)
 
 
 @weights_app.command("download")
@@ -58,8 +63,8 @@ def download_cmd(
         None, "--cache", help="earshot cache root (the file goes to CACHE/weights); "
         "default: $EARSHOT_CACHE or the user cache directory."),
     url: Optional[str] = typer.Option(
-        None, "--url", help="Download from this URL instead of the official ones (a mirror); "
-        "the file is still verified against the published checksum."),
+        None, "--url", help="Download from this URL instead of the official ones (a mirror, or "
+        "file:///path); the file is still verified against the published checksum."),
     allow_unverified: bool = typer.Option(
         False, "--allow-unverified", help="Accept a file whose source publishes no checksum "
         "(its SHA-256 is printed so you can pin it)."),
@@ -77,5 +82,27 @@ def download_cmd(
                            allow_unverified=allow_unverified)
     state = "downloaded" if report.downloaded else "already present"
     check = "verified" if report.verified else "UNVERIFIED (no published checksum)"
+    typer.echo(f"{name}: {state}, {check}: {report.path}")
+    typer.echo(f"sha256: {report.sha256}")
+
+
+@weights_app.command("add")
+def add_cmd(
+    name: str = typer.Argument(..., help="Registry name, e.g. panns_cnn14 (see `earshot weights list`)."),
+    file: Path = typer.Argument(..., help="The file, fetched another way (a browser, another machine)."),
+    cache: Optional[Path] = typer.Option(
+        None, "--cache", help="earshot cache root (the file goes to CACHE/weights); "
+        "default: $EARSHOT_CACHE or the user cache directory."),
+    allow_unverified: bool = typer.Option(
+        False, "--allow-unverified", help="Accept a file whose source publishes no checksum."),
+) -> None:
+    """Install a pretrained file fetched elsewhere: verified against the published checksum
+    like a download (a mismatch installs nothing), then copied into the cache."""
+    from earshot.weights import add_weights, get_weights
+
+    get_weights(name)  # an unknown name fails before the file is read
+    report = add_weights(name, file, cache, allow_unverified=allow_unverified)
+    check = "verified" if report.verified else "UNVERIFIED (no published checksum)"
+    state = "installed" if report.downloaded else "already present"
     typer.echo(f"{name}: {state}, {check}: {report.path}")
     typer.echo(f"sha256: {report.sha256}")

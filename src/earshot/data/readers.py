@@ -150,6 +150,16 @@ def read_clotho(
     return finish_table(clips, str(path), root, missing, tuple(dups))
 
 
+def clotho_audio_dir(csv_path: str | Path) -> Path | None:
+    """Clotho's layout puts ``<split>/`` beside ``clotho_captions_<split>.csv``: that folder when
+    the table is so named and the folder exists, else None (the caller asks for --audio-dir)."""
+    path = Path(csv_path).expanduser()
+    m = re.fullmatch(r"clotho_captions_(.+)\.csv", path.name)
+    if m is None or not (path.parent / m.group(1)).is_dir():
+        return None
+    return path.parent / m.group(1)
+
+
 def write_clotho(table: CaptionTable, csv_path: str | Path) -> None:
     """Write ``table`` as a Clotho CSV (atomically), so any table can be read back by read_clotho.
 
@@ -389,7 +399,7 @@ def read_table(path: str | Path, format: TableFormat, exclude: str | Path | None
     and the count is printed (to stderr), so a run's log says what it did not train on.
     """
     reader = TABLE_READERS.get(format)
-    table = reader(path, **kwargs)
+    table = reader(Path(path).expanduser(), **kwargs)
     if exclude is not None:
         before = table.num_captions
         table, n = exclude_clips(table, read_exclusion_list(exclude))

@@ -103,3 +103,16 @@ def open_encoder(path: str | Path) -> RetrieverEncoder:
     if hasattr(retriever, "eval"):  # searches share it across threads: never toggle its mode mid-query
         retriever.eval()
     return RetrieverEncoder(retriever, model_identity(path), where)
+
+
+def open_text_encoder(path: str | Path) -> RetrieverEncoder:
+    """The model at ``path`` opened for text queries only (its audio side is never built)."""
+    from earshot.models.loading import is_pretrained_name
+    from earshot.models.text_side import load_text_retriever
+
+    where = str(path) if is_pretrained_name(str(path)) and not Path(path).exists() \
+        else str(Path(path).expanduser().resolve())
+    retriever = load_text_retriever(path)
+    if hasattr(retriever, "eval"):
+        retriever.eval()
+    return RetrieverEncoder(retriever, model_identity(path), where)

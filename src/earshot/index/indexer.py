@@ -113,8 +113,8 @@ def index_folder(
     built with another model or other windowing settings.
     """
     t0 = time.perf_counter()
-    root = Path(root).resolve()
-    out = Path(out).resolve()
+    root = Path(root).expanduser().resolve()
+    out = Path(out).expanduser().resolve()
     if not root.is_dir():
         raise EarshotError(f"{root}: not a folder")
     settings = IndexSettings(

@@ -19,7 +19,7 @@ import numpy as np
 from earshot.errors import EarshotError
 from earshot.index import vectors as V
 from earshot.index.decode import Framing, Limits, frame, load_checked
-from earshot.index.encoder import Encoder, open_encoder
+from earshot.index.encoder import Encoder, open_encoder, open_text_encoder
 from earshot.index.indexer import pool
 from earshot.index.store import FAISS_FILE, FileRow, IndexSettings, Store
 
@@ -53,6 +53,7 @@ class Index:
         self._store = store
         self._faiss = faiss_index
         self._encoder = encoder
+        self._text_encoder: Encoder | None = None  # text side only, for text queries (fast to open)
         self._model_path = model_path
         self._lock = threading.RLock()  # SQLite connection, FAISS, the query cache and model loading
         self.generation = store.generation()  # of the database when the vectors were loaded
@@ -66,7 +67,9 @@ class Index:
              ef_search: int | None = None, nprobe: int | None = None) -> "Index":
         """Open index directory ``path``. ``model`` (a path or an encoder) defaults to the one
         the index was built with; a model with other weights is refused."""
-        directory = Path(path)
+        directory = Path(path).expanduser()
+        if not directory.exists():
+            raise EarshotError(f"{directory}: no such index")
         store = Store.open(directory)
         settings = store.settings()
         if settings is None:
@@ -110,16 +113,32 @@ class Index:
         """The model, loaded on first use and checked against the index's model id."""
         with self._lock:
             if self._encoder is None:
-                path = self._model_path or ""
-                if not path or not Path(path).exists():
-                    raise EarshotError(
-                        f"{self.directory}: the model it was built with ({path or 'unknown'}) is not "
-                        "there any more; pass the same model explicitly (--model)"
-                    )
-                enc = open_encoder(path)
+                enc = open_encoder(self._existing_model_path())
                 _check_model(enc.model_id, self.settings, self.directory)
                 self._encoder = enc
             return self._encoder
+
+    @property
+    def text_encoder(self) -> Encoder:
+        """What a text query needs: the full model if it is loaded, else only its text side
+        (no audio tower, no sentence-transformers import), checked like :attr:`encoder`."""
+        with self._lock:
+            if self._encoder is not None:
+                return self._encoder
+            if self._text_encoder is None:
+                enc = open_text_encoder(self._existing_model_path())
+                _check_model(enc.model_id, self.settings, self.directory)
+                self._text_encoder = enc
+            return self._text_encoder
+
+    def _existing_model_path(self) -> str:
+        path = self._model_path or ""
+        if not path or not Path(path).exists():
+            raise EarshotError(
+                f"{self.directory}: the model it was built with ({path or 'unknown'}) is not "
+                "there any more; pass the same model explicitly (--model)"
+            )
+        return path
 
     # -- queries ------------------------------------------------------------------------------
     def embed_query(self, text: str) -> np.ndarray:
@@ -142,7 +161,7 @@ class Index:
                 self._text_cache.move_to_end(key)
         missing = list(dict.fromkeys(k for k in keys if k not in known))
         if missing:  # the model runs without the lock: searches meanwhile need only SQLite and FAISS
-            fresh = dict(zip(missing, self.encoder.embed_text(missing)))
+            fresh = dict(zip(missing, self.text_encoder.embed_text(missing)))
             with self._lock:
                 self._text_cache.update(fresh)
                 while len(self._text_cache) > TEXT_CACHE_SIZE:

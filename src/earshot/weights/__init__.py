@@ -7,14 +7,14 @@ every family; nothing touches the network at import time.
 """
 
 from earshot.weights import audioclip, clap, clip, msclap, panns, passt  # noqa: F401  (registers)
-from earshot.weights.cache import (DownloadReport, WeightsStatus, download, fetch_weights,
+from earshot.weights.cache import (DownloadReport, WeightsStatus, add_weights, download, fetch_weights,
                                    file_digests, locate, status, verify, weights_dir)
 from earshot.weights.entry import (CONVERTERS, HEX_LENGTH, WEIGHTS, AudioPreprocessing,
                                    Checksum, HashAlgorithm, RetrieverSpec, TextPreprocessing, Tower,
                                    WeightsEntry, get_weights, list_weights, register_weights)
 
 __all__ = [
-    "CONVERTERS", "HEX_LENGTH", "WEIGHTS", "AudioPreprocessing", "Checksum", "DownloadReport",
+    "CONVERTERS", "HEX_LENGTH", "WEIGHTS", "AudioPreprocessing", "Checksum", "DownloadReport", "add_weights",
     "HashAlgorithm", "RetrieverSpec", "TextPreprocessing", "Tower", "WeightsEntry", "WeightsStatus", "download",
     "fetch_weights", "file_digests", "get_weights", "list_weights", "locate",
     "register_weights", "status", "verify", "weights_dir",

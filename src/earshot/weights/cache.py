@@ -301,15 +301,20 @@ def fetch_weights(name_or_entry: str | WeightsEntry, cache_dir: str | Path | Non
     is then reported so the user can pin it.
     """
     entry = _entry(name_or_entry)
+    if url_override and "://" not in url_override:  # a plain path: the file:// URL of it
+        url_override = Path(url_override).expanduser().resolve().as_uri()
     if entry.checksum is None and not allow_unverified:
         raise WeightsError(
             f"{entry.name} ({entry.file_name}): its source publishes no checksum, so the "
             f"download cannot be verified; pass allow_unverified (--allow-unverified) to fetch "
             f"it anyway, and pin the SHA-256 that is then printed")
     urls = (url_override,) if url_override else entry.urls
+    # A file:// URL is the user's own copy (--url, `earshot weights add`); registry entries
+    # always name http(s) sources.
+    schemes = ("http", "https", "file") if url_override else ("http", "https")
     for url in urls:
-        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise WeightsError(f"{url}: only http(s) URLs can be downloaded")
+        if urllib.parse.urlsplit(url).scheme not in schemes:
+            raise WeightsError(f"{url}: only http(s) URLs (or, given by you, file:// ones) can be fetched")
 
     folder = weights_dir(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -349,7 +354,24 @@ def fetch_weights(name_or_entry: str | WeightsEntry, cache_dir: str | Path | Non
             return DownloadReport(final, digests["sha256"], entry.checksum is not None,
                                   downloaded=True, url=url)
         raise WeightsError(f"{entry.file_name}: download failed from every URL:\n  "
-                           + "\n  ".join(failures))
+                           + "\n  ".join(failures) + "\n" + _elsewhere_hint(entry, final))
+
+
+def _elsewhere_hint(entry: WeightsEntry, final: Path) -> str:
+    """What to do with a copy fetched another way (a browser, another machine)."""
+    return (f"If you can get {entry.file_name} another way, install it with "
+            f"`earshot weights add {entry.name} FILE` (it is verified first), or put it at {final}.")
+
+
+def add_weights(name_or_entry: str | WeightsEntry, file: str | Path,
+                cache_dir: str | Path | None = None, *, allow_unverified: bool = False) -> DownloadReport:
+    """Install a file fetched elsewhere: verified against the published checksum exactly as a
+    download is (a mismatch installs nothing), then copied into the cache."""
+    path = Path(file).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file")
+    return fetch_weights(name_or_entry, cache_dir, progress=False, url_override=path.resolve().as_uri(),
+                         allow_unverified=allow_unverified)
 
 
 def download(name_or_entry: str | WeightsEntry, cache_dir: str | Path | None = None,
