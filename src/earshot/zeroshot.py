@@ -45,7 +45,7 @@ def probabilities(audio: np.ndarray, text: np.ndarray, logit_scale: float) -> np
 def logit_scale_of(retriever) -> float:
     """The retriever's learnt logit scale (CLAP's, after loading), or CLIP's 100."""
     fn = getattr(retriever, "logit_scale", None)
-    return float(fn()) if callable(fn) else FALLBACK_LOGIT_SCALE
+    return float(fn().detach()) if callable(fn) else FALLBACK_LOGIT_SCALE
 
 
 @dataclass(frozen=True)
