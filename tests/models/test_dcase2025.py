@@ -80,3 +80,44 @@ def test_converter_rejects_unknown_keys_and_is_pure(tmp_path):
         convert_dcase2025_baseline_state_dict({**before, "optimizer_thing": torch.zeros(1)})
     with pytest.raises(WeightsError, match="not found"):
         import_dcase2025_baseline(tmp_path / "nope.ckpt", tmp_path / "x")
+
+
+def test_baseline_opens_by_registry_name_with_the_registry_tokenizer(tmp_path, monkeypatch):
+    """`earshot evaluate dcase2025_baseline`: the entry's retriever spec builds the baseline's
+    model, reads the cached .ckpt through the converter, and tokenizes with the registry's
+    RoBERTa tokenizer.json; embeddings equal the imported checkpoint's (tiny sizes here)."""
+    import dataclasses
+    import shutil
+
+    import clap_tiny
+
+    from earshot import weights as W
+    from earshot.models.loading import load_retriever
+    from earshot.weights.passt import baseline_model_config
+
+    monkeypatch.setenv("EARSHOT_CACHE", str(tmp_path / "cache"))
+    path, *_ = _baseline_checkpoint(tmp_path)
+    tok_folder = tmp_path / "tok"
+    clap_tiny.tiny_tokenizer(tok_folder)
+    real = W.get_weights("dcase2025_baseline")
+    assert real.retriever.state_format == "dcase2025_baseline"
+    assert real.retriever.companions == ("laion_clap_tokenizer",)
+    tiny = dataclasses.replace(real, name="tiny_dcase2025_baseline", file_name="tiny_baseline.ckpt",
+                               retriever=dataclasses.replace(real.retriever, config=baseline_model_config(
+                                   TINY_ROBERTA, tokenizer="laion_clap_tokenizer", passt=TINY_PASST)))
+    monkeypatch.setitem(W.WEIGHTS._items, tiny.name, tiny)
+
+    with pytest.raises(WeightsError, match="allow.unverified"):  # no digest: never fetched silently
+        load_retriever(tiny.name)
+    cache = W.weights_dir()
+    cache.mkdir(parents=True)
+    shutil.copy(path, cache / tiny.file_name)
+    shutil.copy(tok_folder / "tokenizer.json", cache / W.get_weights("laion_clap_tokenizer").file_name)
+    named = load_retriever(tiny.name).eval()
+    imported = checkpoint.load(import_dcase2025_baseline(
+        path, tmp_path / "earshot", tokenizer=str(tok_folder), roberta=TINY_ROBERTA, passt=TINY_PASST)).eval()
+    captions = ["A Dog, barks!", "rain on a tin roof."]
+    wave = 0.1 * torch.randn(2, 32000 * 2, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(named.encode_text(captions), imported.encode_text(captions), atol=1e-6, rtol=0)
+        torch.testing.assert_close(named.encode_audio(wave), imported.encode_audio(wave), atol=1e-6, rtol=0)

@@ -32,37 +32,15 @@ from torch import Tensor
 
 from earshot.errors import WeightsError
 from earshot.models.passt import convert_passt_state_dict, read_torch_dict
+from earshot.weights.passt import ROBERTA, baseline_model_config
 
 __all__ = ["ROBERTA", "baseline_model_config", "convert_dcase2025_baseline_state_dict",
            "import_dcase2025_baseline"]
 
 # RoBERTa's published architectures (Hugging Face roberta-large / roberta-base config.json)
-_ROBERTA_COMMON = {"model_type": "roberta", "vocab_size": 50265, "max_position_embeddings": 514,
-                   "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1, "bos_token_id": 0,
-                   "eos_token_id": 2, "hidden_act": "gelu"}
-ROBERTA = {
-    "large": {**_ROBERTA_COMMON, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-              "intermediate_size": 4096},
-    "base": {**_ROBERTA_COMMON, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-             "intermediate_size": 3072},
-}
 _AUDIO = "audio_embedding_model.model.model."
 _TEXT = "text_embedding_model."
 
-
-def baseline_model_config(roberta: dict[str, Any] | str = "large", tokenizer: str = "roberta-large",
-                          passt: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The earshot ``BiEncoderConfig`` (as a dict) of the baseline's model: ``roberta`` is
-    ``"large"``, ``"base"`` or an architecture dict (tests use a tiny one)."""
-    arch = ROBERTA[roberta] if isinstance(roberta, str) else dict(roberta)
-    return {
-        "audio": {"name": "passt", "options": {"config": dict(passt or {})}},
-        "text": {"name": "hf_transformer",
-                 "options": {"config": arch, "tokenizer": tokenizer, "pooling": "cls", "max_length": 32,
-                             "preprocess": "lower_strip_punct", "dropout": 0.2, "pooler": False}},
-        "embed_dim": 1024, "audio_head": {"kind": "linear"}, "text_head": {"kind": "linear"},
-        "normalize": True, "temperature": 0.05, "learn_temperature": False,
-    }
 
 
 def convert_dcase2025_baseline_state_dict(sd: Mapping[str, Any]) -> dict[str, Tensor]:

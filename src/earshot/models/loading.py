@@ -144,9 +144,17 @@ def _read_msclap(path: Path, model) -> dict:
     return msclap.biencoder_state_dict(msclap.read_msclap_checkpoint(path), model)
 
 
+def _read_dcase2025_baseline(path: Path, model) -> dict:
+    from earshot.models.dcase2025 import convert_dcase2025_baseline_state_dict
+    from earshot.models.passt import read_torch_dict
+
+    return convert_dcase2025_baseline_state_dict(read_torch_dict(path, "baseline checkpoint"))
+
+
 # Per weights format: a file -> the complete BiEncoder state dict of the entry's model.
 _MODEL_STATE_READERS: dict[str, Callable[[Path, Any], dict]] = {
     "clap_hf": _read_clap_hf, "laion_clap": _read_laion_clap, "msclap": _read_msclap,
+    "dcase2025_baseline": _read_dcase2025_baseline,
 }
 
 
@@ -163,7 +171,7 @@ def retriever_from_entry(entry, path: Path, tokenizer_dir: Path | None = None):
 
     spec = entry.retriever
     cfg = json.loads(json.dumps(dict(spec.config)))  # deep copy, plain types
-    fmt = entry.towers[0].converter
+    fmt = spec.state_format or entry.towers[0].converter
     for side in ("audio", "text"):
         cfg[side]["weights"] = entry.name
         cfg[side]["weights_format"] = fmt
@@ -184,7 +192,11 @@ def load_registered(name: str, progress: bool = True, cache_dir: str | Path | No
     if entry.retriever is None:
         raise ConfigError(f"{name}: this file is not a whole model (it feeds "
                           f"{', '.join(entry.architectures) or 'no tower'})")
-    path = registry.download(entry, cache_dir, progress=progress)
+    from earshot.weights.cache import locate_checked
+
+    # A copy already in the cache is checked (size, digest once) and used; a file whose source
+    # publishes no digest is downloaded only by `earshot weights download NAME --allow-unverified`.
+    path = locate_checked(entry, cache_dir) or registry.download(entry, cache_dir, progress=progress)
     for companion in entry.retriever.companions:
         c = registry.get_weights(companion)
         registry.download(c, cache_dir, progress=progress, allow_unverified=c.checksum is None)

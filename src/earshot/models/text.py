@@ -269,6 +269,21 @@ def lower_strip_punct(text: str) -> str:
     return text.lower().translate(_PUNCTUATION)
 
 
+def _hf_tokenizer(source: str):
+    """A tokenizer from a local folder or Hugging Face name (offline), or a registry entry that
+    holds RoBERTa's ``tokenizer.json`` (``laion_clap_tokenizer``: what the DCASE 2025 baseline
+    opened by name uses for RoBERTa-large, whose BPE is roberta-base's)."""
+    from transformers import AutoTokenizer
+
+    from earshot import weights as registry
+
+    if not Path(source).expanduser().exists() and source in registry.WEIGHTS:
+        from earshot.models.clap import load_roberta_tokenizer
+
+        return load_roberta_tokenizer(source)
+    return AutoTokenizer.from_pretrained(source, local_files_only=True)
+
+
 class HFTransformerEncoder(TextEncoder):
     """A Hugging Face encoder (BERT, RoBERTa, ...) with CLS or masked-mean pooling, no projection.
 
@@ -324,7 +339,7 @@ class HFTransformerEncoder(TextEncoder):
             else:
                 with no_loading_bars():
                     self.hf = AutoModel.from_pretrained(str(model), local_files_only=True, **drop, **extra)
-            self.tokenizer = AutoTokenizer.from_pretrained(str(tok_source), local_files_only=True)
+            self.tokenizer = _hf_tokenizer(str(tok_source))
         except OSError as e:
             raise WeightsError(
                 f"hf_transformer: cannot load {model or tok_source!r} locally ({e})"

@@ -92,6 +92,8 @@ class RetrieverSpec:
     config: Mapping[str, Any]  # BiEncoderConfig fields; the towers' weights are this entry
     prompt: str = "This is a sound of {}."  # zero-shot classification template ({} = label)
     companions: tuple[str, ...] = ()  # other registry files it needs (e.g. its tokenizer)
+    state_format: str | None = None  # reader of the whole file when it feeds no single tower
+    # (e.g. "dcase2025_baseline"); None: the first tower's converter
 
 
 @dataclass(frozen=True)
