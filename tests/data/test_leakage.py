@@ -56,6 +56,19 @@ def test_data_check_command_reports_and_fails(tables, tmp_path):
     assert res.exit_code == 0 and "no clips shared" in res.output
 
 
+def test_data_check_finds_clotho_split_folders_by_default(tmp_path):
+    # Clotho's layout: clotho_captions_<split>.csv beside <split>/. Without that default the
+    # content check would read the table's own folder, find no audio and compare names only.
+    _table(tmp_path, "development", {"x.wav": 7, "y.wav": 8})
+    _table(tmp_path, "evaluation", {"z.wav": 8})  # y's audio under another name
+    for split in ("development", "evaluation"):
+        (tmp_path / f"{split}.csv").rename(tmp_path / f"clotho_captions_{split}.csv")
+    cli._register()
+    res = CliRunner().invoke(cli.app, ["data", "check", str(tmp_path / "clotho_captions_development.csv"),
+                                       str(tmp_path / "clotho_captions_evaluation.csv")])
+    assert res.exit_code == 1 and "z.wav" in res.output and "could not be read" not in res.output
+
+
 def test_training_warns_loudly_about_shared_clips(tables):
     from earshot.train.config import DataConfig, SplitConfig
     from earshot.train.run import _warn_leakage

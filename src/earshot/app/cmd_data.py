@@ -108,17 +108,21 @@ def check_cmd(
     evaluation: Path = typer.Argument(..., help="Evaluation (or validation) caption table."),
     fmt: str = typer.Option("clotho", "--format", help="Format of both tables: clotho | audiocaps | pairs."),
     eval_format: str = typer.Option(None, "--eval-format", help="Format of the evaluation table if it differs."),
-    train_audio_dir: Path = typer.Option(None, "--train-audio-dir", help="Training audio (default: the table's folder)."),
-    eval_audio_dir: Path = typer.Option(None, "--eval-audio-dir", help="Evaluation audio (default: the table's folder)."),
+    train_audio_dir: Path = typer.Option(None, "--train-audio-dir", help="Training audio (default: Clotho's "
+                                         "<split>/ folder beside clotho_captions_<split>.csv, else the table's folder)."),
+    eval_audio_dir: Path = typer.Option(None, "--eval-audio-dir", help="Evaluation audio (default: as for "
+                                        "--train-audio-dir)."),
 ) -> None:
     """Leakage check: clips shared by a training and an evaluation table, by file name and by
     audio content (SHA-256 of files of equal size). Exits 1 when any are shared."""
     from earshot.data.leakage import find_overlap
-    from earshot.data.readers import read_table
+    from earshot.data.readers import clotho_audio_dir, read_table
 
+    train, evaluation = train.expanduser(), evaluation.expanduser()
     a = read_table(train, format=fmt)
     b = read_table(evaluation, format=eval_format or fmt)
-    overlap = find_overlap(a, train_audio_dir or train.parent, b, eval_audio_dir or evaluation.parent)
+    overlap = find_overlap(a, train_audio_dir or clotho_audio_dir(train) or train.parent,
+                           b, eval_audio_dir or clotho_audio_dir(evaluation) or evaluation.parent)
     console = Console()
     if overlap.unreadable:
         console.print(f"{overlap.unreadable} audio file(s) could not be read; they were checked by name only",
