@@ -186,7 +186,8 @@ def run_isolated(path: Path, quick: bool, timeout_s: float) -> dict[str, Any]:
         out_file = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(path),
                "--child-out", str(out_file)] + (["--quick"] if quick else [])
-        env = {**OFFLINE_ENV, **os.environ}
+        # the CLI's OpenMP setting (earshot.threads.configure_openmp), unless the caller set one
+        env = {**OFFLINE_ENV, "OMP_WAIT_POLICY": "PASSIVE", **os.environ}
         start = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)

@@ -15,11 +15,15 @@ operation           threads                    why
                                                and a busy core cost more than a core gives
 ``heads``           1                          training projection heads on cached tower
                                                outputs: (32 x 2048) @ (2048 x 1024) matmuls
-``encode``          usable cores               CNN / transformer forward passes (index,
-                                               evaluate, tower caching): big convolutions and
-                                               matmuls scale with cores
-``train``           usable cores               a tower that trains: same as ``encode``
+``encode``          torch's default            CNN / transformer forward passes (index,
+                    (one per core, or          evaluate, tower caching): big convolutions and
+                    ``OMP_NUM_THREADS``)       matmuls scale with cores
+``train``           torch's default            a tower that trains: same as ``encode``
 ==================  =========================  ==============================================
+
+Measured on the 2-core benchmark machine with other processes running (load average ~5): a
+batch-32 linear-head training step took 14 ms on one thread and 155 ms on two with OpenMP's
+default spin-waiting (20 ms with passive waiting), which is why ``heads`` is pinned to one.
 
 ``EARSHOT_THREADS=N`` (a positive integer) overrides every row: all work runs on N threads. An
 invalid value is a ConfigError naming the variable, not a silent fallback.
@@ -41,7 +45,7 @@ from earshot.errors import ConfigError
 __all__ = ["OPERATIONS", "configure_openmp", "threads_for", "usable_cores", "use_threads"]
 
 ENV = "EARSHOT_THREADS"
-# operation -> thread count; None means every usable core
+# operation -> thread count; None means torch's default (set_num_threads / OMP_NUM_THREADS)
 OPERATIONS: dict[str, int | None] = {"frontend": 1, "heads": 1, "encode": None, "train": None}
 
 
@@ -74,7 +78,11 @@ def threads_for(operation: str) -> int:
     if override is not None:
         return override
     n = OPERATIONS[operation]
-    return usable_cores() if n is None else min(n, usable_cores())
+    if n is None:
+        import torch
+
+        return torch.get_num_threads()
+    return min(n, usable_cores())
 
 
 @contextlib.contextmanager

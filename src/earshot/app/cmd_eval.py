@@ -79,6 +79,8 @@ def evaluate_command(
     submission: Path = typer.Option(None, "--submission", help="Also write a DCASE submission CSV (top 10 per caption)."),
     workers: int = typer.Option(0, "--workers", help="Audio decoding processes."),
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
+                                  "fp32) | fp32 | bf16: the audio tower's arithmetic."),
 ) -> None:
     """Evaluate text-to-audio and audio-to-text retrieval: R@1/5/10, mAP@10 (+mAP@k), 95% CIs."""
     import csv
@@ -87,8 +89,10 @@ def evaluate_command(
     from earshot.models.loading import load_retriever
     from earshot.utils import atomic_write
 
+    from earshot.models.inference import prepare_for_inference
+
     table, root = _load_split(data, fmt, audio_dir)
-    retriever = load_retriever(model)
+    retriever = prepare_for_inference(load_retriever(model), precision)
     result = evaluate(retriever, table, root, clip_seconds=seconds, num_workers=workers, extra_map_k=map_k)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -153,14 +157,18 @@ def submit_command(
     out: Path = typer.Option(Path("submission.csv"), "--out", help="Submission CSV to write."),
     seconds: float = typer.Option(None, "--seconds", help="Frame clips to this length (default: whole clips)."),
     workers: int = typer.Option(0, "--workers", help="Audio decoding processes."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
+                                  "fp32) | fp32 | bf16: the audio tower's arithmetic."),
 ) -> None:
     """Write a DCASE retrieval submission: the 10 best audio files for each caption."""
     from earshot.evaluation import encode_clips, file_table, similarity
     from earshot.models.loading import load_retriever
 
     queries = _read_queries(captions)
+    from earshot.models.inference import prepare_for_inference
+
     table = file_table(audio_dir)
-    retriever = load_retriever(model)
+    retriever = prepare_for_inference(load_retriever(model), precision)
     audio = encode_clips(retriever, table, audio_dir, seconds, num_workers=workers)
     sim = similarity(retriever, retriever.embed_text(queries), audio)
     write_ranked_submission(out, queries, [c.clip_id for c in table], sim)

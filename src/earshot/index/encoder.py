@@ -86,8 +86,11 @@ class RetrieverEncoder:
         return np.ascontiguousarray(out.detach().cpu().numpy(), dtype=np.float32)
 
 
-def open_encoder(path: str | Path) -> RetrieverEncoder:
-    """Load the model at ``path`` (checkpoint dir or ensemble manifest) for indexing/search."""
+def open_encoder(path: str | Path, precision: str = "auto") -> RetrieverEncoder:
+    """Load the model at ``path`` (checkpoint dir or ensemble manifest) for indexing/search,
+    prepared for inference at ``precision`` (see :mod:`earshot.models.inference`)."""
+    from earshot.models.inference import prepare_for_inference
     from earshot.models.loading import load_retriever
 
-    return RetrieverEncoder(load_retriever(path), model_identity(path), str(Path(path).resolve()))
+    retriever = prepare_for_inference(load_retriever(path), precision)
+    return RetrieverEncoder(retriever, model_identity(path), str(Path(path).resolve()))

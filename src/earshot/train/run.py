@@ -26,6 +26,7 @@ from earshot.data.dataset import CaptionDataset, ClipDataset, collate_clips
 from earshot.errors import ConfigError
 from earshot.models import checkpoint
 from earshot.models.biencoder import BiEncoder, create_model
+from earshot.threads import use_threads
 from earshot.train.averaging import average_state_dicts, model_state_from_lightning
 from earshot.train.config import TrainConfig
 from earshot.train.data import (
@@ -121,7 +122,9 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10,
         num_sanity_val_steps=0, deterministic=False,
     )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None)
+    # heads on cached tower outputs: batch-32 matmuls, one thread (see earshot.threads)
+    with use_threads("heads" if cfg.audio_cached and cfg.text_cached else "train"):
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None)
     return _finish(cfg, module.model, best, out)
 
 
