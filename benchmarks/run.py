@@ -422,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", help="comma-separated sections to run, e.g. frontend,encoders")
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
     p.add_argument("--out-dir", type=Path, default=HERE, help="where results.json and RESULTS.md go")
-    p.add_argument("--budget", type=float, default=19 * 60, help="seconds for the whole run")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds for the whole run (default 19 min per pass of --load)")
     p.add_argument("--timeout", type=float, default=10 * 60, help="seconds for one section at most")
     p.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from results.json")
     p.add_argument("--probe-size", type=int, default=2048, help="n of the n x n matmul FLOP/s probe")
@@ -444,6 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     loads = parse_loads(args.load)
+    if args.budget is None:
+        args.budget = 19 * 60 * len(loads)
     started = time.perf_counter()
     chosen = select(discover(args.bench_dir), args.only)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
