@@ -108,3 +108,40 @@ def test_prepare_for_inference_keeps_the_embeddings(precision):
         assert torch.nn.functional.cosine_similarity(got, want, dim=-1).min().item() >= 0.999
     assert inference.prepare_for_inference(fast, "fp32") is fast  # a second call changes nothing
     assert fast.audio_encoder.inference_precision == precision
+
+
+def test_index_precision_option_reaches_the_encoder(tmp_path, monkeypatch):
+    """``earshot index --precision fp32`` indexes with an fp32 tower; an unknown precision is a
+    clear error before any work."""
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from earshot.app import cli
+    from earshot.index import encoder as index_encoder
+    from earshot.models import checkpoint
+
+    torch.manual_seed(0)
+    model = create_model({"audio": {"name": "small_cnn", "options": {"channels": [8, 16], "sample_rate": 16000}},
+                          "text": {"name": "bow", "options": {"dim": 32}}, "embed_dim": 16})
+    checkpoint.save(model, tmp_path / "model")
+    (tmp_path / "s").mkdir()
+    sf.write(tmp_path / "s" / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
+    seen = []
+    real = index_encoder.open_encoder
+
+    def spy(path, precision="auto"):
+        enc = real(path, precision)
+        seen.append(enc.retriever.audio_encoder.inference_precision)
+        return enc
+
+    monkeypatch.setattr(index_encoder, "open_encoder", spy)
+    monkeypatch.setattr("earshot.index.open_encoder", spy)
+    cli._register()
+    runner = CliRunner()
+    res = runner.invoke(cli.app, ["index", str(tmp_path / "s"), "--model", str(tmp_path / "model"),
+                                  "--out", str(tmp_path / "ix"), "--workers", "0", "--precision", "fp32"])
+    assert res.exit_code == 0, res.output
+    assert seen == ["fp32"]
+    res = runner.invoke(cli.app, ["index", str(tmp_path / "s"), "--model", str(tmp_path / "model"),
+                                  "--out", str(tmp_path / "ix2"), "--precision", "fp16"])
+    assert res.exit_code != 0 and "fp16" in str(res.exception or res.output)
