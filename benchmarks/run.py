@@ -295,6 +295,22 @@ def figures_table(rows: list[dict[str, Any]], loaded: dict[str, list[dict[str, A
     return lines
 
 
+def _load_summary(results: dict[str, Any]) -> list[str]:
+    """One paragraph on how busy the machine was: the range of the 1-minute load averages
+    recorded around the sections, per pass, against the usable cores."""
+    passes = {"idle": results.get("sections") or {}, **(results.get("loaded") or {})}
+    parts = []
+    for key, secs in passes.items():
+        ones = [float(la[0]) for rec in secs.values() for la in (rec.get("load_before"), rec.get("load_after")) if la]
+        if ones:
+            parts.append(f"{_load_label(key)} pass {fmt_num(min(ones))} to {fmt_num(max(ones))}")
+    if not parts:
+        return []
+    cores = (results.get("machine") or {}).get("usable_cores")
+    return [f"Machine load during this run (1-minute load average around each section, {cores} usable "
+            f"cores): {'; '.join(parts)}. Other users of the machine count in it.", ""]
+
+
 def _load_label(key: str) -> str:
     return "idle" if key == "idle" else key.replace("load", "load ")
 
@@ -324,6 +340,7 @@ def markdown(results: dict[str, Any]) -> str:
         "users of the machine: \"idle\" means no load started by the benchmark, not an idle "
         "machine.",
         "",
+        *_load_summary(results),
         "## Machine",
         "",
         "| fact | value |",
@@ -417,6 +434,43 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM; returns the previous one (None where signals cannot be
+    set: not the main thread, or no SIGTERM)."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, AttributeError):
+        return None
+
+
+def _run_sections(chosen: dict[str, Path], loads: list[int], args: argparse.Namespace, started: float,
+                  generated: str, sections: dict[str, Any], loaded: dict[str, dict[str, Any]]) -> None:
+    """Run every chosen section once per load, recording into ``sections`` (load 0) and
+    ``loaded`` (the others)."""
+    for name, path in chosen.items():
+        for load in loads:
+            label = name if load == 0 else f"{name} (load {load})"
+            left = args.budget - (time.perf_counter() - started)
+            if left < 30:
+                record = {"ok": False, "error": f"skipped: the run's {args.budget:.0f} s budget was spent",
+                          "seconds": 0.0}
+                print(f"[bench] {label}: skipped (budget spent)", file=sys.stderr)
+            else:
+                print(f"[bench] {label} ...", file=sys.stderr, flush=True)
+                timeout = min(args.timeout, left)
+                before = load_average()
+                with BackgroundLoad(load, timeout + 30):
+                    record = run_isolated(path, args.quick, timeout)
+                record.update(load=load, load_before=before, load_after=load_average())
+                status = "ok" if record.get("ok") else f"ERROR {record.get('error')}"
+                print(f"[bench] {label}: {status} ({record.get('seconds', 0):.0f} s)", file=sys.stderr, flush=True)
+            record["run_at"] = generated
+            if load == 0:
+                sections[name] = record
+            else:
+                loaded.setdefault(pass_key(load), {})[name] = record
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help="comma-separated sections to run, e.g. frontend,encoders")
@@ -473,29 +527,12 @@ def main(argv: list[str] | None = None) -> int:
                        if not (s in chosen and key in {pass_key(v) for v in loads})}
 
     # SIGTERM (a CI cancel, `timeout`) unwinds like Ctrl-C, so background load is stopped
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    for name, path in chosen.items():
-        for load in loads:
-            label = name if load == 0 else f"{name} (load {load})"
-            left = args.budget - (time.perf_counter() - started)
-            if left < 30:
-                record = {"ok": False, "error": f"skipped: the run's {args.budget:.0f} s budget was spent",
-                          "seconds": 0.0}
-                print(f"[bench] {label}: skipped (budget spent)", file=sys.stderr)
-            else:
-                print(f"[bench] {label} ...", file=sys.stderr, flush=True)
-                timeout = min(args.timeout, left)
-                before = load_average()
-                with BackgroundLoad(load, timeout + 30):
-                    record = run_isolated(path, args.quick, timeout)
-                record.update(load=load, load_before=before, load_after=load_average())
-                status = "ok" if record.get("ok") else f"ERROR {record.get('error')}"
-                print(f"[bench] {label}: {status} ({record.get('seconds', 0):.0f} s)", file=sys.stderr, flush=True)
-            record["run_at"] = generated
-            if load == 0:
-                sections[name] = record
-            else:
-                loaded.setdefault(pass_key(load), {})[name] = record
+    previous_handler = _on_sigterm(lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        _run_sections(chosen, loads, args, started, generated, sections, loaded)
+    finally:
+        if previous_handler is not None:
+            _on_sigterm(previous_handler)
 
     results = {
         "generated": generated,

@@ -365,7 +365,7 @@ def test_parse_loads():
 def test_load_passes_are_recorded_side_by_side(tmp_path):
     bench = tmp_path / "bench"
     bench.mkdir()
-    # the module reports how many busy processes it found running beside it
+    # the module reports how many busy processes its harness (its parent) started beside it
     _write(bench, "probe", """
         import os, sys
         from common import figure
@@ -374,9 +374,10 @@ def test_load_passes_are_recorded_side_by_side(tmp_path):
             for pid in os.listdir('/proc'):
                 try:
                     cmd = open(f'/proc/{pid}/cmdline', 'rb').read()
-                except OSError:
+                    ppid = int(open(f'/proc/{pid}/stat').read().rsplit(')', 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
                     continue
-                busy += b'os.getppid() == parent' in cmd
+                busy += b'os.getppid() == parent' in cmd and ppid == os.getppid()
             return {"figures": [figure("busy processes", float(busy), goal="<= 0")]}
     """)
     out = tmp_path / "out"
