@@ -45,3 +45,28 @@ def test_configure_openmp_keeps_a_users_choice(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     threads.configure_openmp()
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_configure_openmp_passes_earshot_threads_to_openmp(monkeypatch):
+    import os
+
+    monkeypatch.setenv("EARSHOT_THREADS", "3")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads.configure_openmp()
+    assert os.environ["OMP_NUM_THREADS"] == "3"
+
+
+def test_inference_towers_run_on_the_encode_count(monkeypatch):
+    from earshot.models.biencoder import create_model
+    from earshot.models.inference import prepare_for_inference
+
+    model = create_model({"audio": {"name": "small_cnn", "options": {"channels": [4, 8], "sample_rate": 16000}},
+                          "text": {"name": "bow", "options": {"dim": 8}}, "embed_dim": 8})
+    seen = []
+    conv = next(m for m in model.audio_encoder.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))  # inside forward
+    prepare_for_inference(model, "fp32")
+    monkeypatch.setenv("EARSHOT_THREADS", "3")
+    before = torch.get_num_threads()
+    model.embed_audio([torch.zeros(16000).numpy()], batch_size=1)
+    assert seen == [3] and torch.get_num_threads() == before

@@ -105,5 +105,10 @@ def use_threads(operation: str) -> Iterator[int]:
 
 def configure_openmp() -> None:
     """``OMP_WAIT_POLICY=PASSIVE`` unless set: idle OpenMP threads sleep instead of spinning on
-    a core another process (or our own decoding workers) needs. Call before torch is imported."""
+    a core another process (or our own decoding workers) needs. With ``EARSHOT_THREADS=N`` also
+    ``OMP_NUM_THREADS=N``, so torch's default count (every entry without a fixed count) is N
+    from the start. Call before torch is imported."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    override = _override()
+    if override is not None:
+        os.environ["OMP_NUM_THREADS"] = str(override)

@@ -25,6 +25,7 @@ from torch import nn
 
 from earshot.errors import ConfigError
 from earshot.models.base import AudioEncoder
+from earshot.threads import use_threads
 
 __all__ = ["PRECISIONS", "native_bf16_cpu", "prepare_for_inference", "resolve_precision"]
 
@@ -66,17 +67,22 @@ def _modules(retriever: Any) -> Iterator[nn.Module]:
         yield from _modules(member)
 
 
-def _bf16_forward(forward: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+def _inference_forward(forward: Callable[..., torch.Tensor], bf16: bool) -> Callable[..., torch.Tensor]:
+    """``forward`` on the thread policy's ``encode`` count, under bf16 autocast when asked
+    (output back in float32)."""
+
     @functools.wraps(forward)
     def run(waveform: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        with torch.autocast(waveform.device.type, dtype=torch.bfloat16):
-            return forward(waveform, *args, **kwargs).float()
+        with use_threads("encode"), torch.autocast(waveform.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = forward(waveform, *args, **kwargs)
+        return out.float() if bf16 else out
 
     return run
 
 
 def prepare_for_inference(retriever: Any, precision: str = "auto") -> Any:
-    """Fuse the retriever's PANNs towers and apply ``precision`` to its audio towers, in place
+    """Fuse the retriever's PANNs towers and apply ``precision`` to its audio towers, whose
+    forward then runs on the thread policy's ``encode`` count (:mod:`earshot.threads`), in place
     (load a separate copy to train). Returns ``retriever``; each audio tower records the
     precision it runs at as ``inference_precision``."""
     from earshot.models.panns import PannsEncoder, fuse_for_inference
@@ -89,7 +95,6 @@ def prepare_for_inference(retriever: Any, precision: str = "auto") -> Any:
                 continue  # prepared already
             if isinstance(tower, PannsEncoder):
                 fuse_for_inference(tower, inplace=True)
-            if chosen == "bf16":
-                tower.forward = _bf16_forward(tower.forward)
+            tower.forward = _inference_forward(tower.forward, chosen == "bf16")
             tower.inference_precision = chosen
     return retriever
