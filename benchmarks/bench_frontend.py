@@ -9,7 +9,8 @@ in ``../shared/data/audio_samples`` and on generated near-silent input (around t
 Threads: earshot's front end runs on the count :mod:`earshot.threads` gives it (1 unless
 ``EARSHOT_THREADS``). torchlibrosa runs twice per round: as PANNs run it (torch's default thread
 count: the goal figures) and on earshot's count (context: the method alone, same cores); librosa
-is numpy on one thread. ``earshot_f32fft`` (the
+runs as its users get it: numpy's FFT (one thread) and numpy's BLAS for the mel product (its
+default thread count, which is what makes its batch-8 time spread on a busy machine). ``earshot_f32fft`` (the
 float32 FFT, ``fft_double=False``) is context: faster, but 2.4e-3 dB off on a real sample.
 ``run() -> dict`` is what ``benchmarks/run.py`` calls; ``python benchmarks/bench_frontend.py``
 prints the figures. torchlibrosa and librosa are benchmark/test-only dependencies.
@@ -146,7 +147,8 @@ def run(quick: bool = False, batches: tuple[int, ...] = (1, 8), seed: int = 0) -
                               goal=goal, context=f"worst: {where}"))
     notes = [f"10 s clips at 32 kHz; earshot on {threads} torch thread(s) (the front end's thread policy), "
              f"torchlibrosa on torch's default {torch.get_num_threads()} (as PANNs run it; goal rows) and on "
-             f"{threads} (context rows), librosa on numpy (one thread); interleaved rounds in shuffled order, "
+             f"{threads} (context rows), librosa as installed (numpy FFT, numpy's BLAS at its default threads); "
+             "interleaved rounds in shuffled order, "
              "speed-up = median of per-round ratios (spread: its IQR)",
              f"accuracy inputs: {len(accuracy_inputs(cfg.sample_rate))} (real samples in ../shared "
              f"{'found' if SAMPLES.is_dir() else 'NOT found'}, noise at 1e-5 and 3e-6, silence)"]
