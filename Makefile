@@ -35,7 +35,7 @@ test: $(TSTAMP)
 	$(PY) -m pytest -q
 
 bench: $(TSTAMP)
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --load 0,1
 
 clean:
 	rm -rf .venv runs

@@ -18,11 +18,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import soundfile as sf
 import torch
+
+from common import figure, interleaved, ratio_stats, summarize
 
 from earshot.audio.io import load_audio
 from earshot.index import IndexConfig, index_folder, open_encoder
@@ -59,10 +61,12 @@ def _model() -> Path:
     return path
 
 
-def run(clips: int = 48, batch_size: int = 16, workers: int = 2) -> dict[str, Any]:
-    """Time model-only encoding, then indexing with and without worker processes."""
+def run(quick: bool = False, clips: int = 48, batch_size: int = 16, workers: int = 2,
+        rounds: int | None = None) -> dict[str, Any]:
+    """Model-only encoding, indexing with workers and inline indexing, in interleaved rounds
+    (shuffled order per round); ``index_vs_model`` is the median of the per-round ratios."""
     folder, model = _clips(clips), _model()
-    encoder = open_encoder(model)
+    encoder = open_encoder(model)  # as `earshot index` opens it: precision auto, fused where possible
     cfg = IndexConfig(window_s=10.0, hop_s=5.0, batch_size=batch_size, workers=workers)
     framing = Framing(encoder.sample_rate, cfg.window_s, cfg.hop_s)
     windows = [w for p in sorted(folder.glob("*.wav")) for w in frame(load_audio(p, encoder.sample_rate), framing)[0]]
@@ -70,26 +74,44 @@ def run(clips: int = 48, batch_size: int = 16, workers: int = 2) -> dict[str, An
     encoder.embed_audio(windows[:batch_size], batch_size)  # warm-up: allocator, MKL
 
     res: dict[str, Any] = {"clips": clips, "windows": len(windows), "audio_s": audio_s,
-                           "torch_threads": torch.get_num_threads(), "workers": workers}
-    t = time.perf_counter()
-    encoder.embed_audio(windows, batch_size)  # the same batches the indexer forms
-    res["model_only_s"] = time.perf_counter() - t
-    for name, w in (("index", workers), ("index_inline", 0)):
-        out = Path(tempfile.mkdtemp(prefix="earshot-bench-", dir=OUT))
-        try:
-            t = time.perf_counter()
-            report = index_folder(folder, encoder, out / "ix", IndexConfig(**{**cfg.__dict__, "workers": w}))
-            res[f"{name}_s"] = time.perf_counter() - t
-            assert report.windows == len(windows) and not report.bad
-        finally:
-            shutil.rmtree(out)
-    for key in ("model_only", "index", "index_inline"):
-        res[f"{key}/windows_per_s"] = len(windows) / res[f"{key}_s"]
-        res[f"{key}/x_realtime"] = audio_s / res[f"{key}_s"]
-    res["index_vs_model"] = res["model_only_s"] / res["index_s"]
-    res["inline_vs_model"] = res["model_only_s"] / res["index_inline_s"]
-    res["target_met"] = res["index_vs_model"] >= 0.9
-    return res
+                           "torch_threads": torch.get_num_threads(), "workers": workers,
+                           "precision": getattr(encoder.retriever.audio_encoder, "inference_precision", None)}
+
+    def index_with(w: int) -> Callable[[], None]:
+        def call() -> None:
+            out = Path(tempfile.mkdtemp(prefix="earshot-bench-", dir=OUT))
+            try:
+                report = index_folder(folder, encoder, out / "ix", IndexConfig(**{**cfg.__dict__, "workers": w}))
+                assert report.windows == len(windows) and not report.bad
+            finally:
+                shutil.rmtree(out)
+        return call
+
+    fns = {"model_only": lambda: encoder.embed_audio(windows, batch_size),  # the indexer's batches
+           "index": index_with(workers), "index_inline": index_with(0)}
+    n = rounds or (2 if quick else 3)
+    times = interleaved(fns, repeats=n, warmup=0, seed=0)
+    for key, ts in times.items():
+        st = summarize(ts)
+        res[f"{key}_s"] = st.median
+        res[f"{key}/windows_per_s"] = len(windows) / st.median
+        res[f"{key}/x_realtime"] = audio_s / st.median
+    ratio = ratio_stats(times["model_only"], times["index"])
+    inline = ratio_stats(times["model_only"], times["index_inline"])
+    figures = [
+        figure("indexing end to end / model-only throughput", ratio.median, goal=">= 0.9", spread=ratio.iqr,
+               n=ratio.n, context=f"{res['index/windows_per_s']:.1f} vs {res['model_only/windows_per_s']:.1f} "
+                                  f"windows/s median, {workers} decoding workers"),
+        figure("inline indexing (no workers) / model-only throughput", inline.median, spread=inline.iqr, n=inline.n,
+               context=f"{res['index_inline/windows_per_s']:.1f} windows/s"),
+        figure("indexing speed", res["index/x_realtime"], unit="x real time",
+               context=f"{audio_s:.0f} s of audio, {len(windows)} windows, {torch.get_num_threads()} torch threads"),
+    ]
+    res["index_vs_model"] = ratio.median
+    res["inline_vs_model"] = inline.median
+    notes = [f"{clips} clips (10-20 s, 44.1 kHz), small_cnn at precision {res['precision']}; {n} interleaved rounds "
+             "of (model only, index, inline index) in shuffled order; ratios are medians of per-round ratios"]
+    return {"figures": figures, "notes": notes, "raw": res}
 
 
 if __name__ == "__main__":

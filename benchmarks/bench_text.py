@@ -4,7 +4,7 @@ Same model (all-MiniLM-L6-v2, local copy), same sentences (real Clotho captions 
 ``shared/data/clotho`` sits beside the repository, generated captions otherwise), same batch
 size. earshot's path is what indexing and evaluation run: ``BiEncoder.embed_text`` (batches
 sorted by length under ``torch.inference_mode``, results in input order), as
-sentence-transformers' ``encode`` also sorts; a third row feeds earshot pre-sorted input. Repeats are interleaved (A, B, C, A, B, C, ...) so the
+sentence-transformers' ``encode`` also sorts; a third row feeds earshot pre-sorted input. Repeats are interleaved (each round A, B, C in a shuffled order) so the
 load of a shared machine drifts over all of them alike. Goal: ratio earshot / sentence-transformers
 >= 1 (no slower).
 """
@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from common import figure, summarize
+from common import figure, interleaved, summarize
 
 from earshot.models.biencoder import create_model
 from earshot.models.text import default_sbert_path
@@ -43,20 +43,6 @@ def captions(n: int, path: Path = CLOTHO, seed: int = 0) -> tuple[list[str], str
     words = ("a dog barks while cars pass by on a wet road and people talk loudly near the "
              "water birds chirp in the distance as wind blows through trees an engine idles").split()
     return [" ".join(rng.choice(words) for _ in range(rng.randint(8, 20))) for _ in range(n)], "generated sentences"
-
-
-def _time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    import time
-
-    for fn in fns.values():  # warm-up: tokenizer caches, oneDNN primitives
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def run(quick: bool = False, n: int | None = None, repeats: int | None = None) -> dict[str, Any]:
@@ -85,7 +71,7 @@ def run(quick: bool = False, n: int | None = None, repeats: int | None = None) -
         "sentence_transformers": lambda: peer.encode(texts, batch_size=BATCH, convert_to_numpy=True),
         "earshot_length_sorted": lambda: earshot(by_length),
     }
-    times = _time_interleaved(fns, repeats)
+    times = interleaved(fns, repeats=repeats, warmup=1, seed=0)  # shuffled order per round
     rates = {k: summarize(len(texts) / t for t in v) for k, v in times.items()}
     ours = earshot(texts).numpy()
     theirs = np.asarray(peer.encode(texts, batch_size=BATCH, convert_to_numpy=True))

@@ -11,7 +11,10 @@ A benchmark module ``benchmarks/bench_<section>.py`` exposes ``run(quick: bool =
   ``GOALS = {key: ">= 5"}``).
 
 Absolute times appear only as context: every figure with a goal is a ratio against a peer or a
-limit measured in the same run, because the machine (2 shared cores here) is noisy.
+limit measured in the same run, because the machine (2 shared cores here) is noisy. Ratios come
+from paired, interleaved repeats (:func:`paired`, :func:`interleaved`): A and B alternate in a
+shuffled order, and the reported ratio is the median of the per-pair ratios with its IQR (minima
+and ratios of medians are context only). :func:`load_average` is recorded around every section.
 
 This module imports torch lazily, so the harness and its tests start fast.
 """
@@ -22,6 +25,7 @@ import gc
 import math
 import os
 import platform
+import random
 import re
 import resource
 import statistics
@@ -120,6 +124,98 @@ def repeats_for(seconds_per_call: float, budget_s: float, lo: int = 2, hi: int =
     if seconds_per_call <= 0:
         return hi
     return max(lo, min(hi, int(budget_s // seconds_per_call)))
+
+
+def interleaved(
+    fns: dict[str, Callable[[], Any]],
+    repeats: int = 7,
+    warmup: int = 1,
+    seed: int | None = 0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """Time several implementations of the same work in rounds: every round calls each one once,
+    in an order shuffled per round (``seed``; None keeps the given order, A, B, A, B, ...).
+
+    On a shared machine the load drifts; timed one after the other, A could meet a quiet minute
+    and B a busy one. Interleaved, round ``i`` of every implementation sees nearly the same
+    load, so the per-round ratios (:func:`ratio_stats`) are steady even when the times are not.
+    Each ``fn`` is called ``warmup`` times untimed first. Returns ``{name: [seconds per round]}``.
+    """
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    rng = random.Random(seed) if seed is not None else None
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(repeats):
+        order = names[:]
+        if rng is not None:
+            rng.shuffle(order)
+        for name in order:
+            start = clock()
+            fns[name]()
+            times[name].append(clock() - start)
+    return times
+
+
+def ratio_stats(numerator: Iterable[float], denominator: Iterable[float], scale: float = 1.0) -> Stats:
+    """Summary of per-round ratios ``scale * numerator[i] / denominator[i]``.
+
+    The figure to report for "A is x times faster than B" is ``ratio_stats(t_B, t_A)``: the
+    median of per-pair ratios with its IQR. The ratio of two medians (or of two minima) mixes
+    rounds that saw different load and is only context."""
+    num, den = [float(v) for v in numerator], [float(v) for v in denominator]
+    if len(num) != len(den):
+        raise ValueError(f"paired ratios need equal lengths, got {len(num)} and {len(den)}")
+    if any(d <= 0 for d in den):
+        raise ValueError("denominators must be positive")
+    return summarize(scale * a / b for a, b in zip(num, den))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Result of :func:`paired`: the times of both sides and the per-pair speed ratio."""
+
+    a: Stats  # seconds per call of A
+    b: Stats  # seconds per call of B
+    ratio: Stats  # per pair: t_B / t_A, i.e. how many times faster A is than B
+    times_a: list[float]
+    times_b: list[float]
+
+    def context(self, unit: float = 1000.0, label: str = "ms") -> str:
+        """``"A 3.1 vs B 18.2 ms median; ratio of medians 5.87, of minima 5.91"``: context only."""
+        return (f"A {self.a.median * unit:.3g} vs B {self.b.median * unit:.3g} {label} median; ratio of "
+                f"medians {self.b.median / self.a.median:.3g}, of minima {self.b.min / self.a.min:.3g}")
+
+
+def paired(fn_a: Callable[[], Any], fn_b: Callable[[], Any], repeats: int = 7, warmup: int = 1,
+           seed: int | None = 0, clock: Callable[[], float] = time.perf_counter) -> Paired:
+    """A and B timed in interleaved pairs (order shuffled per pair); ``ratio`` is the median of
+    the per-pair ratios t_B / t_A with its IQR: the figure every "A vs B" goal is checked on."""
+    times = interleaved({"a": fn_a, "b": fn_b}, repeats, warmup, seed, clock)
+    return Paired(a=summarize(times["a"]), b=summarize(times["b"]),
+                  ratio=ratio_stats(times["b"], times["a"]), times_a=times["a"], times_b=times["b"])
+
+
+def paired_figure(name: str, result: Paired, *, goal: str | None = None, context: str = "") -> dict[str, Any]:
+    """The :func:`figure` of a paired ratio: median per-pair ratio, its IQR, the pair count and
+    the medians and minima as context."""
+    ctx = result.context() + (f"; {context}" if context else "")
+    return figure(name, result.ratio.median, goal=goal, spread=result.ratio.iqr, n=result.ratio.n, context=ctx)
+
+
+# ---- load ------------------------------------------------------------------------------------
+
+
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages (None where the OS has none): recorded before
+    and after each section, so a reader sees how busy the machine was."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 # ---- memory ----------------------------------------------------------------------------------

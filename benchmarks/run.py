@@ -7,8 +7,15 @@ section's peak memory is its own), and writes ``benchmarks/results.json`` and
 section (figure, value, goal, met?, spread, repeats, context). A module that raises, dies or
 runs past its time is recorded as an error and the others still run.
 
-    python benchmarks/run.py                      # everything (< 20 min on 2 cores)
+Every section can run in several passes: ``--load 0,1`` runs each section on the machine as it
+is (pass "idle", load 0) and then again with one background busy process started for it
+(``--load 1``: a bounded ``while True`` loop per process, stopped when the section ends, also on
+an error or Ctrl-C, and self-terminating if the harness dies). RESULTS.md shows the passes' values
+side by side, and every section's record carries the load averages before and after it.
+
+    python benchmarks/run.py --load 0,1           # what `make bench` runs (< 20 min on 2 cores)
     python benchmarks/run.py --only frontend,encoders --quick
+    python benchmarks/run.py --only frontend --load 1   # only the loaded pass of one section
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # a script's own folder; makes `import common` work when imported
     sys.path.insert(0, str(HERE))
 
-from common import figure, fmt_num, goal_met, machine_facts, matmul_flops, peak_rss_mib  # noqa: E402
+from common import figure, fmt_num, goal_met, load_average, machine_facts, matmul_flops, peak_rss_mib  # noqa: E402
 
 # Goals of modules that report flat numbers and carry no GOALS of their own (exact keys).
 DEFAULT_GOALS: dict[str, dict[str, str]] = {
@@ -43,10 +51,76 @@ DEFAULT_GOALS: dict[str, dict[str, str]] = {
         "b1/earshot/max_abs_db_vs_torchlibrosa": "<= 1e-3",
         "b8/earshot/max_abs_db_vs_torchlibrosa": "<= 1e-3",
     },
-    "index": {"index_vs_model": ">= 0.9"},  # indexing end to end vs the model alone
+    "index": {"index_vs_model": ">= 0.9"},  # indexing end to end vs the model alone (old flat results)
 }
 
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+# ---- background load ------------------------------------------------------------------------
+
+# One busy process: spins until its deadline or until its parent (the harness) is gone, so a
+# killed harness never leaves a CPU burner behind.
+_BUSY = (
+    "import os, sys, time\n"
+    "end = time.monotonic() + float(sys.argv[1]); parent = os.getppid()\n"
+    "while time.monotonic() < end and os.getppid() == parent:\n"
+    "    for _ in range(200000):\n"
+    "        pass\n"
+)
+
+
+class BackgroundLoad:
+    """Context manager running ``n`` busy Python processes (each keeps one core busy) for at
+    most ``max_s`` seconds; they are terminated on exit, whatever ends the block."""
+
+    def __init__(self, n: int, max_s: float):
+        if n < 0:
+            raise ValueError("--load must be >= 0")
+        self.n, self.max_s = n, max_s
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> "BackgroundLoad":
+        try:
+            for _ in range(self.n):
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-c", _BUSY, str(self.max_s)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def parse_loads(text: str) -> list[int]:
+    """``"0,1"`` -> ``[0, 1]``: the passes to run, each with that many busy processes."""
+    try:
+        loads = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SystemExit(f"--load: expected comma-separated integers like 0,1, got {text!r}") from None
+    if not loads or any(v < 0 for v in loads) or len(set(loads)) != len(loads):
+        raise SystemExit(f"--load: expected distinct non-negative integers like 0,1, got {text!r}")
+    return loads
+
+
+def pass_key(load: int) -> str:
+    """The key of a pass in results.json: ``"idle"`` for load 0, ``"load1"`` for load 1..."""
+    return "idle" if load == 0 else f"load{load}"
 
 
 # ---- discovery and one module ----------------------------------------------------------------
@@ -112,7 +186,8 @@ def run_isolated(path: Path, quick: bool, timeout_s: float) -> dict[str, Any]:
         out_file = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(path),
                "--child-out", str(out_file)] + (["--quick"] if quick else [])
-        env = {**OFFLINE_ENV, **os.environ}
+        # the CLI's OpenMP setting (earshot.threads.configure_openmp), unless the caller set one
+        env = {**OFFLINE_ENV, "OMP_WAIT_POLICY": "PASSIVE", **os.environ}
         start = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
@@ -197,17 +272,55 @@ def _met(m: Any) -> str:
     return "" if m is None else ("yes" if m else "**NO**")
 
 
-def figures_table(rows: list[dict[str, Any]]) -> list[str]:
-    """Markdown lines of one section's table."""
-    lines = ["| figure | value | goal | met? | spread (IQR) | n | context |",
-             "| --- | ---: | --- | --- | ---: | ---: | --- |"]
+def figures_table(rows: list[dict[str, Any]], loaded: dict[str, list[dict[str, Any]]] | None = None) -> list[str]:
+    """Markdown lines of one section's table; ``loaded`` maps a pass label ("load 1") to that
+    pass's rows, shown beside the idle value of the figure with the same name."""
+    loaded = loaded or {}
+    extra_head = "".join(f" {lab} | met? | {lab} IQR |" for lab in loaded)
+    extra_rule = " ---: | --- | ---: |" * len(loaded)
+    lines = ["| figure | value | goal | met? | spread (IQR) | n | context |" + extra_head,
+             "| --- | ---: | --- | --- | ---: | ---: | --- |" + extra_rule]
+    by_name = {lab: {r.get("name"): r for r in rs} for lab, rs in loaded.items()}
     for r in rows:
         value = _cell(r.get("value")) + (f" {r['unit']}" if r.get("unit") else "")
+        extra = ""
+        for lab in loaded:
+            o = by_name[lab].get(r.get("name"))
+            extra += (f" {_cell(o.get('value'))} | {_met(o.get('met'))} | {_cell(o.get('spread'))} |" if o
+                      else " | | |")
         lines.append(
             f"| {_cell(r.get('name'))} | {value} | {_cell(r.get('goal'))} | {_met(r.get('met'))} "
-            f"| {_cell(r.get('spread'))} | {_cell(r.get('n'))} | {_cell(r.get('context'))} |"
+            f"| {_cell(r.get('spread'))} | {_cell(r.get('n'))} | {_cell(r.get('context'))} |" + extra
         )
     return lines
+
+
+def _load_summary(results: dict[str, Any]) -> list[str]:
+    """One paragraph on how busy the machine was: the range of the 1-minute load averages
+    recorded around the sections, per pass, against the usable cores."""
+    passes = {"idle": results.get("sections") or {}, **(results.get("loaded") or {})}
+    parts = []
+    for key, secs in passes.items():
+        ones = [float(la[0]) for rec in secs.values() for la in (rec.get("load_before"), rec.get("load_after")) if la]
+        if ones:
+            parts.append(f"{_load_label(key)} pass {fmt_num(min(ones))} to {fmt_num(max(ones))}")
+    if not parts:
+        return []
+    cores = (results.get("machine") or {}).get("usable_cores")
+    return [f"Machine load during this run (1-minute load average around each section, {cores} usable "
+            f"cores): {'; '.join(parts)}. Other users of the machine count in it.", ""]
+
+
+def _load_label(key: str) -> str:
+    return "idle" if key == "idle" else key.replace("load", "load ")
+
+
+def _loads_text(rec: dict[str, Any]) -> str:
+    before, after = rec.get("load_before"), rec.get("load_after")
+    if not before and not after:
+        return ""
+    show = lambda la: "/".join(fmt_num(float(v)) for v in la) if la else "?"  # noqa: E731
+    return f"load average (1/5/15 min) {show(before)} before, {show(after)} after"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -220,9 +333,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"Written by `benchmarks/run.py` ({' '.join(results.get('argv', [])) or 'no options'}) on "
         f"{results.get('generated', '?')} in {fmt_num(results.get('duration_s'))} s. Values are "
         "medians over repeats with the interquartile range as spread; every goal is a ratio against "
-        "a peer or a limit measured in the same run, and absolute times are context only. The "
-        "machine may be shared, so numbers are noisy: re-run `make bench` to compare.",
+        "a peer or a limit measured in the same run, from paired interleaved repeats (the median "
+        "of per-pair ratios), and absolute times are context only. Columns \"load N\" come from "
+        "a second pass of the same section with N background busy processes (`--load`); each "
+        "section lists the machine's load averages around each pass, which also count other "
+        "users of the machine: \"idle\" means no load started by the benchmark, not an idle "
+        "machine.",
         "",
+        *_load_summary(results),
         "## Machine",
         "",
         "| fact | value |",
@@ -241,21 +359,52 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{fmt_num(probe['gflops_best'])} |")
 
     sections = results.get("sections", {})
+    loaded = results.get("loaded") or {}
+    labels = {key: _load_label(key) for key in loaded}
+    loaded_rows = {key: {s: section_figures(s, rec) for s, rec in secs.items() if rec.get("ok")}
+                   for key, secs in loaded.items()}
     goal_rows = [(s, r) for s, rec in sections.items() for r in section_figures(s, rec) if r.get("goal")]
+    goal_names = {(s, r["name"]) for s, r in goal_rows}
+    for key, by_section in loaded_rows.items():  # goals only a loaded pass measured
+        for s, rows in by_section.items():
+            for r in rows:
+                if r.get("goal") and (s, r["name"]) not in goal_names:
+                    goal_rows.append((s, {**r, "value": None, "met": None}))
+                    goal_names.add((s, r["name"]))
     lines += ["", "## Goals", ""]
     if goal_rows:
-        lines += ["| section | figure | value | goal | met? |", "| --- | --- | ---: | --- | --- |"]
-        lines += [f"| {s} | {_cell(r['name'])} | {_cell(r['value'])} | {_cell(r['goal'])} | {_met(r['met'])} |"
-                  for s, r in goal_rows]
+        head = "| section | figure | goal | idle | met? |" + "".join(f" {lab} | met? |" for lab in labels.values())
+        rule = "| --- | --- | --- | ---: | --- |" + " ---: | --- |" * len(labels)
+        lines += [head, rule]
+        for s, r in goal_rows:
+            row = f"| {s} | {_cell(r['name'])} | {_cell(r['goal'])} | {_cell(r['value'])} | {_met(r['met'])} |"
+            for key in labels:
+                o = next((x for x in loaded_rows[key].get(s, []) if x.get("name") == r["name"]), None)
+                row += f" {_cell(o['value'])} | {_met(o['met'])} |" if o else " | |"
+            lines.append(row)
+    bounds = HERE / "BOUNDS.md"
+    if bounds.is_file():  # the hand-written reading of the misses, kept beside the harness
+        lines += ["", "## Misses and what bounds them", "", bounds.read_text().strip()]
     failed = [s for s, rec in sections.items() if not rec.get("ok")]
+    failed += [f"{s} ({labels[key]})" for key, secs in loaded.items() for s, rec in secs.items()
+               if not rec.get("ok")]
     if failed:
         lines += ["", f"Sections that failed: {', '.join(failed)} (see Errors)."]
 
-    for s, rec in sections.items():
+    for s in list(sections) + [s for secs in loaded.values() for s in secs if s not in sections]:
+        rec = sections.get(s, {"ok": False, "error": "no idle pass recorded"})
         lines += ["", f"## {s}", ""]
         head = f"{fmt_num(rec.get('seconds'))} s, peak RSS {fmt_num(rec.get('peak_rss_mib'))} MiB"
         if rec.get("run_at") and rec.get("run_at") != results.get("generated"):
             head += f", from the run of {rec['run_at']}"
+        if _loads_text(rec):
+            head += f"; idle pass: {_loads_text(rec)}"
+        for key, secs in loaded.items():
+            if s in secs:
+                lrec = secs[s]
+                head += (f"; {labels[key]} pass: {fmt_num(lrec.get('seconds'))} s"
+                         + (f", from the run of {lrec['run_at']}" if lrec.get("run_at") != results.get("generated") else "")
+                         + (f", {_loads_text(lrec)}" if _loads_text(lrec) else ""))
         lines.append(f"_{head}_")
         lines.append("")
         if not rec.get("ok"):
@@ -265,12 +414,15 @@ def markdown(results: dict[str, Any]) -> str:
         if isinstance(notes, list):
             lines += [f"- {n}" for n in notes] + [""]
         rows = section_figures(s, rec)
-        lines += figures_table(rows) if rows else ["(no numeric figures)"]
+        beside = {labels[key]: loaded_rows[key][s] for key in loaded if s in loaded_rows[key]}
+        lines += figures_table(rows, beside) if rows else ["(no numeric figures)"]
 
     if failed:
         lines += ["", "## Errors", ""]
-        for s in failed:
-            rec = sections[s]
+        records = [(s, sections[s]) for s in sections if not sections[s].get("ok")]
+        records += [(f"{s} ({labels[key]})", rec) for key, secs in loaded.items() for s, rec in secs.items()
+                    if not rec.get("ok")]
+        for s, rec in records:
             tb = (rec.get("traceback") or rec.get("output_tail") or "").strip().splitlines()[-12:]
             lines += [f"### {s}", "", f"`{rec.get('error', 'unknown')}`", "", "```", *tb, "```", ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -285,15 +437,55 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM; returns the previous one (None where signals cannot be
+    set: not the main thread, or no SIGTERM)."""
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except (ValueError, AttributeError):
+        return None
+
+
+def _run_sections(chosen: dict[str, Path], loads: list[int], args: argparse.Namespace, started: float,
+                  generated: str, sections: dict[str, Any], loaded: dict[str, dict[str, Any]]) -> None:
+    """Run every chosen section once per load, recording into ``sections`` (load 0) and
+    ``loaded`` (the others)."""
+    for name, path in chosen.items():
+        for load in loads:
+            label = name if load == 0 else f"{name} (load {load})"
+            left = args.budget - (time.perf_counter() - started)
+            if left < 30:
+                record = {"ok": False, "error": f"skipped: the run's {args.budget:.0f} s budget was spent",
+                          "seconds": 0.0}
+                print(f"[bench] {label}: skipped (budget spent)", file=sys.stderr)
+            else:
+                print(f"[bench] {label} ...", file=sys.stderr, flush=True)
+                timeout = min(args.timeout, left)
+                before = load_average()
+                with BackgroundLoad(load, timeout + 30):
+                    record = run_isolated(path, args.quick, timeout)
+                record.update(load=load, load_before=before, load_after=load_average())
+                status = "ok" if record.get("ok") else f"ERROR {record.get('error')}"
+                print(f"[bench] {label}: {status} ({record.get('seconds', 0):.0f} s)", file=sys.stderr, flush=True)
+            record["run_at"] = generated
+            if load == 0:
+                sections[name] = record
+            else:
+                loaded.setdefault(pass_key(load), {})[name] = record
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help="comma-separated sections to run, e.g. frontend,encoders")
     p.add_argument("--quick", action="store_true", help="fewer repeats and sizes (a smoke run)")
     p.add_argument("--out-dir", type=Path, default=HERE, help="where results.json and RESULTS.md go")
-    p.add_argument("--budget", type=float, default=19 * 60, help="seconds for the whole run")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds for the whole run (default 19 min per pass of --load)")
     p.add_argument("--timeout", type=float, default=10 * 60, help="seconds for one section at most")
     p.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from results.json")
     p.add_argument("--probe-size", type=int, default=2048, help="n of the n x n matmul FLOP/s probe")
+    p.add_argument("--load", default="0", help="passes to run, as busy background processes per pass: "
+                   "0 (the machine as it is), 1, or 0,1 for both side by side (make bench)")
     p.add_argument("--bench-dir", type=Path, default=HERE, help=argparse.SUPPRESS)
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -309,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
         _write(args.out_dir / "RESULTS.md", markdown(results))
         return 0
 
+    loads = parse_loads(args.load)
+    if args.budget is None:
+        args.budget = 19 * 60 * len(loads)
     started = time.perf_counter()
     chosen = select(discover(args.bench_dir), args.only)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -319,42 +514,49 @@ def main(argv: list[str] | None = None) -> int:
 
     out_json = args.out_dir / "results.json"
     previous: dict[str, Any] = {}
-    if args.only and out_json.is_file():  # a subset run keeps the other sections' last results
+    if out_json.is_file():  # sections and passes not run now keep their last results
         try:
-            previous = json.loads(out_json.read_text()).get("sections", {})
+            previous = json.loads(out_json.read_text())
         except (OSError, ValueError):
             previous = {}
-    sections: dict[str, Any] = {s: rec for s, rec in previous.items() if s not in chosen}
+    keep_idle = bool(args.only) or 0 not in loads
+    sections: dict[str, Any] = {s: rec for s, rec in (previous.get("sections") or {}).items()
+                                if keep_idle and not (s in chosen and 0 in loads)}
+    loaded: dict[str, dict[str, Any]] = {}
+    for key, secs in (previous.get("loaded") or {}).items():
+        if not keep_idle and key not in {pass_key(v) for v in loads}:
+            continue  # a full run drops passes it did not repeat
+        loaded[key] = {s: rec for s, rec in secs.items()
+                       if not (s in chosen and key in {pass_key(v) for v in loads})}
 
-    for name, path in chosen.items():
-        left = args.budget - (time.perf_counter() - started)
-        if left < 30:
-            sections[name] = {"ok": False, "error": f"skipped: the run's {args.budget:.0f} s budget was spent",
-                              "seconds": 0.0}
-            print(f"[bench] {name}: skipped (budget spent)", file=sys.stderr)
-            continue
-        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-        record = run_isolated(path, args.quick, min(args.timeout, left))
-        record["run_at"] = generated
-        sections[name] = record
-        status = "ok" if record.get("ok") else f"ERROR {record.get('error')}"
-        print(f"[bench] {name}: {status} ({record.get('seconds', 0):.0f} s)", file=sys.stderr, flush=True)
+    # SIGTERM (a CI cancel, `timeout`) unwinds like Ctrl-C, so background load is stopped
+    previous_handler = _on_sigterm(lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        _run_sections(chosen, loads, args, started, generated, sections, loaded)
+    finally:
+        if previous_handler is not None:
+            _on_sigterm(previous_handler)
 
     results = {
         "generated": generated,
         "duration_s": time.perf_counter() - started,
         "argv": sys.argv[1:] if argv is None else list(argv),
         "quick": args.quick,
+        "loads": loads,
         "machine": facts,
         "matmul": matmul,
         "sections": sections,
+        "loaded": {k: v for k, v in sorted(loaded.items()) if v},
     }
     results = jsonable(results)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     _write(out_json, json.dumps(results, indent=2) + "\n")
     _write(args.out_dir / "RESULTS.md", markdown(results))
     print(f"[bench] wrote {out_json} and {args.out_dir / 'RESULTS.md'}", file=sys.stderr)
-    return 0 if all(r.get("ok") for s, r in sections.items() if s in chosen) else 1
+    ran = [r for s, r in sections.items() if s in chosen and 0 in loads]
+    ran += [r for key, secs in loaded.items() for s, r in secs.items()
+            if s in chosen and key in {pass_key(v) for v in loads}]
+    return 0 if all(r.get("ok") for r in ran) else 1
 
 
 if __name__ == "__main__":

@@ -82,6 +82,8 @@ def generated_signals() -> dict[str, np.ndarray]:
         + floor,
         "chirp": 0.5 * np.sin(2 * np.pi * (100.0 + 3000.0 * t) * t) + floor,
         "near_silence": 1e-5 * rng.standard_normal(t.size),
+        # bands straddle the amin clamp (power 1e-10, -100 dB): both sides must clamp alike
+        "near_silence_at_the_floor": 3e-6 * rng.standard_normal(t.size),
         "digital_silence": np.zeros(t.size),
     }
 
@@ -135,13 +137,16 @@ def test_ten_seconds_gives_1001_frames_of_64_mels(monkeypatch: pytest.MonkeyPatc
     fe = LogMelFrontend()
     x = torch.randn(2, 10 * SR) * 0.1
     with torch.no_grad():
-        out = fe(x)  # on CPU: one STFT per clip (chunked)
-        monkeypatch.setattr(frontend_module, "_CPU_CHUNK_SAMPLES", 1 << 30)
-        whole = fe(x)  # one STFT for the batch
+        out = fe(x)  # on CPU: one clip and 256 frames per FFT block
+        monkeypatch.setattr(frontend_module, "_CPU_BLOCK_FRAMES", 7)  # blocks that do not divide
+        small = fe(x)
+        monkeypatch.setattr(frontend_module, "_CPU_BLOCK_FRAMES", 1 << 20)
+        whole = fe(x)  # one FFT block per clip
     assert out.shape == (2, 1001, 64)
     assert num_frames(10 * SR) == 1001
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, whole, rtol=0, atol=1e-4)
+    torch.testing.assert_close(out, small, rtol=0, atol=1e-4)
 
 
 def test_unbatched_input_and_batch_consistency() -> None:
@@ -275,3 +280,31 @@ def test_cuda_matches_cpu() -> None:
         cpu = LogMelFrontend()(x)
         gpu = LogMelFrontend().cuda()(x.cuda()).cpu()
     assert (cpu - gpu).abs().max().item() < 1e-3
+
+
+def test_floor_case_really_reaches_the_clamp() -> None:
+    wave = torch.tensor(generated_signals()["near_silence_at_the_floor"], dtype=torch.float32)[None]
+    with torch.no_grad():
+        out = LogMelFrontend()(wave)
+    assert (out == -100.0).any() and (out > -100.0).any()
+
+
+def test_runs_on_the_front_end_thread_count_and_restores_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = []
+    real = torch.fft.rfft
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.fft, "rfft", spy)
+    before = torch.get_num_threads()
+    monkeypatch.setenv("EARSHOT_THREADS", "3")
+    with torch.no_grad():
+        LogMelFrontend()(torch.randn(1, 4000))
+    assert seen and set(seen) == {3} and torch.get_num_threads() == before
+    monkeypatch.delenv("EARSHOT_THREADS")
+    seen.clear()
+    with torch.no_grad():
+        LogMelFrontend()(torch.randn(1, 4000))
+    assert set(seen) == {1} and torch.get_num_threads() == before

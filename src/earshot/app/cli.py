@@ -69,7 +69,9 @@ def main() -> None:
     import sys
 
     from earshot.errors import EarshotError
+    from earshot.threads import configure_openmp
 
+    configure_openmp()  # before any command imports torch (see earshot.threads)
     _register()
     try:
         app()

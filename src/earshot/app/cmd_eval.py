@@ -146,6 +146,8 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: when stderr is a terminal)."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
+                                  "fp32) | fp32 | bf16: the audio tower's arithmetic."),
 ) -> None:
     """Evaluate text-to-audio and audio-to-text retrieval: R@1/5/10, mAP@10 (+mAP@k), 95% CIs."""
     import csv
@@ -163,7 +165,9 @@ def evaluate_command(
     from earshot.models.loading import load_retriever
     from earshot.utils import atomic_write
 
-    retriever = load_retriever(model)
+    from earshot.models.inference import prepare_for_inference
+
+    retriever = prepare_for_inference(load_retriever(model), precision)
     result = evaluate(retriever, table, root, clip_seconds=seconds, num_workers=workers, extra_map_k=map_k,
                       relevance=relevance, progress=sys.stderr.isatty() if progress is None else progress)
     if out is not None:
@@ -238,6 +242,8 @@ def submit_command(
     workers: int = typer.Option(0, "--workers", help="Audio decoding processes."),
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: when stderr is a terminal)."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
+                                  "fp32) | fp32 | bf16: the audio tower's arithmetic."),
 ) -> None:
     """Write a DCASE retrieval submission: the 10 best audio files for each caption."""
     from earshot.data.readers import clotho_audio_dir
@@ -260,8 +266,10 @@ def submit_command(
     from earshot.evaluation import encode_clips, file_table, similarity
     from earshot.models.loading import load_retriever
 
+    from earshot.models.inference import prepare_for_inference
+
     table = file_table(audio_dir)
-    retriever = load_retriever(model)
+    retriever = prepare_for_inference(load_retriever(model), precision)
     audio = encode_clips(retriever, table, audio_dir, seconds, num_workers=workers,
                          progress=sys.stderr.isatty() if progress is None else progress)
     sim = similarity(retriever, retriever.embed_text(queries), audio)

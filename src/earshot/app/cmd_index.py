@@ -50,6 +50,8 @@ def index_cmd(
     pooling: str = typer.Option("mean", "--pooling", help="Window embeddings -> clip: mean or max."),
     workers: int = typer.Option(2, "--workers", min=0, help="Decoding processes (0: decode inline)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
+                                  "fp32) | fp32 | bf16: the audio tower's arithmetic."),
     index_type: str = typer.Option("auto", "--index-type",
                                    help="auto (exact below 100k files, else IVF), flat, hnsw or ivf."),
     max_hours: float = typer.Option(4.0, "--max-hours", min=0.001,
@@ -87,7 +89,7 @@ def index_cmd(
                       batch_size=batch_size, vectors=VectorConfig(kind=index_type),  # type: ignore[arg-type]
                       limits=Limits(max_duration_s=max_hours * 3600), links_outside=links_outside)
     console = Console()
-    encoder = open_encoder(model.expanduser())
+    encoder = open_encoder(model, precision)  # ~ is expanded where the model is opened
     columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())

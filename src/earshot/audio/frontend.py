@@ -1,8 +1,8 @@
-"""PANNs' log-mel front end as an nn.Module: torchlibrosa-exact features, computed with an FFT.
+"""PANNs' log-mel front end as an nn.Module: torchlibrosa-exact features, computed with a real FFT.
 
 PANNs (Kong et al., 2020) and every DCASE 6b baseline built on them compute their input features
 with torchlibrosa, which evaluates the STFT as a 1-D convolution against a dense DFT matrix. That
-is exact but slow (about 1 GFLOP per 10 s clip). Here the same features come from ``torch.stft``:
+is exact but slow (about 1 GFLOP per 10 s clip). Here the same features come from ``torch.fft.rfft`` on framed blocks:
 the window, padding, power, mel filterbank (librosa's slaney scale and norm, rebuilt in numpy so
 that ``src/`` never imports librosa) and dB conversion are the same, so a pretrained CNN sees the
 numbers it was trained on. :func:`torchlibrosa_buffers` rebuilds torchlibrosa's own tensors so a
@@ -16,9 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from earshot.errors import ConfigError, EarshotError
+from earshot.threads import use_threads
 
 __all__ = [
     "FrontendConfig",
@@ -188,18 +190,31 @@ def torchlibrosa_buffers(cfg: FrontendConfig = FrontendConfig()) -> dict[str, Te
     }
 
 
-_CPU_CHUNK_SAMPLES = 1 << 19  # ~16 s at 32 kHz per STFT call on CPU (see _row_chunks)
+_CPU_BLOCK_FRAMES = 256  # frames per FFT block on CPU (see LogMelFrontend._mel_power)
 
 
 class LogMelFrontend(nn.Module):
     """Waveform ``(B, T)`` at ``cfg.sample_rate`` -> log-mel ``(B, frames, n_mels)`` in dB.
 
     Numerically the features of torchlibrosa's ``Spectrogram`` + ``LogmelFilterBank`` as PANNs
-    configure them, but via ``torch.stft``. The FFT runs in float64 by default: a float32 FFT's
-    rounding error scales with the whole frame's energy, which puts bands 100 dB below the peak
-    several millidecibels off; in float64 they agree with a float64 librosa reference to ~1e-5 dB
-    and the remaining difference to torchlibrosa is torchlibrosa's own float32 rounding. It is
-    still several times faster than torchlibrosa's convolution. The output is float32.
+    configure them, but via a real FFT. The FFT runs in float64 by default: a float32 FFT's
+    rounding error scales with the whole frame's energy, which puts bands 90-100 dB below the
+    peak several millidecibels off (2.4e-3 dB on ``dcase2023_example.wav`` of the shared
+    samples); in float64 they agree with a float64 librosa reference to ~1e-5 dB and the
+    remaining difference to torchlibrosa is torchlibrosa's own float32 rounding. Everything after
+    the FFT is float32 and exact enough: each bin's real and imaginary part is rounded once,
+    squared (one more rounding) and summed with positive weights, so the relative error of a
+    band's power stays ~1e-7 however quiet it is (1e-3 dB is 2.3e-4 relative).
+
+    Speed on CPU comes from three choices (``benchmarks/bench_frontend.py`` measures them):
+    frames are cut from the padded signal and transformed in blocks of ``_CPU_BLOCK_FRAMES`` so
+    every intermediate stays in cache; bins above ``fmax`` and below ``fmin`` (weight zero in
+    every mel band) are never squared or summed; and ``|X|^2 @ melW`` is one float32 matmul on
+    the interleaved (re, im) pairs against ``melW`` with each row repeated, which sums the two
+    squares inside the matmul instead of in a separate strided pass over complex numbers. It runs
+    on the thread count :mod:`earshot.threads` picks for the front end (one, unless
+    ``EARSHOT_THREADS`` says otherwise): its operations are too small to gain from a second
+    thread and lose badly when that thread's core is busy.
 
     It has no trainable parameters and an empty state dict: ``melW`` is a non-persistent buffer
     (derived from ``cfg``; it follows ``.to(device)``), and autocast is switched off inside.
@@ -220,10 +235,26 @@ class LogMelFrontend(nn.Module):
         self.register_buffer(
             "melW", torch.from_numpy(np.ascontiguousarray(mel.T)), persistent=False
         )  # (n_freq, n_mels)
+        # The bins some band weighs (the others are skipped) and melW over them with every row
+        # twice, for the interleaved (re, im) squares: ``power @ melW == (re, im)^2 @ pairs``.
+        used = np.flatnonzero(mel.any(axis=0))
+        self._bins = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 1)
         self._db_offset = 10.0 * math.log10(max(cfg.amin, cfg.ref))
 
-    def power_spectrogram(self, waveform: Tensor) -> Tensor:
-        """|STFT|^2 as float32, ``(B, T) -> (B, frames, n_fft // 2 + 1)``."""
+    def _pair_weights(self, device: torch.device) -> Tensor:
+        """``melW[lo:hi]`` with each row repeated: ``(2 * (hi - lo), n_mels)`` float32."""
+        lo, hi = self._bins
+        return self.melW[lo:hi].to(device=device, dtype=torch.float32).repeat_interleave(2, dim=0)
+
+    def _frames(self, x: Tensor) -> Tensor:
+        """``(b, T)`` -> overlapping frames ``(b, frames, n_fft)``, a view of the padded signal."""
+        cfg = self.cfg
+        if cfg.center:
+            pad = cfg.n_fft // 2
+            x = F.pad(x[:, None], (pad, pad), mode=cfg.pad_mode)[:, 0]  # (b, T + n_fft)
+        return x.unfold(-1, cfg.n_fft, cfg.hop_length)  # (b, frames, n_fft)
+
+    def _check_length(self, waveform: Tensor) -> None:
         cfg = self.cfg
         if cfg.center and cfg.pad_mode == "reflect" and waveform.shape[-1] <= cfg.n_fft // 2:
             raise EarshotError(
@@ -234,34 +265,49 @@ class LogMelFrontend(nn.Module):
             raise EarshotError(
                 f"waveform of {waveform.shape[-1]} samples is shorter than n_fft={cfg.n_fft}"
             )
-        double = self.fft_double and waveform.device.type != "mps"  # MPS has no float64
-        dtype = torch.float64 if double else torch.float32
+
+    def _fft_dtype(self, device: torch.device) -> torch.dtype:
+        double = self.fft_double and device.type != "mps"  # MPS has no float64
+        return torch.float64 if double else torch.float32
+
+    def power_spectrogram(self, waveform: Tensor) -> Tensor:
+        """|STFT|^2 as float32, ``(B, T) -> (B, frames, n_fft // 2 + 1)`` (all bins; the
+        forward pass itself never forms this tensor)."""
+        self._check_length(waveform)
+        dtype = self._fft_dtype(waveform.device)
         # The input is rounded to float32 first, as torchlibrosa sees it.
-        x = waveform.to(torch.float32).to(dtype)
-        spec = torch.stft(
-            x,
-            n_fft=cfg.n_fft,
-            hop_length=cfg.hop_length,
-            window=self.window.to(device=x.device, dtype=dtype),  # zero-padded to n_fft
-            center=cfg.center,
-            pad_mode=cfg.pad_mode,
-            normalized=False,
-            onesided=True,
-            return_complex=True,
-        )  # (B, n_freq, frames)
-        power = spec.real.square() + spec.imag.square()  # (B, n_freq, frames)
-        return power.to(torch.float32).transpose(1, 2)  # (B, frames, n_freq)
+        frames = self._frames(waveform.to(torch.float32).to(dtype))  # (B, frames, n_fft)
+        spec = torch.fft.rfft(frames * self.window.to(frames), dim=-1)  # (B, frames, n_freq)
+        return torch.view_as_real(spec).to(torch.float32).square().sum(-1)  # (B, frames, n_freq)
 
-    def _row_chunks(self, x: Tensor) -> tuple[Tensor, ...]:
-        """Split a CPU batch so each STFT works on at most ~_CPU_CHUNK_SAMPLES samples.
+    def _mel_power(self, x: Tensor) -> Tensor:
+        """Mel-band power ``(B, T) -> (B, frames, n_mels)`` float32 (see the class docstring).
 
-        On CPU a whole float64 batch of 10 s clips does not fit in cache and runs ~2x slower
-        than the same clips a few at a time; accelerators prefer the whole batch.
+        On CPU one clip and ``_CPU_BLOCK_FRAMES`` frames at a time: a whole float64 batch of
+        10 s clips is 8 MiB of frames per clip and runs ~2x slower out of cache; accelerators
+        take the whole batch in one go.
         """
-        if x.device.type != "cpu":
-            return (x,)
-        rows = max(1, _CPU_CHUNK_SAMPLES // max(1, x.shape[-1]))
-        return x.split(rows)
+        dtype = self._fft_dtype(x.device)
+        lo, hi = self._bins
+        pairs = self._pair_weights(x.device)  # (2 * (hi - lo), n_mels)
+        window = self.window.to(device=x.device, dtype=dtype)  # (n_fft,)
+        on_cpu = x.device.type == "cpu"
+        rows = 1 if on_cpu else x.shape[0]
+        out: Tensor | None = None
+        for r in range(0, x.shape[0], rows):
+            # The input is rounded to float32 first, as torchlibrosa sees it.
+            frames = self._frames(x[r : r + rows].to(torch.float32).to(dtype))  # (b, F, n_fft)
+            n = frames.shape[1]
+            if out is None:
+                out = torch.empty(x.shape[0], n, self.cfg.n_mels, device=x.device)
+            block = _CPU_BLOCK_FRAMES if on_cpu else n
+            for s in range(0, n, block):
+                spec = torch.fft.rfft(frames[:, s : s + block] * window, dim=-1)  # (b, f, n_freq)
+                ri = torch.view_as_real(spec[..., lo:hi]).to(torch.float32)  # (b, f, hi-lo, 2)
+                ri = ri.square_().flatten(-2)  # (b, f, 2 * (hi - lo))
+                torch.matmul(ri, pairs, out=out[r : r + rows, s : s + block])  # (b, f, n_mels)
+        assert out is not None
+        return out
 
     def power_to_db(self, mel: Tensor) -> Tensor:
         """librosa's power_to_db: 10·log10(max(x, amin)) - 10·log10(max(amin, ref)), top_db clip.
@@ -282,14 +328,10 @@ class LogMelFrontend(nn.Module):
             )
         unbatched = waveform.dim() == 1
         x = waveform[None] if unbatched else waveform  # (B, T)
+        self._check_length(x)
         # Powers reach ~1e5 and dB needs the small ones too: never let autocast pick float16.
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            mel_w = self.melW.to(torch.float32)  # (n_freq, n_mels)
-            mels = [
-                torch.matmul(self.power_spectrogram(chunk), mel_w)  # (b, frames, n_mels)
-                for chunk in self._row_chunks(x)
-            ]
-            mel = mels[0] if len(mels) == 1 else torch.cat(mels)  # (B, frames, n_mels)
+        with torch.autocast(device_type=x.device.type, enabled=False), use_threads("frontend"):
+            mel = self._mel_power(x)  # (B, frames, n_mels)
             out = self.power_to_db(mel)  # (B, frames, n_mels)
         return out[0] if unbatched else out
 

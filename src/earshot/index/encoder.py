@@ -91,28 +91,33 @@ class RetrieverEncoder:
         return np.ascontiguousarray(out.detach().cpu().numpy(), dtype=np.float32)
 
 
-def open_encoder(path: str | Path) -> RetrieverEncoder:
-    """Load the model at ``path`` (checkpoint dir or ensemble manifest) for indexing/search."""
+def open_encoder(path: str | Path, precision: str = "auto") -> RetrieverEncoder:
+    """Load the model at ``path`` (checkpoint dir or ensemble manifest) for indexing/search,
+    prepared for inference at ``precision`` (see :mod:`earshot.models.inference`)."""
+    from earshot.models.inference import prepare_for_inference
     from earshot.models.loading import load_retriever
 
-    from earshot.models.loading import is_pretrained_name
-
-    where = str(path) if is_pretrained_name(str(path)) and not Path(path).exists() \
-        else str(Path(path).expanduser().resolve())
-    retriever = load_retriever(path)
+    retriever = prepare_for_inference(load_retriever(path), precision)
     if hasattr(retriever, "eval"):  # searches share it across threads: never toggle its mode mid-query
         retriever.eval()
-    return RetrieverEncoder(retriever, model_identity(path), where)
+    return RetrieverEncoder(retriever, model_identity(path), _where(path))
 
 
 def open_text_encoder(path: str | Path) -> RetrieverEncoder:
     """The model at ``path`` opened for text queries only (its audio side is never built)."""
-    from earshot.models.loading import is_pretrained_name
     from earshot.models.text_side import load_text_retriever
 
-    where = str(path) if is_pretrained_name(str(path)) and not Path(path).exists() \
-        else str(Path(path).expanduser().resolve())
     retriever = load_text_retriever(path)
     if hasattr(retriever, "eval"):
         retriever.eval()
-    return RetrieverEncoder(retriever, model_identity(path), where)
+    return RetrieverEncoder(retriever, model_identity(path), _where(path))
+
+
+def _where(path: str | Path) -> str:
+    """What the index remembers as the model's location: a registry name as given, else the
+    resolved path."""
+    from earshot.models.loading import is_pretrained_name
+
+    if is_pretrained_name(str(path)) and not Path(path).exists():
+        return str(path)
+    return str(Path(path).expanduser().resolve())

@@ -26,6 +26,7 @@ from earshot.data.dataset import CaptionDataset, ClipDataset, collate_clips
 from earshot.errors import ConfigError
 from earshot.models import checkpoint
 from earshot.models.biencoder import BiEncoder, create_model
+from earshot.threads import use_threads
 from earshot.train.averaging import average_state_dicts, model_state_from_lightning
 from earshot.train.checks import check_config, check_out_dir, clear_run
 from earshot.train.config import TrainConfig, load_config  # noqa: F401  (load_config: public here too)
@@ -181,7 +182,9 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
         # earshot's own samplers split batches and validation across ranks (train/data.py)
         use_distributed_sampler=False,
     )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None)
+    # heads on cached tower outputs: batch-32 matmuls, one thread (see earshot.threads)
+    with use_threads("heads" if cfg.audio_cached and cfg.text_cached else "train"):
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume else None)
     paths = {"best": out / "best", "averaged": out / "averaged"}
     if trainer.is_global_zero:  # the other ranks hold the same weights; one process writes
         paths = _finish(cfg, module.model, best, out)

@@ -1,0 +1,100 @@
+"""A loaded retriever made fast for embedding only (indexing, evaluation, submission).
+
+Two steps, both confined to inference so training and checkpoints never see them:
+
+* PANNs audio towers get :func:`earshot.models.panns.fuse_for_inference` in place (BatchNorm
+  folded into the convolutions, ReLU fused as a oneDNN post-op, pre-packed channels-last
+  weights). Embeddings equal the unfused model's to float32 rounding.
+* ``precision``: ``"fp32"``, ``"bf16"`` (the audio tower under bfloat16 autocast; the log-mel
+  front end stays float32 inside, outputs are float32) or ``"auto"`` (the default): bf16 where
+  the hardware computes it natively (CPUs with AVX512-BF16 or AMX-BF16, CUDA devices that
+  support it), fp32 elsewhere, where emulated bf16 is slower than fp32. The default is bf16 only
+  because the benchmark (``benchmarks/bench_encoders.py``) measures a cosine >= 0.999 between
+  bf16 and fp32 embeddings of every registered encoder on its clips; ``--precision fp32`` gives
+  the exact numbers back. Text towers stay fp32: queries are short and few.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from earshot.errors import ConfigError
+from earshot.models.base import AudioEncoder
+from earshot.threads import use_threads
+
+__all__ = ["PRECISIONS", "native_bf16_cpu", "prepare_for_inference", "resolve_precision"]
+
+PRECISIONS = ("auto", "fp32", "bf16")
+_NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def native_bf16_cpu() -> bool:
+    """True when this CPU computes bf16 dot products natively (Linux ``/proc/cpuinfo`` flags
+    AVX512-BF16 or AMX-BF16); False when it cannot tell."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return any(f in flags for f in _NATIVE_BF16_FLAGS)
+
+
+def resolve_precision(precision: str, device_type: str = "cpu") -> str:
+    """``"auto"`` -> ``"bf16"`` or ``"fp32"`` for ``device_type`` (see the module doc); an
+    explicit choice is returned as is; anything else is a ConfigError."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device_type == "cpu":
+        return "bf16" if native_bf16_cpu() else "fp32"
+    if device_type == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return "fp32"
+
+
+def _modules(retriever: Any) -> Iterator[nn.Module]:
+    """The torch modules of a retriever: itself, or an ensemble's members (recursively)."""
+    if isinstance(retriever, nn.Module):
+        yield retriever
+    for member in getattr(retriever, "members", None) or ():
+        yield from _modules(member)
+
+
+def _inference_forward(forward: Callable[..., torch.Tensor], bf16: bool) -> Callable[..., torch.Tensor]:
+    """``forward`` on the thread policy's ``encode`` count, under bf16 autocast when asked
+    (output back in float32)."""
+
+    @functools.wraps(forward)
+    def run(waveform: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with use_threads("encode"), torch.autocast(waveform.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = forward(waveform, *args, **kwargs)
+        return out.float() if bf16 else out
+
+    return run
+
+
+def prepare_for_inference(retriever: Any, precision: str = "auto") -> Any:
+    """Fuse the retriever's PANNs towers and apply ``precision`` to its audio towers, whose
+    forward then runs on the thread policy's ``encode`` count (:mod:`earshot.threads`), in place
+    (load a separate copy to train). Returns ``retriever``; each audio tower records the
+    precision it runs at as ``inference_precision``."""
+    from earshot.models.panns import PannsEncoder, fuse_for_inference
+
+    for module in _modules(retriever):
+        for tower in [m for m in module.modules() if isinstance(m, AudioEncoder)]:
+            device = next((p.device.type for p in tower.parameters()), "cpu")
+            chosen = resolve_precision(precision, device)
+            if getattr(tower, "inference_precision", None) is not None:
+                continue  # prepared already
+            if isinstance(tower, PannsEncoder):
+                fuse_for_inference(tower, inplace=True)
+            tower.forward = _inference_forward(tower.forward, chosen == "bf16")
+            tower.inference_precision = chosen
+    return retriever

@@ -1,0 +1,147 @@
+"""Inference-only speed paths (issue 15): BatchNorm folded into PANNs convolutions with fused
+ReLU and pre-packed weights, bf16 autocast by default on CPUs with native bf16, and their
+guarantees: same embeddings as the unfused model, training and checkpoints untouched."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from earshot.errors import ConfigError
+from earshot.models import inference
+from earshot.models.base import create_audio_encoder
+from earshot.models.biencoder import create_model
+from earshot.models.panns import ConvBlock, FusedConvBlock, fold_batchnorm, fuse_for_inference
+
+SR = 32000
+
+
+def _with_trained_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial BN statistics and affines, so folding them is really exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            n = m.num_features
+            m.running_mean.copy_(0.2 * torch.randn(n, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(n, generator=g))
+            m.weight.data.copy_(0.5 + torch.rand(n, generator=g))
+            m.bias.data.copy_(0.1 * torch.randn(n, generator=g))
+    return model.eval()
+
+
+def test_fold_batchnorm_equals_conv_then_bn():
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1, bias=False)
+    bn = _with_trained_bn(torch.nn.BatchNorm2d(5))
+    x = torch.randn(2, 3, 7, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(fold_batchnorm(conv, bn)(x), bn(conv(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["cnn14", "cnn6"])
+def test_fused_encoder_matches_unfused_and_leaves_the_original_alone(name):
+    torch.manual_seed(0)
+    model = _with_trained_bn(create_audio_encoder(name))
+    before = copy.deepcopy(model.state_dict())
+    fused = fuse_for_inference(model)
+    assert any(isinstance(m, FusedConvBlock) for m in fused.modules())
+    assert not any(isinstance(m, FusedConvBlock) for m in model.modules())  # a copy by default
+    x = 0.1 * torch.randn(2, SR)  # 1 s clips
+    with torch.inference_mode():
+        want, got = model(x), fused(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+    # the original still trains and its checkpoint keys are untouched
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    model.train()
+    model(x).sum().backward()
+    assert model.conv_block1.bn1.weight.grad is not None
+
+
+def test_fused_block_refuses_training_mode():
+    block = FusedConvBlock(_with_trained_bn(ConvBlock(1, 4)))
+    block.train()
+    with pytest.raises(RuntimeError, match="inference"):
+        block(torch.randn(1, 1, 8, 8))
+
+
+def test_fused_bf16_autocast_is_close_to_fp32():
+    torch.manual_seed(0)
+    model = _with_trained_bn(create_audio_encoder("cnn14"))
+    fused = fuse_for_inference(model)
+    x = 0.1 * torch.randn(2, SR)
+    with torch.inference_mode():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = fused(x)
+    cos = torch.nn.functional.cosine_similarity(ref, low.float(), dim=-1)
+    assert cos.min().item() >= 0.999
+
+
+def test_resolve_precision(monkeypatch):
+    monkeypatch.setattr(inference, "native_bf16_cpu", lambda: True)
+    assert inference.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(inference, "native_bf16_cpu", lambda: False)
+    assert inference.resolve_precision("auto") == "fp32"
+    assert inference.resolve_precision("bf16") == "bf16" and inference.resolve_precision("fp32") == "fp32"
+    assert inference.resolve_precision("auto", "mps") == "fp32"
+    with pytest.raises(ConfigError, match="precision 'fp16'"):
+        inference.resolve_precision("fp16")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_prepare_for_inference_keeps_the_embeddings(precision):
+    cfg = {"audio": {"name": "cnn6"}, "text": {"name": "bow", "options": {"dim": 32}}, "embed_dim": 16}
+    torch.manual_seed(0)
+    model = create_model(cfg)
+    _with_trained_bn(model.audio_encoder)
+    waves = [0.1 * np.random.default_rng(i).standard_normal(SR).astype(np.float32) for i in range(3)]
+    want = model.embed_audio(waves, batch_size=2)
+    fast = inference.prepare_for_inference(copy.deepcopy(model), precision)
+    assert fast.audio_encoder.inference_precision == precision
+    got = fast.embed_audio(waves, batch_size=2)
+    assert got.dtype == torch.float32
+    if precision == "fp32":
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    else:
+        assert torch.nn.functional.cosine_similarity(got, want, dim=-1).min().item() >= 0.999
+    assert inference.prepare_for_inference(fast, "fp32") is fast  # a second call changes nothing
+    assert fast.audio_encoder.inference_precision == precision
+
+
+def test_index_precision_option_reaches_the_encoder(tmp_path, monkeypatch):
+    """``earshot index --precision fp32`` indexes with an fp32 tower; an unknown precision is a
+    clear error before any work."""
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from earshot.app import cli
+    from earshot.index import encoder as index_encoder
+    from earshot.models import checkpoint
+
+    torch.manual_seed(0)
+    model = create_model({"audio": {"name": "small_cnn", "options": {"channels": [8, 16], "sample_rate": 16000}},
+                          "text": {"name": "bow", "options": {"dim": 32}}, "embed_dim": 16})
+    checkpoint.save(model, tmp_path / "model")
+    (tmp_path / "s").mkdir()
+    sf.write(tmp_path / "s" / "a.wav", (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32), 16000)
+    seen = []
+    real = index_encoder.open_encoder
+
+    def spy(path, precision="auto"):
+        enc = real(path, precision)
+        seen.append(enc.retriever.audio_encoder.inference_precision)
+        return enc
+
+    monkeypatch.setattr(index_encoder, "open_encoder", spy)
+    monkeypatch.setattr("earshot.index.open_encoder", spy)
+    cli._register()
+    runner = CliRunner()
+    res = runner.invoke(cli.app, ["index", str(tmp_path / "s"), "--model", str(tmp_path / "model"),
+                                  "--out", str(tmp_path / "ix"), "--workers", "0", "--precision", "fp32"])
+    assert res.exit_code == 0, res.output
+    assert seen == ["fp32"]
+    res = runner.invoke(cli.app, ["index", str(tmp_path / "s"), "--model", str(tmp_path / "model"),
+                                  "--out", str(tmp_path / "ix2"), "--precision", "fp16"])
+    assert res.exit_code != 0 and "fp16" in str(res.exception or res.output)
