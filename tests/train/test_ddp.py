@@ -88,9 +88,11 @@ def test_two_process_ddp_equals_one_process_and_evaluate(tone_corpus, tmp_path):
         assert a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-6 for k in a)
 
     # top_k=1: the averaged model is the best epoch's weights; evaluate reproduces its val metrics
+    # (validation runs in fp32; evaluate's default is bf16 on CPUs with native bf16)
     best = max(val_ddp, key=lambda r: r["val/t2a/mAP@10"])
     ev = subprocess.run(_cli() + ["evaluate", str(ddp / "averaged"), "--data", str(tone_corpus["csv"]),
-                                  "--audio-dir", str(tone_corpus["audio_dir"]), "--seconds", "1.5", "--json"],
+                                  "--audio-dir", str(tone_corpus["audio_dir"]), "--seconds", "1.5", "--json",
+                                  "--precision", "fp32"],
                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert ev.returncode == 0, ev.stderr[-3000:]
     metrics = json.loads(ev.stdout)

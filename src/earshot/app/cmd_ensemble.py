@@ -63,6 +63,8 @@ def search_command(
     top: int = typer.Option(0, "--top", help="Print only the best N rows (0: all)."),
     workers: int = typer.Option(0, "--workers", help="Audio decoding processes."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
+                                  "fp32) | fp32 | bf16: the audio towers' arithmetic, as in evaluate."),
 ) -> None:
     """Score every combination of 2..max-size models by fused validation mAP@10 and save the best."""
     from rich.console import Console
@@ -78,7 +80,7 @@ def search_command(
     cache = False if no_cache else SimilarityCache(cache_dir) if cache_dir is not None else None
     report = search_ensembles(members, table, root, rule=rule, max_size=max_size,
                               greedy=greedy, rrf_k=rrf_k, clip_seconds=seconds, cache=cache,
-                              num_workers=workers, progress=not as_json)
+                              num_workers=workers, progress=not as_json, precision=precision)
     path = report.save(out)
     if as_json:
         doc = {"manifest": str(path), "rule": rule,

@@ -57,10 +57,13 @@ class SimilarityCache:
 
 
 def similarity_key(checkpoint: str | Path, table: CaptionTable, audio_dir: str | Path | None,
-                   clip_seconds: float | None) -> str:
-    """Cache key of one member's similarity matrix on one table."""
-    doc = {"v": 1, "model": checkpoint_fingerprint(checkpoint),
-           "table": table_fingerprint(table, audio_dir), "clip_seconds": clip_seconds}
+                   clip_seconds: float | None, precision: str = "fp32") -> str:
+    """Cache key of one member's similarity matrix on one table at one precision."""
+    from earshot.models.loading import retriever_identity
+
+    model = retriever_identity(checkpoint) or checkpoint_fingerprint(checkpoint)  # CLAP folder or checkpoint
+    doc = {"v": 2, "model": model, "table": table_fingerprint(table, audio_dir),
+           "clip_seconds": clip_seconds, "precision": precision}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -72,17 +75,23 @@ def member_similarity(
     cache: SimilarityCache | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """The ``(captions, clips)`` scores of one checkpoint on ``table``: read from ``cache`` when
-    this checkpoint has scored this table before, else encoded once and stored there."""
-    from earshot.evaluation import encode_clips, similarity
-    from earshot.models import checkpoint
+    this checkpoint has scored this table before, else encoded once and stored there.
 
+    ``precision`` is the audio towers' arithmetic, resolved as ``earshot evaluate`` resolves it
+    (:mod:`earshot.models.inference`), so a search and an evaluation of its manifest agree."""
+    from earshot.evaluation import encode_clips, similarity
+    from earshot.models.inference import prepare_for_inference, resolve_precision
+    from earshot.models.loading import load_retriever
+
+    chosen = resolve_precision(precision)
     shape = (table.num_captions, len(table))
-    key = similarity_key(checkpoint_dir, table, audio_dir, clip_seconds) if cache is not None else ""
+    key = similarity_key(checkpoint_dir, table, audio_dir, clip_seconds, chosen) if cache is not None else ""
     if cache is not None and (hit := cache.get(key, shape)) is not None:
         return hit
-    model = checkpoint.load(checkpoint_dir)
+    model = prepare_for_inference(load_retriever(checkpoint_dir), chosen)
     audio = encode_clips(model, table, audio_dir, clip_seconds, num_workers=num_workers, progress=progress)
     text = model.embed_text(table.captions())
     sim = similarity(model, text, audio).float()  # (Q, N)
@@ -204,6 +213,7 @@ def search_ensembles(
     num_workers: int = 0,
     progress: bool = True,
     metric: str = "t2a/mAP@10",
+    precision: str = "auto",
 ) -> SearchReport:
     """Find the best ensemble of checkpoint directories ``models`` on a validation ``table``.
 
@@ -220,8 +230,10 @@ def search_ensembles(
         raise ConfigError("the same checkpoint is listed twice among the models")
     for p in paths:
         if not p.is_dir():
-            raise ConfigError(f"{p}: not a checkpoint directory (ensemble members are checkpoints)")
+            raise ConfigError(f"{p}: not a model directory (ensemble members are checkpoints or "
+                              f"CLAP folders)")
     store = None if cache is False else (cache if cache is not None else SimilarityCache())
-    sims = [member_similarity(p, table, audio_dir, clip_seconds, store, num_workers, progress) for p in paths]
+    sims = [member_similarity(p, table, audio_dir, clip_seconds, store, num_workers, progress, precision)
+            for p in paths]
     results = search_combinations(sims, table.caption_clip_indices(), rule, max_size, greedy, rrf_k, metric)
     return SearchReport(paths, results, rule, rrf_k, metric, table.name)
