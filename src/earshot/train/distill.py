@@ -107,20 +107,14 @@ class DistillModule(RetrievalModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         audio, text, clip_ids, captions = batch
-        a = self.model.project_audio(audio) if self.audio_cached else self.model.encode_audio(audio)
-        t = self.model.project_text(text) if self.text_cached else self.model.encode_text(text)  # (B, D)
+        a, t = self._embed(audio, text)  # (B, D)
         a, t, clip_ids = self._global_batch(a, t, clip_ids)  # (B_global, D) under DDP
         if not (self.cfg.local_loss or self.trainer.world_size == 1):
             captions = self.all_gather(captions).flatten(0, 1)  # rank order, as the embeddings
         ta = self.teacher_audio[clip_ids.cpu()].to(a.device)  # (B, Dt)
         tt = self.teacher_text[captions.cpu()].to(a.device)  # (B, Dt)
         out = self.loss_fn(a, t, clip_ids, teacher=ta @ tt.T, temperature=1.0 / self.model.logit_scale())
-        log = dict(batch_size=len(clip_ids), sync_dist=True)
-        self.log("train/loss", out.total, prog_bar=True, on_step=True, on_epoch=True, **log)
-        for name, value in out.parts.items():
-            self.log(f"train/{name}", value, on_step=False, on_epoch=True, **log)
-        self.log("train/logit_scale", self.model.logit_scale(), on_step=False, on_epoch=True, **log)
-        return out.total
+        return self._logged(out, len(clip_ids))
 
 
 def with_teacher(cfg: TrainConfig, loader: DataLoader, module: RetrievalModule,

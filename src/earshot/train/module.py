@@ -41,13 +41,23 @@ class RetrievalModule(L.LightningModule):
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         audio, text, clip_ids = batch
-        a = self.model.project_audio(audio) if self.audio_cached else self.model.encode_audio(audio)
-        t = self.model.project_text(text) if self.text_cached else self.model.encode_text(text)  # (B, D)
+        a, t = self._embed(audio, text)  # (B, D)
         a, t, clip_ids = self._global_batch(a, t, clip_ids)  # (B_global, D) under DDP
         extra = {"temperature": 1.0 / self.model.logit_scale()} if self.loss_takes_temperature else {}
-        out = self.loss_fn(a, t, clip_ids, **extra)
-        # sync_dist: ranks' means (equal under the gathered loss; the global mean under local_loss)
-        log = dict(batch_size=len(clip_ids), sync_dist=True)
+        return self._logged(self.loss_fn(a, t, clip_ids, **extra), len(clip_ids))
+
+    def _embed(self, audio, text) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of a batch: heads on cached tower outputs, or the whole towers."""
+        a = self.model.project_audio(audio) if self.audio_cached else self.model.encode_audio(audio)
+        t = self.model.project_text(text) if self.text_cached else self.model.encode_text(text)
+        return a, t
+
+    def _logged(self, out, batch_size: int) -> torch.Tensor:
+        """Log a loss output (total, named parts, logit scale) and return its total.
+
+        sync_dist: the ranks' means (equal under the gathered loss; the global mean under
+        local_loss)."""
+        log = dict(batch_size=batch_size, sync_dist=True)
         self.log("train/loss", out.total, prog_bar=True, on_step=True, on_epoch=True, **log)
         for name, value in out.parts.items():
             self.log(f"train/{name}", value, on_step=False, on_epoch=True, **log)
