@@ -35,9 +35,10 @@ def train_command(
     # Everything that can be checked without a model, before Lightning is even imported.
     from earshot.train.checks import check_config, check_out_dir
 
-    if not cfg.stages and seeds is None:  # staged and per-seed runs check each run as it starts
-        check_out_dir(cfg.out_dir, resume, overwrite)
-    check_config(cfg)
+    if not cfg.stages:  # a staged run checks each stage as it starts it
+        if seeds is None:  # per-seed runs go to out_dir/seed<N>, each checked as it starts
+            check_out_dir(cfg.out_dir, resume, overwrite)
+        check_config(cfg)
     from lightning.pytorch.utilities import rank_zero_only
 
     from earshot.train.progress import EpochLines
