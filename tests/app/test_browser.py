@@ -7,6 +7,8 @@ port. Skips, saying why, where the browser or Selenium is missing.
 
 from __future__ import annotations
 
+import os
+
 import shutil
 import socket
 import threading
@@ -92,8 +94,14 @@ def browser(tmp_path):
                 "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
                 f"--user-data-dir={tmp_path / 'profile'}"):
         opts.add_argument(arg)
+    # chromium writes caches (dconf, fontconfig) under HOME/XDG folders: keep them in tmp_path
+    home = {"HOME": tmp_path / "home", "XDG_CACHE_HOME": tmp_path / "home" / ".cache",
+            "XDG_CONFIG_HOME": tmp_path / "home" / ".config", "XDG_RUNTIME_DIR": tmp_path / "run"}
+    for folder in home.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **{k: str(v) for k, v in home.items()}}
     try:
-        driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=opts)
+        driver = webdriver.Chrome(service=Service(executable_path=DRIVER, env=env), options=opts)
     except Exception as e:  # a browser that cannot start here is an environment problem
         pytest.skip(f"headless chromium could not start: {str(e).splitlines()[0]}")
     driver.set_page_load_timeout(30)
