@@ -44,12 +44,8 @@ def _minilm_path() -> str:
 TEXT_OPTIONS["hf_transformer"]["tokenizer"] = _minilm_path()
 
 
-def _clap_text_options() -> None:
-    # A tokenizer trained on a few captions, in a temporary folder, once per session.
-    import tempfile
-    from pathlib import Path
-
-    folder = Path(tempfile.mkdtemp(prefix="earshot-clap-tok-"))
+def _clap_text_options(folder) -> None:
+    # A tokenizer trained on a few captions, in the session's temporary folder, once per session.
     tok = clap_tiny.tiny_tokenizer(folder)
     TEXT_OPTIONS["clap_roberta"] = {"config": clap_tiny.text_config(len(tok)),
                                     "tokenizer": str(folder)}
@@ -97,10 +93,10 @@ def test_audio_encoder(name, policy):
 
 @pytest.mark.parametrize("name", sorted(set(list_text_encoders())))
 @pytest.mark.parametrize("policy", ["all", "last_n"])
-def test_text_encoder(name, policy):
+def test_text_encoder(name, policy, tmp_path_factory):
     torch.manual_seed(0)
     if name in ("clap_roberta", "msclap_gpt2") and TEXT_OPTIONS[name]["tokenizer"] is None:
-        _clap_text_options()
+        _clap_text_options(tmp_path_factory.mktemp("clap-tok"))
     enc = create_text_encoder(name, **TEXT_OPTIONS.get(name, {}))
     apply_freezing(enc, TowerConfig(name=name, train=policy, train_last_n=1))
     enc.train()
