@@ -87,7 +87,7 @@ def _check_model_path(model: Path) -> Path:
 
     from earshot.models.loading import is_pretrained_name
 
-    if is_pretrained_name(str(model)) and not model.exists():
+    if is_pretrained_name(model):
         return model  # a registry name (laion_clap_general): downloaded when it is opened
     model = model.expanduser()
     if not model.exists():

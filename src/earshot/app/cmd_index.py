@@ -73,7 +73,7 @@ def index_cmd(
         raise EarshotError(f"--out {out}: is a file; give a folder for the index")
     from earshot.models.loading import is_pretrained_name
 
-    if not model.expanduser().exists() and not is_pretrained_name(str(model)):
+    if not model.expanduser().exists() and not is_pretrained_name(model):
         raise EarshotError(f"--model {model}: no such model (a checkpoint, an ensemble manifest, a "
                            f"CLAP folder or a name from `earshot weights list`)")
     from earshot.audio.io import SUPPORTED_SUFFIXES

@@ -115,7 +115,6 @@ def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu") ->
 
     A member may also be a Hugging Face CLAP folder or a pretrained model's registry name
     (``laion_clap_general``), opened by ``earshot.models.loading``."""
-    from earshot.models import checkpoint
     from earshot.models.loading import is_pretrained_name, load_retriever
 
     path = Path(path)
@@ -128,10 +127,7 @@ def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu") ->
             continue
         if not d.is_dir():
             raise ConfigError(f"{path}: member {m.path!r} is not a checkpoint directory ({d})")
-        is_checkpoint = (d / checkpoint.CONFIG_FILE).is_file() and "format" in json.loads(
-            (d / checkpoint.CONFIG_FILE).read_text())
-        models.append(checkpoint.load(d, map_location=map_location) if is_checkpoint
-                      else load_retriever(d).to(map_location))
+        models.append(load_retriever(d).to(map_location))  # a checkpoint or a CLAP folder
     ens = Ensemble(models, [m.weight for m in cfg.members], cfg.rule, cfg.rrf_k, cfg.sample_rate,
                    names=[m.path for m in cfg.members])
     ens.checkpoints = dirs

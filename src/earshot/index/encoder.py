@@ -118,6 +118,6 @@ def _where(path: str | Path) -> str:
     resolved path."""
     from earshot.models.loading import is_pretrained_name
 
-    if is_pretrained_name(str(path)) and not Path(path).exists():
+    if is_pretrained_name(path):
         return str(path)
     return str(Path(path).expanduser().resolve())

@@ -42,9 +42,10 @@ def _registered_retriever(name: str):
     return None
 
 
-def is_pretrained_name(name: str) -> bool:
-    """True when ``name`` is a registry name holding a whole retriever (``laion_clap_general``)."""
-    return _registered_retriever(str(name)) is not None
+def is_pretrained_name(name: str | Path) -> bool:
+    """True when ``name`` is a registry name holding a whole retriever (``laion_clap_general``)
+    and no file or folder of that name exists (a path always wins, as in :func:`load_retriever`)."""
+    return not Path(name).expanduser().exists() and _registered_retriever(str(name)) is not None
 
 
 def _entry_for_file(p: Path):

@@ -10,7 +10,6 @@ no loading bars); other text towers are built from their registry as usual.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -93,29 +92,20 @@ def load_text_retriever(path: str | Path) -> Any:
     or an ensemble manifest (each checkpoint member likewise). Anything else that
     :func:`~earshot.models.loading.load_retriever` opens (a CLAP folder, a registry name, a
     published file) is opened whole: its towers are one file."""
+    from earshot.models.checkpoint import is_checkpoint
     from earshot.models.loading import load_retriever
 
     p = Path(path).expanduser()
     if p.is_dir():
-        return load_text_side(p) if _is_checkpoint(p) else load_retriever(p)
+        return load_text_side(p) if is_checkpoint(p) else load_retriever(p)
     if not (p.is_file() and p.suffix.lower() in (".json", ".yaml", ".yml")):
         return load_retriever(path)
     from earshot.ensemble import Ensemble
     from earshot.ensemble.manifest import member_paths, read_manifest
 
     cfg = read_manifest(p)
-    members = [load_text_side(d) if d.is_dir() and _is_checkpoint(d)
+    members = [load_text_side(d) if d.is_dir() and is_checkpoint(d)
                else load_retriever(m.path if not d.exists() else d)  # a registry name, a CLAP folder
                for d, m in zip(member_paths(cfg, p), cfg.members)]
     return Ensemble(members, [m.weight for m in cfg.members], cfg.rule, cfg.rrf_k, cfg.sample_rate,
                     names=[m.path for m in cfg.members])
-
-
-def _is_checkpoint(folder: Path) -> bool:
-    """An earshot checkpoint (not, e.g., a Hugging Face CLAP folder, which also has config.json)."""
-    from earshot.models.checkpoint import CONFIG_FILE
-
-    try:
-        return "format" in json.loads((folder / CONFIG_FILE).read_text())
-    except (OSError, ValueError):
-        return False
