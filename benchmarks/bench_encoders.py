@@ -39,7 +39,7 @@ from common import (  # noqa: E402
 )
 
 from earshot.models.base import create_audio_encoder, list_audio_encoders  # noqa: E402
-from earshot.models.panns import PannsEncoder, fuse_for_inference  # noqa: E402
+from earshot.models.audio.panns import PannsEncoder, fuse_for_inference  # noqa: E402
 
 SECONDS = 10.0
 BATCHES = (1, 8, 32)

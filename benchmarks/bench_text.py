@@ -22,7 +22,7 @@ import torch
 from common import figure, interleaved, summarize
 
 from earshot.models.biencoder import create_model
-from earshot.models.text import default_sbert_path
+from earshot.models.text.towers import default_sbert_path
 
 CLOTHO = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "clotho" / "clotho_captions_development.csv"
 BATCH = 32  # sentence-transformers' default encode batch size

@@ -20,7 +20,7 @@ from earshot.evaluation import evaluate, evaluate_embeddings
 from earshot.metrics import bidirectional_metrics
 from earshot.models import checkpoint
 from earshot.models.biencoder import create_model
-from earshot.models.loading import load_retriever
+from earshot.loading.retriever import load_retriever
 
 SR = 16000
 

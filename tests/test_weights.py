@@ -377,13 +377,13 @@ def test_clip_vocab_checksum_matches_the_packaged_vocabulary():
 
 # Which earshot module registers each architecture; checked only once that module exists.
 _ARCH_MODULE = {
-    "cnn14": "earshot.models.panns", "resnet38": "earshot.models.panns",
-    "wavegram_logmel_cnn14": "earshot.models.panns", "cnn10": "earshot.models.panns",
-    "cnn6": "earshot.models.panns", "esresnext_fbsp": "earshot.models.esresnext",
-    "clip_text": "earshot.models.text", "passt": "earshot.models.passt",
-    "clip_text": "earshot.models.text", "clap_htsat": "earshot.models.clap",
-    "clap_roberta": "earshot.models.clap", "msclap_cnn14": "earshot.models.msclap",
-    "msclap_bert": "earshot.models.msclap", "msclap_gpt2": "earshot.models.msclap",
+    "cnn14": "earshot.models.audio.panns", "resnet38": "earshot.models.audio.panns",
+    "wavegram_logmel_cnn14": "earshot.models.audio.panns", "cnn10": "earshot.models.audio.panns",
+    "cnn6": "earshot.models.audio.panns", "esresnext_fbsp": "earshot.models.audio.esresnext",
+    "clip_text": "earshot.models.text.towers", "passt": "earshot.models.audio.passt",
+    "clip_text": "earshot.models.text.towers", "clap_htsat": "earshot.models.audio.clap",
+    "clap_roberta": "earshot.models.audio.clap", "msclap_cnn14": "earshot.models.audio.msclap",
+    "msclap_bert": "earshot.models.audio.msclap", "msclap_gpt2": "earshot.models.audio.msclap",
 }
 _TOWERS = sorted({(t.kind, t.architecture) for n in W.list_weights()
                   for t in W.get_weights(n).towers})
@@ -410,11 +410,11 @@ def test_architecture_is_registered(kind, arch):
 
 # Where each converter named in the registry lives (convert_<converter>_state_dict).
 _CONVERTER_MODULE = {
-    "panns": "earshot.models.panns", "audioclip_audio": "earshot.models.esresnext",
-    "audioclip_text": "earshot.models.clip_text", "openai_clip_text": "earshot.models.clip_text",
-    "passt": "earshot.models.passt",
-    "clap_hf": "earshot.models.clap", "laion_clap": "earshot.models.clap",
-    "msclap": "earshot.models.msclap",
+    "panns": "earshot.models.audio.panns", "audioclip_audio": "earshot.models.audio.esresnext",
+    "audioclip_text": "earshot.models.text.clip_text", "openai_clip_text": "earshot.models.text.clip_text",
+    "passt": "earshot.models.audio.passt",
+    "clap_hf": "earshot.models.audio.clap", "laion_clap": "earshot.models.audio.clap",
+    "msclap": "earshot.models.audio.msclap",
 }
 
 

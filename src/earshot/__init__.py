@@ -21,7 +21,7 @@ def __getattr__(name: str):
 
         return Index
     if name == "load_model":  # pulls in torch; a plain ``import earshot`` must not
-        from earshot.models.loading import load_model
+        from earshot.loading.retriever import load_model
 
         return load_model
     raise AttributeError(f"module 'earshot' has no attribute {name!r}")

@@ -45,7 +45,7 @@ def _tone(path, hz):
 @pytest.fixture
 def app(monkeypatch):
     from earshot.app import cli
-    from earshot.models import loading
+    from earshot.loading import retriever as loading
 
     cli._register()
     monkeypatch.setattr(loading, "load_retriever", lambda name, progress=True: BandRetriever())

@@ -13,7 +13,7 @@ from earshot.config import from_dict
 from earshot.errors import ConfigError, WeightsError
 from earshot.models import checkpoint
 from earshot.models.biencoder import BiEncoderConfig, create_model
-from earshot.models.tower_cache import TowerCache, tower_fingerprint
+from earshot.train.tower_cache import TowerCache, tower_fingerprint
 
 SR = 16000
 

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from earshot import weights as W
 from earshot.errors import WeightsError
 from earshot.models import checkpoint
-from earshot.models.clap import (ClapAudioTower, convert_laion_clap_state_dict,
+from earshot.models.audio.clap import (ClapAudioTower, convert_laion_clap_state_dict,
                                  fusion_crop_starts, window_starts)
-from earshot.models.loading import load_model, load_retriever, retriever_identity
+from earshot.loading.retriever import load_model, load_retriever, retriever_identity
 
 SR = clap_tiny.TINY_FRONTEND["sample_rate"]
 WINDOW = int(SR * clap_tiny.TINY_FRONTEND["max_length_s"])
@@ -142,7 +142,7 @@ def _to_laion(sd: dict[str, torch.Tensor], fe_cfg) -> dict[str, torch.Tensor]:
 
 def test_laion_pt_layout_converts_and_matches_hf_load(hf, tmp_path):
     folder, ref, fe, tok = hf
-    from earshot.models.clap import ClapFrontendConfig, biencoder_state_dict
+    from earshot.models.audio.clap import ClapFrontendConfig, biencoder_state_dict
 
     sd = {k: v.clone() for k, v in ref.state_dict().items()}
     fe_cfg = ClapFrontendConfig(**clap_tiny.frontend(ref.config.audio_config.enable_fusion))
@@ -406,7 +406,7 @@ def test_every_registered_retriever_spec_builds_a_valid_config(name):
     if entry.retriever.state_format is None:  # the towers' converter reads the file
         assert {t.architecture for t in entry.towers} == {cfg.audio.name, cfg.text.name}
     else:  # a reader of the whole file (the DCASE 2025 baseline's Lightning checkpoint)
-        from earshot.models.loading import _MODEL_STATE_READERS
+        from earshot.loading.retriever import _MODEL_STATE_READERS
 
         assert entry.retriever.state_format in _MODEL_STATE_READERS
     assert all(c in W.WEIGHTS for c in entry.retriever.companions)

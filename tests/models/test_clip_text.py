@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from earshot.errors import ConfigError, DataError, WeightsError
-from earshot.models.clip_text import (
+from earshot.models.text.clip_text import (
     CLIPTextConfig,
     CLIPTextTransformer,
     QuickGELU,
@@ -28,7 +28,7 @@ from earshot.models.clip_text import (
     read_audioclip_checkpoint,
     read_openai_clip_checkpoint,
 )
-from earshot.models.clip_tokenizer import CLIPTokenizer, default_bpe_path
+from earshot.models.text.clip_tokenizer import CLIPTokenizer, default_bpe_path
 
 GOLDEN = Path(__file__).parent / "golden" / "clip_text_tiny.pt"
 TINY = CLIPTextConfig(embed_dim=32, context_length=77, vocab_size=512, width=64, layers=2, heads=2)

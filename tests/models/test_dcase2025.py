@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from earshot.errors import WeightsError
 from earshot.models import checkpoint
 from earshot.models.base import create_audio_encoder
-from earshot.models.dcase2025 import convert_dcase2025_baseline_state_dict, import_dcase2025_baseline
+from earshot.loading.dcase2025 import convert_dcase2025_baseline_state_dict, import_dcase2025_baseline
 
 TINY_PASST = {"embed_dim": 32, "depth": 1, "num_heads": 2}
 TINY_ROBERTA = {"model_type": "roberta", "vocab_size": 30522, "hidden_size": 24, "num_hidden_layers": 1,
@@ -92,7 +92,7 @@ def test_baseline_opens_by_registry_name_with_the_registry_tokenizer(tmp_path, m
     import clap_tiny
 
     from earshot import weights as W
-    from earshot.models.loading import load_retriever
+    from earshot.loading.retriever import load_retriever
     from earshot.weights.passt import baseline_model_config
 
     monkeypatch.setenv("EARSHOT_CACHE", str(tmp_path / "cache"))

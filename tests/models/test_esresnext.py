@@ -17,7 +17,7 @@ import torch
 
 from earshot.errors import ConfigError, WeightsError
 from earshot.models.base import create_audio_encoder
-from earshot.models.esresnext import (
+from earshot.models.audio.esresnext import (
     ESResNeXtFBSP,
     ESResNeXtFBSPConfig,
     LinearFBSP,
@@ -273,7 +273,7 @@ def test_fbsp_window_phase_uses_the_input_dtype():
     # hand; a float32 pi (the Python-scalar torch.where) would be off by ~m * 8.7e-8.
     import math
 
-    from earshot.models.esresnext import LinearFBSP
+    from earshot.models.audio.esresnext import LinearFBSP
 
     layer = LinearFBSP(3, normalized=False).double()
     with torch.no_grad():

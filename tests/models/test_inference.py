@@ -14,7 +14,7 @@ from earshot.errors import ConfigError
 from earshot.models import inference
 from earshot.models.base import create_audio_encoder
 from earshot.models.biencoder import create_model
-from earshot.models.panns import ConvBlock, FusedConvBlock, fold_batchnorm, fuse_for_inference
+from earshot.models.audio.panns import ConvBlock, FusedConvBlock, fold_batchnorm, fuse_for_inference
 
 SR = 32000
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from earshot.audio.frontend import torchlibrosa_buffers
 from earshot.errors import WeightsError
 from earshot.models.biencoder import create_model
-from earshot.models.msclap import MSCLAP_2022_FRONTEND, convert_msclap_state_dict
+from earshot.models.audio.msclap import MSCLAP_2022_FRONTEND, convert_msclap_state_dict
 
 BERT = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
         "intermediate_size": 32, "max_position_embeddings": 128}
@@ -60,7 +60,7 @@ def _projection(sd, prefix, x):
 def test_msclap_state_dict_converts_loads_strictly_and_embeds_like_msclap(tmp_path):
     from transformers import AutoConfig, AutoModel
 
-    from earshot.models.panns import Cnn14, convert_panns_state_dict
+    from earshot.models.audio.panns import Cnn14, convert_panns_state_dict
 
     sd = _msclap_state_dict()
     model = create_model(CFG, load_weights=False).eval()
@@ -97,7 +97,7 @@ def test_msclap_state_dict_converts_loads_strictly_and_embeds_like_msclap(tmp_pa
         convert_msclap_state_dict(bad)
 
     # The registry path: a file laid out as CLAP_weights_2022.pth ({"model": ...}) opens by entry.
-    from earshot.models.loading import retriever_from_entry
+    from earshot.loading.retriever import retriever_from_entry
     from earshot.weights import get_weights
     from earshot.weights.entry import RetrieverSpec
 
@@ -128,7 +128,7 @@ def test_msclap_2023_layout_converts_and_embeds_like_msclap(tmp_path):
     from transformers import ClapAudioConfig, ClapAudioModel, GPT2Config, GPT2Model
 
     from earshot.audio.frontend import FrontendConfig
-    from earshot.models.clap import ClapFrontendConfig
+    from earshot.models.audio.clap import ClapFrontendConfig
 
     SR = clap_tiny.TINY_FRONTEND["sample_rate"]
     tok = clap_tiny.gpt2_tokenizer(tmp_path / "gpt2")

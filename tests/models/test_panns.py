@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from earshot.audio.frontend import FrontendConfig, torchlibrosa_buffers
 from earshot.errors import AudioError, ConfigError, WeightsError
 from earshot.models.base import create_audio_encoder
-from earshot.models.panns import (
+from earshot.models.audio.panns import (
     PannsEncoder,
     convert_panns_state_dict,
     load_panns_checkpoint,
@@ -343,7 +343,7 @@ def test_released_layout_with_numpy_sampler_state_loads(tmp_path, zip_format):
 
     from earshot.audio.frontend import torchlibrosa_buffers
     from earshot.models.base import create_audio_encoder
-    from earshot.models.panns import load_panns_checkpoint
+    from earshot.models.audio.panns import load_panns_checkpoint
 
     torch.manual_seed(0)
     src = create_audio_encoder("cnn6")
@@ -362,7 +362,7 @@ def test_a_checkpoint_needing_other_globals_is_refused(tmp_path, zip_format):
     import fractions
 
     from earshot.errors import WeightsError
-    from earshot.models.panns import load_panns_checkpoint
+    from earshot.models.audio.panns import load_panns_checkpoint
 
     path = tmp_path / "bad.pth"
     torch.save({"model": {}, "extra": fractions.Fraction(1, 3)}, path, _use_new_zipfile_serialization=zip_format)

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from earshot.errors import ConfigError, WeightsError
 from earshot.models.base import create_audio_encoder
-from earshot.models.passt import (PasstConfig, PasstEncoder, convert_passt_state_dict, kaldi_mel_banks,
+from earshot.models.audio.passt import (PasstConfig, PasstEncoder, convert_passt_state_dict, kaldi_mel_banks,
                                   load_passt_checkpoint, load_passt_state_dict, segment_counts)
 
 GOLDEN = load_file(str(Path(__file__).parent / "golden" / "passt_tiny.safetensors"))
@@ -182,7 +182,7 @@ def test_full_size_layout_matches_the_release():
 
 def test_registry_loader_reads_a_release_file(tmp_path):
     from earshot.models.biencoder import TowerConfig
-    from earshot.models.pretrained import load_tower_weights
+    from earshot.loading.pretrained import load_tower_weights
     from earshot.weights import get_weights
 
     entry = get_weights("passt_s_p16_s16_128_ap468")

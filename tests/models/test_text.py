@@ -9,7 +9,7 @@ import torch
 
 from earshot.errors import ConfigError, DataError, WeightsError
 from earshot.models.base import create_text_encoder, list_text_encoders
-from earshot.models.text import default_sbert_path
+from earshot.models.text.towers import default_sbert_path
 
 TEXTS = [
     "A dog barks twice in the distance.",

@@ -11,7 +11,7 @@ import torch
 from earshot.errors import WeightsError
 from earshot.models import checkpoint
 from earshot.models.biencoder import create_model
-from earshot.models.text_side import load_text_retriever, load_text_side
+from earshot.loading.text_side import load_text_retriever, load_text_side
 
 TEXTS = ["a dog barks in the distance", "Rain on a tin roof, then THUNDER!", "x", "word " * 300,
          "naïve café [bark] — 42"]
@@ -31,8 +31,8 @@ def sbert_model(tmp_path_factory):
 
 
 def test_plain_bert_equals_the_sbert_tower(sbert_model):
-    from earshot.models.bert import PlainSentenceBERT, plain_sbert_supported
-    from earshot.models.text import default_sbert_path
+    from earshot.models.text.bert import PlainSentenceBERT, plain_sbert_supported
+    from earshot.models.text.towers import default_sbert_path
 
     model, _ = sbert_model
     assert plain_sbert_supported(default_sbert_path())
@@ -47,7 +47,7 @@ def test_plain_bert_equals_the_sbert_tower(sbert_model):
 
 def test_text_side_of_checkpoint_and_ensemble_match_the_full_model(sbert_model, tmp_path):
     from earshot.ensemble import load_ensemble, save_manifest
-    from earshot.models.bert import PlainSentenceBERT
+    from earshot.models.text.bert import PlainSentenceBERT
 
     model, path = sbert_model
     side = load_text_side(path)

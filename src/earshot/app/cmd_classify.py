@@ -51,7 +51,7 @@ def classify_command(
     if unknown:
         raise DataError(f"{data}: labels {unknown[:5]} are not among the given labels")
 
-    from earshot.models.loading import Model, load_retriever, prompt_template
+    from earshot.loading.retriever import Model, load_retriever, prompt_template
 
     retriever = load_retriever(model)
     m = Model(retriever, model)

@@ -85,7 +85,7 @@ def _check_model_path(model: Path) -> Path:
     imported)."""
     from earshot.errors import WeightsError
 
-    from earshot.models.loading import is_pretrained_name
+    from earshot.loading.retriever import is_pretrained_name
 
     if is_pretrained_name(model):
         return model  # a registry name (laion_clap_general): downloaded when it is opened
@@ -162,7 +162,7 @@ def evaluate_command(
             raise ConfigError(f"--out {out}: is a file; give a folder")
     table, root = _load_split(data, fmt, audio_dir)
     from earshot.evaluation import evaluate
-    from earshot.models.loading import load_retriever
+    from earshot.loading.retriever import load_retriever
     from earshot.utils import atomic_write
 
     from earshot.models.inference import prepare_for_inference
@@ -264,7 +264,7 @@ def submit_command(
         raise DataError(f"--audio-dir {audio_dir}: no such folder")
     queries = _read_queries(captions)
     from earshot.evaluation import encode_clips, file_table, similarity
-    from earshot.models.loading import load_retriever
+    from earshot.loading.retriever import load_retriever
 
     from earshot.models.inference import prepare_for_inference
 

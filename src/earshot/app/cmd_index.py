@@ -71,7 +71,7 @@ def index_cmd(
         raise EarshotError(f"{folder}: no such folder")
     if out.exists() and not out.is_dir():
         raise EarshotError(f"--out {out}: is a file; give a folder for the index")
-    from earshot.models.loading import is_pretrained_name
+    from earshot.loading.retriever import is_pretrained_name
 
     if not model.expanduser().exists() and not is_pretrained_name(model):
         raise EarshotError(f"--model {model}: no such model (a checkpoint, an ensemble manifest, a "

@@ -132,7 +132,7 @@ def run_demo(out: Path, clips: int, seed: int, epochs: int, console: Console, pr
     from earshot.evaluation import evaluate
     from earshot.index import IndexConfig, index_folder, open_encoder
     from earshot.index.search import Index
-    from earshot.models.loading import load_retriever
+    from earshot.loading.retriever import load_retriever
     from earshot.train.config import load_config
     from earshot.train.progress import EpochLines
     from earshot.train.run import train

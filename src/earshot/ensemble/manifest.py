@@ -114,8 +114,8 @@ def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu") ->
     """Open a manifest: load every member checkpoint (strictly) and build the :class:`Ensemble`.
 
     A member may also be a Hugging Face CLAP folder or a pretrained model's registry name
-    (``laion_clap_general``), opened by ``earshot.models.loading``."""
-    from earshot.models.loading import is_pretrained_name, load_retriever
+    (``laion_clap_general``), opened by ``earshot.loading.retriever``."""
+    from earshot.loading.retriever import is_pretrained_name, load_retriever
 
     path = Path(path)
     cfg = read_manifest(path)

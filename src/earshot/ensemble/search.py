@@ -59,7 +59,7 @@ class SimilarityCache:
 def similarity_key(checkpoint: str | Path, table: CaptionTable, audio_dir: str | Path | None,
                    clip_seconds: float | None, precision: str = "fp32") -> str:
     """Cache key of one member's similarity matrix on one table at one precision."""
-    from earshot.models.loading import retriever_identity
+    from earshot.loading.retriever import retriever_identity
 
     model = retriever_identity(checkpoint) or checkpoint_fingerprint(checkpoint)  # CLAP folder or checkpoint
     doc = {"v": 2, "model": model, "table": table_fingerprint(table, audio_dir),
@@ -84,7 +84,7 @@ def member_similarity(
     (:mod:`earshot.models.inference`), so a search and an evaluation of its manifest agree."""
     from earshot.evaluation import encode_clips, similarity
     from earshot.models.inference import prepare_for_inference, resolve_precision
-    from earshot.models.loading import load_retriever
+    from earshot.loading.retriever import load_retriever
 
     chosen = resolve_precision(precision)
     shape = (table.num_captions, len(table))

@@ -43,7 +43,7 @@ def model_identity(path: str | Path) -> str:
     Two copies of the same checkpoint get the same id; retraining changes it, so an index built
     with yesterday's model cannot be silently queried with today's.
     """
-    from earshot.models.loading import retriever_identity
+    from earshot.loading.retriever import retriever_identity
 
     pretrained = retriever_identity(path)  # a registry name, CLAP folder or published file
     if pretrained is not None:
@@ -95,7 +95,7 @@ def open_encoder(path: str | Path, precision: str = "auto") -> RetrieverEncoder:
     """Load the model at ``path`` (checkpoint dir or ensemble manifest) for indexing/search,
     prepared for inference at ``precision`` (see :mod:`earshot.models.inference`)."""
     from earshot.models.inference import prepare_for_inference
-    from earshot.models.loading import load_retriever
+    from earshot.loading.retriever import load_retriever
 
     retriever = prepare_for_inference(load_retriever(path), precision)
     if hasattr(retriever, "eval"):  # searches share it across threads: never toggle its mode mid-query
@@ -105,7 +105,7 @@ def open_encoder(path: str | Path, precision: str = "auto") -> RetrieverEncoder:
 
 def open_text_encoder(path: str | Path) -> RetrieverEncoder:
     """The model at ``path`` opened for text queries only (its audio side is never built)."""
-    from earshot.models.text_side import load_text_retriever
+    from earshot.loading.text_side import load_text_retriever
 
     retriever = load_text_retriever(path)
     if hasattr(retriever, "eval"):
@@ -116,7 +116,7 @@ def open_text_encoder(path: str | Path) -> RetrieverEncoder:
 def _where(path: str | Path) -> str:
     """What the index remembers as the model's location: a registry name as given, else the
     resolved path."""
-    from earshot.models.loading import is_pretrained_name
+    from earshot.loading.retriever import is_pretrained_name
 
     if is_pretrained_name(path):
         return str(path)

@@ -124,13 +124,13 @@ def _import_builtin_encoders() -> None:
 
 
 _BUILTIN_MODULES = (
-    "earshot.models.panns",
-    "earshot.models.esresnext",
-    "earshot.models.text",
-    "earshot.models.small",
-    "earshot.models.clap",
-    "earshot.models.msclap",
-    "earshot.models.passt",
+    "earshot.models.audio.panns",
+    "earshot.models.audio.esresnext",
+    "earshot.models.text.towers",
+    "earshot.models.audio.small",
+    "earshot.models.audio.clap",
+    "earshot.models.audio.msclap",
+    "earshot.models.audio.passt",
 )
 
 

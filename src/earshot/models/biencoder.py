@@ -2,7 +2,7 @@
 
 The model returns embeddings and a logit scale, never a loss (losses are pure functions in
 ``earshot.losses``). Towers come from the encoder registries; pretrained weights are loaded by
-``earshot.models.pretrained`` through one converter per source.
+``earshot.loading.pretrained`` through one converter per source.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def create_model(cfg: BiEncoderConfig | dict[str, Any], load_weights: bool = Tru
     text = create_text_encoder(cfg.text.name, **cfg.text.options)
     for tower, tcfg in ((audio, cfg.audio), (text, cfg.text)):
         if load_weights and tcfg.weights:
-            from earshot.models.pretrained import load_tower_weights
+            from earshot.loading.pretrained import load_tower_weights
 
             load_tower_weights(tower, tcfg)
     return BiEncoder(cfg, audio, text)

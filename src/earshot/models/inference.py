@@ -2,7 +2,7 @@
 
 Two steps, both confined to inference so training and checkpoints never see them:
 
-* PANNs audio towers get :func:`earshot.models.panns.fuse_for_inference` in place (BatchNorm
+* PANNs audio towers get :func:`earshot.models.audio.panns.fuse_for_inference` in place (BatchNorm
   folded into the convolutions, ReLU fused as a oneDNN post-op, pre-packed channels-last
   weights). Embeddings equal the unfused model's to float32 rounding.
 * ``precision``: ``"fp32"``, ``"bf16"`` (the audio tower under bfloat16 autocast; the log-mel
@@ -85,7 +85,7 @@ def prepare_for_inference(retriever: Any, precision: str = "auto") -> Any:
     forward then runs on the thread policy's ``encode`` count (:mod:`earshot.threads`), in place
     (load a separate copy to train). Returns ``retriever``; each audio tower records the
     precision it runs at as ``inference_precision``."""
-    from earshot.models.panns import PannsEncoder, fuse_for_inference
+    from earshot.models.audio.panns import PannsEncoder, fuse_for_inference
 
     for module in _modules(retriever):
         for tower in [m for m in module.modules() if isinstance(m, AudioEncoder)]:

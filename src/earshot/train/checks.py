@@ -26,7 +26,7 @@ def check_config(cfg: TrainConfig) -> None:
     not downloaded, caption tables and audio files that are not there, ``init_from``."""
     from earshot.losses import create_loss
     from earshot.models.base import AUDIO_ENCODERS, TEXT_ENCODERS, _import_builtin_encoders
-    from earshot.models.pretrained import resolve_weights
+    from earshot.loading.pretrained import resolve_weights
 
     create_loss(cfg.loss.name, **cfg.loss.options)  # unknown name or option: ConfigError
     _import_builtin_encoders()

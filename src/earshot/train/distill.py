@@ -3,7 +3,7 @@
 Primus et al. (DCASE 2024 workshop; ``OptimusPrimus/salsa``, the DCASE 2024 Task 8 winner)
 train retrieval models as usual, then train again with the loss ``distill``: the targets of each
 batch are the softened similarities that an ensemble of the first-stage models gives to the
-batch's clips and captions. Here the teacher is anything :func:`earshot.models.loading.load_retriever`
+batch's clips and captions. Here the teacher is anything :func:`earshot.loading.retriever.load_retriever`
 opens (an ensemble manifest or a checkpoint). It embeds every training clip and caption once;
 the two matrices are kept in the ensemble's :class:`~earshot.ensemble.SimilarityCache` keyed by
 the teacher's content hash and the table's, so a rerun (or a second student) encodes nothing.
@@ -120,7 +120,7 @@ class DistillModule(RetrievalModule):
 def with_teacher(cfg: TrainConfig, loader: DataLoader, module: RetrievalModule,
                  progress: bool = True) -> tuple[DataLoader, DistillModule]:
     """The training loader with caption indices and the distillation module for ``cfg.distill``."""
-    from earshot.models.loading import load_retriever
+    from earshot.loading.retriever import load_retriever
 
     d = cfg.distill
     if d is None:

@@ -9,7 +9,7 @@
   deprecation raised inside Lightning. It changes logger levels and warning filters inside a
   ``with`` block and restores them afterwards: no global filters at import (STYLE.md 11).
   (transformers' "Loading weights" bars are switched off where towers are opened:
-  ``earshot.models.text.no_loading_bars``.)
+  ``earshot.models.text.towers.no_loading_bars``.)
 - :class:`KeepingCSVLogger` keeps the rows of an earlier ``metrics.csv`` when a run resumes
   (Lightning's CSV logger deletes the file when its folder is not empty).
 """

@@ -203,7 +203,7 @@ def _deterministic(cfg: TrainConfig) -> bool:
 
 def _initial_model(cfg: TrainConfig) -> BiEncoder:
     if cfg.init_from:
-        from earshot.models.loading import load_retriever  # checkpoint, CLAP folder or name
+        from earshot.loading.retriever import load_retriever  # checkpoint, CLAP folder or name
 
         start = load_retriever(cfg.init_from)
         model = create_model(cfg.model, load_weights=False)

@@ -63,7 +63,7 @@ def baseline_model_config(roberta: dict[str, Any] | str = "large", tokenizer: st
 # versioned release, no file name or digest is published, and the file holds a whole bi-encoder,
 # not one tower: `earshot evaluate dcase2025_baseline` opens it by name once it is in the cache
 # (`earshot weights download dcase2025_baseline --allow-unverified`), and
-# earshot.models.dcase2025.import_dcase2025_baseline turns a copy into an earshot checkpoint.
+# earshot.loading.dcase2025.import_dcase2025_baseline turns a copy into an earshot checkpoint.
 register_weights(WeightsEntry(
     name="dcase2025_baseline", file_name="dcase2025_task6_baseline.ckpt",
     urls=("https://cloud.cp.jku.at/index.php/s/6ZTQ3mcwk9AAS4i/download",),

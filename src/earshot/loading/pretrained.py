@@ -19,15 +19,15 @@ WEIGHT_LOADERS: Registry[Callable[[nn.Module, Path], None]] = Registry("weights 
 
 @WEIGHT_LOADERS.register("panns")
 def _load_panns(tower: nn.Module, path: Path) -> None:
-    from earshot.models.panns import load_panns_checkpoint
+    from earshot.models.audio.panns import load_panns_checkpoint
 
     load_panns_checkpoint(tower, path)
 
 
 @WEIGHT_LOADERS.register("audioclip_audio")
 def _load_audioclip_audio(tower: nn.Module, path: Path) -> None:
-    from earshot.models.clip_text import read_audioclip_checkpoint
-    from earshot.models.esresnext import convert_audioclip_audio_state_dict
+    from earshot.models.text.clip_text import read_audioclip_checkpoint
+    from earshot.models.audio.esresnext import convert_audioclip_audio_state_dict
 
     sd = convert_audioclip_audio_state_dict(read_audioclip_checkpoint(path), tower.cfg)
     tower.load_state_dict(sd, strict=True)
@@ -35,7 +35,7 @@ def _load_audioclip_audio(tower: nn.Module, path: Path) -> None:
 
 @WEIGHT_LOADERS.register("passt")
 def _load_passt(tower: nn.Module, path: Path) -> None:
-    from earshot.models.passt import PasstEncoder, load_passt_checkpoint
+    from earshot.models.audio.passt import PasstEncoder, load_passt_checkpoint
 
     if not isinstance(tower, PasstEncoder):
         raise ConfigError(f"PaSST weights need the passt encoder, got {type(tower).__name__}")
@@ -43,7 +43,7 @@ def _load_passt(tower: nn.Module, path: Path) -> None:
 
 
 def _clip_text_tower(tower: nn.Module):
-    from earshot.models.text import CLIPTextEncoder
+    from earshot.models.text.towers import CLIPTextEncoder
 
     if not isinstance(tower, CLIPTextEncoder):
         raise ConfigError(f"CLIP text weights need the clip_text encoder, got {type(tower).__name__}")
@@ -52,7 +52,7 @@ def _clip_text_tower(tower: nn.Module):
 
 @WEIGHT_LOADERS.register("audioclip_text")
 def _load_audioclip_text(tower: nn.Module, path: Path) -> None:
-    from earshot.models.clip_text import (
+    from earshot.models.text.clip_text import (
         convert_audioclip_text_state_dict,
         load_clip_text_state_dict,
         read_audioclip_checkpoint,
@@ -64,7 +64,7 @@ def _load_audioclip_text(tower: nn.Module, path: Path) -> None:
 
 @WEIGHT_LOADERS.register("openai_clip_text")
 def _load_openai_clip_text(tower: nn.Module, path: Path) -> None:
-    from earshot.models.clip_text import (
+    from earshot.models.text.clip_text import (
         convert_openai_clip_text_state_dict,
         load_clip_text_state_dict,
         read_openai_clip_checkpoint,
@@ -76,14 +76,14 @@ def _load_openai_clip_text(tower: nn.Module, path: Path) -> None:
 
 @WEIGHT_LOADERS.register("clap_hf")
 def _load_clap_hf(tower: nn.Module, path: Path) -> None:
-    from earshot.models.clap import convert_clap_hf_state_dict, load_clap_tower, read_hf_clap_weights
+    from earshot.models.audio.clap import convert_clap_hf_state_dict, load_clap_tower, read_hf_clap_weights
 
     load_clap_tower(tower, convert_clap_hf_state_dict(read_hf_clap_weights(path)))
 
 
 @WEIGHT_LOADERS.register("laion_clap")
 def _load_laion_clap(tower: nn.Module, path: Path) -> None:
-    from earshot.models.clap import (ClapAudioTower, convert_laion_clap_state_dict,
+    from earshot.models.audio.clap import (ClapAudioTower, convert_laion_clap_state_dict,
                                      load_clap_tower, read_laion_checkpoint)
 
     fe = tower.frontend_cfg if isinstance(tower, ClapAudioTower) else None
@@ -92,7 +92,7 @@ def _load_laion_clap(tower: nn.Module, path: Path) -> None:
 
 @WEIGHT_LOADERS.register("msclap")
 def _load_msclap(tower: nn.Module, path: Path) -> None:
-    from earshot.models.msclap import load_msclap_tower
+    from earshot.models.audio.msclap import load_msclap_tower
 
     load_msclap_tower(tower, path)
 

@@ -4,7 +4,7 @@ Searching an index by text needs each model's text tower and text head, never it
 (a CNN14 is 80 M parameters to build and read). :func:`load_text_retriever` opens a checkpoint
 or an ensemble manifest with the audio side left out: its ``embed_text`` gives the same
 embeddings as the full model's, and ``embed_audio`` raises. A Sentence-BERT tower of the common
-shape runs as :class:`earshot.models.bert.PlainSentenceBERT` (no sentence-transformers import,
+shape runs as :class:`earshot.models.text.bert.PlainSentenceBERT` (no sentence-transformers import,
 no loading bars); other text towers are built from their registry as usual.
 """
 
@@ -41,8 +41,8 @@ class _NoAudio(AudioEncoder):
 
 def _text_tower(cfg: BiEncoderConfig):
     if cfg.text.name == "sbert" and not cfg.text.weights:
-        from earshot.models.bert import PlainSentenceBERT, plain_sbert_supported
-        from earshot.models.text import default_sbert_path
+        from earshot.models.text.bert import PlainSentenceBERT, plain_sbert_supported
+        from earshot.models.text.towers import default_sbert_path
 
         folder = Path(cfg.text.options.get("model") or default_sbert_path())
         if folder.is_dir() and plain_sbert_supported(folder):
@@ -90,10 +90,10 @@ def _audio_width(weights: Path) -> int:
 def load_text_retriever(path: str | Path) -> Any:
     """A model opened for text queries only: an earshot checkpoint directory (text side alone)
     or an ensemble manifest (each checkpoint member likewise). Anything else that
-    :func:`~earshot.models.loading.load_retriever` opens (a CLAP folder, a registry name, a
+    :func:`~earshot.loading.retriever.load_retriever` opens (a CLAP folder, a registry name, a
     published file) is opened whole: its towers are one file."""
     from earshot.models.checkpoint import is_checkpoint
-    from earshot.models.loading import load_retriever
+    from earshot.loading.retriever import load_retriever
 
     p = Path(path).expanduser()
     if p.is_dir():

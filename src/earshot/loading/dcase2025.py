@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from earshot.errors import WeightsError
-from earshot.models.passt import convert_passt_state_dict, read_torch_dict
+from earshot.models.audio.passt import convert_passt_state_dict, read_torch_dict
 from earshot.weights.passt import ROBERTA, baseline_model_config
 
 __all__ = ["ROBERTA", "baseline_model_config", "convert_dcase2025_baseline_state_dict",

@@ -41,9 +41,9 @@ from torch import nn
 
 from earshot.errors import ConfigError, DataError, WeightsError
 from earshot.models.base import TextEncoder, register_audio_encoder, register_text_encoder
-from earshot.models.clap import read_torch_checkpoint, window_starts
-from earshot.models.panns import Cnn14, convert_panns_state_dict
-from earshot.models.text import HFTransformerEncoder, default_sbert_path
+from earshot.models.audio.clap import read_torch_checkpoint, window_starts
+from earshot.models.audio.panns import Cnn14, convert_panns_state_dict
+from earshot.models.text.towers import HFTransformerEncoder, default_sbert_path
 
 __all__ = ["MSCLAP_2022_FRONTEND", "MSCLAP_2023_FRONTEND", "MSClapCnn14", "MSClapGPT2", "biencoder_state_dict",
            "convert_msclap_state_dict", "read_msclap_checkpoint"]
@@ -117,7 +117,7 @@ class MSClapGPT2(TextEncoder):
         super().__init__()
         from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast
 
-        from earshot.models.pretrained import downloaded_file
+        from earshot.loading.pretrained import downloaded_file
 
         try:
             self.hf = GPT2Model(GPT2Config(**dict(config or {})))
@@ -193,7 +193,7 @@ def convert_msclap_state_dict(sd: Mapping[str, Tensor],
     if not any(k.startswith("audio_encoder.base.") for k in sd):  # text side only
         out, audio_prefix = {}, "audio_encoder.base."
     elif any(k.startswith("audio_encoder.base.htsat.") for k in sd):
-        from earshot.models.clap import ClapFrontendConfig, convert_laion_clap_state_dict
+        from earshot.models.audio.clap import ClapFrontendConfig, convert_laion_clap_state_dict
 
         htsat = {"audio_branch." + k[len("audio_encoder.base.htsat."):]: v for k, v in sd.items()
                  if k.startswith("audio_encoder.base.htsat.")}

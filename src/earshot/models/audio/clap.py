@@ -371,7 +371,7 @@ def load_roberta_tokenizer(source: str | None):
                           "registry name 'laion_clap_tokenizer'>")
     path = Path(source).expanduser()
     if not path.exists():
-        from earshot.models.pretrained import downloaded_file
+        from earshot.loading.pretrained import downloaded_file
 
         path = downloaded_file(source, "clap_roberta tokenizer")
     try:

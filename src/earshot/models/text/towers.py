@@ -20,7 +20,7 @@ from torch import nn
 from earshot.config import from_dict, to_dict
 from earshot.errors import ConfigError, DataError, WeightsError
 from earshot.models.base import TextEncoder, register_text_encoder
-from earshot.models.clip_text import (
+from earshot.models.text.clip_text import (
     CLIP_TEXT_PRESETS,
     CLIPTextConfig,
     CLIPTextTransformer,
@@ -30,7 +30,7 @@ from earshot.models.clip_text import (
     read_audioclip_checkpoint,
     read_openai_clip_checkpoint,
 )
-from earshot.models.clip_tokenizer import CLIPTokenizer
+from earshot.models.text.clip_tokenizer import CLIPTokenizer
 
 
 def _check_texts(texts: list[str]) -> None:
@@ -278,7 +278,7 @@ def _hf_tokenizer(source: str):
     from earshot import weights as registry
 
     if not Path(source).expanduser().exists() and source in registry.WEIGHTS:
-        from earshot.models.clap import load_roberta_tokenizer
+        from earshot.models.audio.clap import load_roberta_tokenizer
 
         return load_roberta_tokenizer(source)
     return AutoTokenizer.from_pretrained(source, local_files_only=True)

@@ -102,7 +102,7 @@ def retriever_identity(path: str | Path) -> str | None:
 
     p = Path(path).expanduser()
     if p.is_dir() and _is_hf_clap_folder(p):
-        from earshot.models.clap import read_hf_clap_folder
+        from earshot.models.audio.clap import read_hf_clap_folder
 
         weights = read_hf_clap_folder(p).weights
         if weights is None:
@@ -126,13 +126,13 @@ def retriever_identity(path: str | Path) -> str | None:
 
 
 def _read_clap_hf(path: Path, model) -> dict:
-    from earshot.models import clap
+    from earshot.models.audio import clap
 
     return clap.biencoder_state_dict(clap.convert_clap_hf_state_dict(clap.read_hf_clap_weights(path)))
 
 
 def _read_laion_clap(path: Path, model) -> dict:
-    from earshot.models import clap
+    from earshot.models.audio import clap
 
     sd = clap.read_laion_checkpoint(path)
     return clap.biencoder_state_dict(
@@ -140,14 +140,14 @@ def _read_laion_clap(path: Path, model) -> dict:
 
 
 def _read_msclap(path: Path, model) -> dict:
-    from earshot.models import msclap
+    from earshot.models.audio import msclap
 
     return msclap.biencoder_state_dict(msclap.read_msclap_checkpoint(path), model)
 
 
 def _read_dcase2025_baseline(path: Path, model) -> dict:
-    from earshot.models.dcase2025 import convert_dcase2025_baseline_state_dict
-    from earshot.models.passt import read_torch_dict
+    from earshot.loading.dcase2025 import convert_dcase2025_baseline_state_dict
+    from earshot.models.audio.passt import read_torch_dict
 
     return convert_dcase2025_baseline_state_dict(read_torch_dict(path, "baseline checkpoint"))
 
@@ -207,7 +207,7 @@ def load_registered(name: str, progress: bool = True, cache_dir: str | Path | No
 def clap_from_hf_folder(folder: str | Path):
     """A bi-encoder from a Hugging Face CLAP folder (config.json, weights, tokenizer)."""
     from earshot.config import to_dict
-    from earshot.models import clap
+    from earshot.models.audio import clap
     from earshot.models.biencoder import create_model
 
     info = clap.read_hf_clap_folder(folder)

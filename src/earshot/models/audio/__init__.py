@@ -1,0 +1,1 @@
+"""Audio towers, one file per architecture family; each registers its encoders and converters."""
