@@ -57,7 +57,7 @@ def _models(tmp: Path):
                               RobertaTokenizerFast)
     from tokenizers import ByteLevelBPETokenizer
 
-    from earshot.loading.retriever import clap_from_hf_folder
+    from earshot.loading.openers import clap_from_hf_folder
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(["a dog barks", "rain on a roof"] * 4, vocab_size=300, min_frequency=1,

@@ -71,7 +71,7 @@ def run(quick: bool = False, clips: int = 48, batch_size: int = 16, workers: int
     framing = Framing(encoder.sample_rate, cfg.window_s, cfg.hop_s)
     windows = [w for p in sorted(folder.glob("*.wav")) for w in frame(load_audio(p, encoder.sample_rate), framing)[0]]
     audio_s = sum(sf.info(str(p)).duration for p in folder.glob("*.wav"))
-    encoder.embed_audio(windows[:batch_size], batch_size)  # warm-up: allocator, MKL
+    encoder.embed_audio(windows[:batch_size], batch_size=batch_size)  # warm-up: allocator, MKL
 
     res: dict[str, Any] = {"clips": clips, "windows": len(windows), "audio_s": audio_s,
                            "torch_threads": torch.get_num_threads(), "workers": workers,
@@ -87,7 +87,7 @@ def run(quick: bool = False, clips: int = 48, batch_size: int = 16, workers: int
                 shutil.rmtree(out)
         return call
 
-    fns = {"model_only": lambda: encoder.embed_audio(windows, batch_size),  # the indexer's batches
+    fns = {"model_only": lambda: encoder.embed_audio(windows, batch_size=batch_size),  # the indexer's batches
            "index": index_with(workers), "index_inline": index_with(0)}
     n = rounds or (2 if quick else 3)
     times = interleaved(fns, repeats=n, warmup=0, seed=0)

@@ -18,7 +18,8 @@ from earshot.errors import WeightsError
 from earshot.models import checkpoint
 from earshot.models.audio.clap import (ClapAudioTower, convert_laion_clap_state_dict,
                                  fusion_crop_starts, window_starts)
-from earshot.loading.retriever import load_model, load_retriever, retriever_identity
+from earshot.loading.resolve import resolve
+from earshot.loading.retriever import load_model, load_retriever
 
 SR = clap_tiny.TINY_FRONTEND["sample_rate"]
 WINDOW = int(SR * clap_tiny.TINY_FRONTEND["max_length_s"])
@@ -275,7 +276,7 @@ def test_load_model_round_trips(hf, tmp_path, monkeypatch):
     by_name = load_model("tiny_clap_test", progress=False)
     np.testing.assert_allclose(by_name.embed_audio(clips, SR), a, atol=1e-6)
     np.testing.assert_allclose(by_name.embed_text(TEXTS), t, atol=1e-6)
-    assert retriever_identity("tiny_clap_test") == "sha256:" + entry.checksum.digest[:16]
+    assert resolve("tiny_clap_test").identity() == "sha256:" + entry.checksum.digest[:16]
     stored = checkpoint.read_config(checkpoint.save(by_name.retriever, tmp_path / "ck2"))
     assert stored["config"]["audio"]["weights"] == "tiny_clap_test"
 
@@ -406,9 +407,9 @@ def test_every_registered_retriever_spec_builds_a_valid_config(name):
     if entry.retriever.state_format is None:  # the towers' converter reads the file
         assert {t.architecture for t in entry.towers} == {cfg.audio.name, cfg.text.name}
     else:  # a reader of the whole file (the DCASE 2025 baseline's Lightning checkpoint)
-        from earshot.loading.retriever import _MODEL_STATE_READERS
+        from earshot.models.converters import model_formats
 
-        assert entry.retriever.state_format in _MODEL_STATE_READERS
+        assert entry.retriever.state_format in model_formats()
     assert all(c in W.WEIGHTS for c in entry.retriever.companions)
     assert "{}" in entry.retriever.prompt
 

@@ -97,7 +97,7 @@ def test_msclap_state_dict_converts_loads_strictly_and_embeds_like_msclap(tmp_pa
         convert_msclap_state_dict(bad)
 
     # The registry path: a file laid out as CLAP_weights_2022.pth ({"model": ...}) opens by entry.
-    from earshot.loading.retriever import retriever_from_entry
+    from earshot.loading.openers import retriever_from_entry
     from earshot.weights import get_weights
     from earshot.weights.entry import RetrieverSpec
 

@@ -11,7 +11,8 @@ import torch
 from earshot.errors import WeightsError
 from earshot.models import checkpoint
 from earshot.models.biencoder import create_model
-from earshot.loading.text_side import load_text_retriever, load_text_side
+from earshot.loading.retriever import load_text_retriever
+from earshot.loading.text_side import load_text_side
 
 TEXTS = ["a dog barks in the distance", "Rain on a tin roof, then THUNDER!", "x", "word " * 300,
          "naïve café [bark] — 42"]

@@ -83,17 +83,10 @@ def _load_split(data: Path, fmt: str, audio_dir: Path | None):
 def _check_model_path(model: Path) -> Path:
     """The model path, expanded, if something is there (before the table is read or torch is
     imported)."""
-    from earshot.errors import WeightsError
+    from earshot.loading.resolve import resolve
 
-    from earshot.loading.retriever import is_pretrained_name
-
-    if is_pretrained_name(model):
-        return model  # a registry name (laion_clap_general): downloaded when it is opened
-    model = model.expanduser()
-    if not model.exists():
-        raise WeightsError(f"{model}: no such model (expected a checkpoint directory, an ensemble "
-                           f"manifest, a CLAP folder or a name from `earshot weights list`)")
-    return model
+    ref = resolve(model)  # the one resolver; its "no such model" error names what it expected
+    return model if ref.kind in ("registry", "hf_hub") else Path(ref.location)
 
 
 def _check_out_file(path: Path | None, option: str) -> Path | None:
@@ -132,8 +125,7 @@ def run_label(model: Path) -> str:
 
 @app.command("evaluate")
 def evaluate_command(
-    model: Path = typer.Argument(..., help="A checkpoint directory (earshot train writes best/ and "
-                                 "averaged/) or an ensemble manifest."),
+    model: Path = typer.Argument(..., help="A model: an earshot checkpoint folder, an ensemble manifest (.json/.yaml), a name from `earshot weights list`, a Hugging Face CLAP folder or hub id (laion/clap-htsat-unfused), or a published model file; prefix path:, registry: or hf-hub: to break a tie. (earshot train writes best/ and averaged/.)"),
     data: Path = typer.Option(..., "--data", help="Caption table of the evaluation split."),
     fmt: str = typer.Option("clotho", "--format", help="clotho | audiocaps | pairs"),
     audio_dir: Path = typer.Option(None, "--audio-dir", help="Audio folder (default: the table's folder)."),
@@ -231,7 +223,7 @@ def _read_queries(path: Path) -> list[str]:
 
 @app.command("submit")
 def submit_command(
-    model: Path = typer.Argument(..., help="A checkpoint directory or an ensemble manifest."),
+    model: Path = typer.Argument(..., help="A model: an earshot checkpoint folder, an ensemble manifest (.json/.yaml), a name from `earshot weights list`, a Hugging Face CLAP folder or hub id (laion/clap-htsat-unfused), or a published model file; prefix path:, registry: or hf-hub: to break a tie."),
     captions: Path = typer.Option(..., "--captions", help="CSV with a 'caption' column (the task's "
                                   "retrieval captions) or a Clotho-format table."),
     audio_dir: Optional[Path] = typer.Option(

@@ -43,7 +43,7 @@ def report_table(report) -> Table:
 @app.command("index")
 def index_cmd(
     folder: Path = typer.Argument(..., help="Folder of sounds, walked recursively."),
-    model: Path = typer.Option(..., "--model", help="Checkpoint directory or ensemble manifest."),
+    model: Path = typer.Option(..., "--model", help="A model: an earshot checkpoint folder, an ensemble manifest (.json/.yaml), a name from `earshot weights list`, a Hugging Face CLAP folder or hub id (laion/clap-htsat-unfused), or a published model file; prefix path:, registry: or hf-hub: to break a tie."),
     out: Path = typer.Option(..., "--out", help="Index directory (created; rerun to update or resume)."),
     window: float = typer.Option(10.0, "--window", help="Window length in seconds for long recordings."),
     hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
@@ -71,11 +71,13 @@ def index_cmd(
         raise EarshotError(f"{folder}: no such folder")
     if out.exists() and not out.is_dir():
         raise EarshotError(f"--out {out}: is a file; give a folder for the index")
-    from earshot.loading.retriever import is_pretrained_name
+    from earshot.errors import WeightsError
+    from earshot.loading.resolve import resolve
 
-    if not model.expanduser().exists() and not is_pretrained_name(model):
-        raise EarshotError(f"--model {model}: no such model (a checkpoint, an ensemble manifest, a "
-                           f"CLAP folder or a name from `earshot weights list`)")
+    try:
+        resolve(model)
+    except WeightsError as e:
+        raise EarshotError(f"--model {e}") from None
     from earshot.audio.io import SUPPORTED_SUFFIXES
     from earshot.index import IndexConfig, VectorConfig, index_folder, open_encoder
     from earshot.index.decode import Limits
@@ -118,7 +120,7 @@ def search_cmd(
     query: Optional[str] = typer.Argument(None, help="What the sound is like, in words."),
     k: int = typer.Option(10, "-k", "--top", min=1, max=1000, help="Number of results."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="Query by example: rank by similarity to this clip."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model (default: the one that built the index)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A model: an earshot checkpoint folder, an ensemble manifest (.json/.yaml), a name from `earshot weights list`, a Hugging Face CLAP folder or hub id (laion/clap-htsat-unfused), or a published model file; prefix path:, registry: or hf-hub: to break a tie. Default: the one that built the index."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of a table."),
 ) -> None:
     """Search an index by text (QUERY) or by example (--audio clip.wav)."""
@@ -150,7 +152,7 @@ def serve_cmd(
     index: Path = typer.Argument(..., help="Index directory made by `earshot index`."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (only this machine by default)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
-    model: Optional[Path] = typer.Option(None, "--model", help="Model (default: the one that built the index)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A model: an earshot checkpoint folder, an ensemble manifest (.json/.yaml), a name from `earshot weights list`, a Hugging Face CLAP folder or hub id (laion/clap-htsat-unfused), or a published model file; prefix path:, registry: or hf-hub: to break a tie. Default: the one that built the index."),
     allow_host: list[str] = typer.Option([], "--allow-host",
                                          help="Also answer requests for this Host name (repeatable; '*' for any)."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest upload, MiB."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -14,7 +15,8 @@ import torch
 from earshot.config import from_dict, load_yaml, to_dict
 from earshot.ensemble.fusion import RRF_K, RULES, Rule
 from earshot.ensemble.model import Ensemble
-from earshot.errors import ConfigError
+from earshot.errors import ConfigError, WeightsError
+from earshot.loading.resolve import register_opener
 from earshot.utils import atomic_write
 
 FORMAT = "earshot.ensemble/1"
@@ -110,25 +112,44 @@ def save_manifest(
     return path
 
 
-def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu") -> Ensemble:
-    """Open a manifest: load every member checkpoint (strictly) and build the :class:`Ensemble`.
-
-    A member may also be a Hugging Face CLAP folder or a pretrained model's registry name
-    (``laion_clap_general``), opened by ``earshot.loading.retriever``."""
-    from earshot.loading.retriever import is_pretrained_name, load_retriever
+def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu",
+                  text_only: bool = False) -> Ensemble:
+    """Open a manifest: open every member through the one resolver (a checkpoint, a Hugging Face
+    CLAP folder or hub id, a registry name such as ``laion_clap_general``, a published file) and
+    build the :class:`Ensemble`. ``text_only``: each member as text queries need it."""
+    from earshot.loading.resolve import OpenOptions, member_ref, open_ref
 
     path = Path(path)
     cfg = read_manifest(path)
     dirs = member_paths(cfg, path)
     models = []
     for d, m in zip(dirs, cfg.members):
-        if not d.exists() and is_pretrained_name(m.path):
-            models.append(load_retriever(m.path).to(map_location))
-            continue
-        if not d.is_dir():
-            raise ConfigError(f"{path}: member {m.path!r} is not a checkpoint directory ({d})")
-        models.append(load_retriever(d).to(map_location))  # a checkpoint or a CLAP folder
+        try:
+            ref = member_ref(d, m.path)
+        except WeightsError as e:
+            raise ConfigError(f"{path}: member {m.path!r}: {e}") from None
+        model = open_ref(ref, OpenOptions(text_only=text_only))
+        models.append(model if text_only else model.to(map_location))
     ens = Ensemble(models, [m.weight for m in cfg.members], cfg.rule, cfg.rrf_k, cfg.sample_rate,
                    names=[m.path for m in cfg.members])
     ens.checkpoints = dirs
     return ens
+
+
+def manifest_identity(ref: Any) -> str:
+    """What a manifest scores with: its rule and weights and each member's identity (so
+    retraining a member in place changes it, which the manifest's bytes alone would not)."""
+    from earshot.loading.resolve import member_ref
+
+    cfg = read_manifest(ref.path)
+    members = [member_ref(d, m.path).identity() for d, m in zip(member_paths(cfg, ref.path), cfg.members)]
+    doc = {"members": members, "weights": [m.weight for m in cfg.members], "rule": cfg.rule,
+           "rrf_k": cfg.rrf_k, "sample_rate": cfg.sample_rate}
+    return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _open_manifest(ref: Any, options: Any) -> Ensemble:
+    return load_ensemble(ref.path, text_only=options.text_only)
+
+
+register_opener("manifest", identity=manifest_identity)(_open_manifest)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from earshot.data.records import CaptionTable
-from earshot.ensemble.fingerprint import checkpoint_fingerprint, table_fingerprint
+from earshot.ensemble.fingerprint import table_fingerprint
 from earshot.ensemble.fusion import RRF_K, RULES, fuse
 from earshot.ensemble.manifest import save_manifest
 from earshot.errors import ConfigError
@@ -59,9 +59,9 @@ class SimilarityCache:
 def similarity_key(checkpoint: str | Path, table: CaptionTable, audio_dir: str | Path | None,
                    clip_seconds: float | None, precision: str = "fp32") -> str:
     """Cache key of one member's similarity matrix on one table at one precision."""
-    from earshot.loading.retriever import retriever_identity
+    from earshot.loading.resolve import resolve
 
-    model = retriever_identity(checkpoint) or checkpoint_fingerprint(checkpoint)  # CLAP folder or checkpoint
+    model = resolve(checkpoint).identity()  # any kind: checkpoint, CLAP folder, registry name, ...
     doc = {"v": 2, "model": model, "table": table_fingerprint(table, audio_dir),
            "clip_seconds": clip_seconds, "precision": precision}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -9,15 +9,11 @@ vectors is exactly the ensemble similarity, so the FAISS inner-product search st
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from earshot.errors import WeightsError
-from earshot.utils import sha256_file
 
 
 class Encoder(Protocol):
@@ -38,86 +34,49 @@ class Encoder(Protocol):
 
 
 def model_identity(path: str | Path) -> str:
-    """A short stable id of a model on disk: SHA-256 of its weights file, or of the manifest.
+    """:meth:`earshot.loading.resolve.ModelRef.identity` of the model at ``path`` (kept under the
+    index's name): copies of a model share it; retraining changes it, so an index built with
+    yesterday's model cannot be silently queried with today's."""
+    from earshot.loading.resolve import resolve
 
-    Two copies of the same checkpoint get the same id; retraining changes it, so an index built
-    with yesterday's model cannot be silently queried with today's.
-    """
-    from earshot.loading.retriever import retriever_identity
-
-    pretrained = retriever_identity(path)  # a registry name, CLAP folder or published file
-    if pretrained is not None:
-        return pretrained
-    p = Path(path).expanduser()
-    if p.is_dir():
-        weights = p / "model.safetensors"
-        if not weights.is_file():
-            raise WeightsError(f"{p}: not an earshot checkpoint (no model.safetensors)")
-        return "sha256:" + sha256_file(weights)[:16]
-    if p.is_file():
-        # A manifest names its members; hash its bytes plus each member's weights it points at
-        # would be stricter, but the manifest format belongs to the ensemble module.
-        return "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()[:16]
-    raise WeightsError(f"{p}: no such model (expected a checkpoint directory or a manifest)")
+    return resolve(path).identity()
 
 
-@dataclass
-class RetrieverEncoder:
-    """Adapts a retriever (``embed_audio``/``embed_text`` returning tensors) to :class:`Encoder`."""
+def RetrieverEncoder(retriever: Any, model_id: str, model_path: str = "") -> Any:
+    """The one numpy adapter (:class:`earshot.loading.retriever.Model`) as the index uses it:
+    embeddings passed through as the model gives them (its ``normalize`` is stored)."""
+    from earshot.loading.retriever import Model
 
-    retriever: Any  # BiEncoder, averaged checkpoint or ensemble from load_retriever
-    model_id: str  # from model_identity(path)
-    model_path: str = ""  # where it was loaded from (remembered by the index; may move)
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.retriever.sample_rate)
-
-    @property
-    def dim(self) -> int:
-        return int(self.retriever.embed_dim)
-
-    @property
-    def normalize(self) -> bool:
-        cfg = getattr(self.retriever, "cfg", None)
-        return bool(getattr(cfg, "normalize", True))
-
-    def embed_audio(self, waves: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
-        out = self.retriever.embed_audio(list(waves), batch_size=batch_size)
-        return np.ascontiguousarray(out.detach().cpu().numpy(), dtype=np.float32)
-
-    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        out = self.retriever.embed_text(list(texts))
-        return np.ascontiguousarray(out.detach().cpu().numpy(), dtype=np.float32)
+    return Model(retriever, model_path, identity=model_id, unit=False)
 
 
-def open_encoder(path: str | Path, precision: str = "auto") -> RetrieverEncoder:
-    """Load the model at ``path`` (checkpoint dir or ensemble manifest) for indexing/search,
-    prepared for inference at ``precision`` (see :mod:`earshot.models.inference`)."""
+def open_encoder(path: str | Path, precision: str = "auto") -> Any:
+    """Load the model at ``path`` (anything :func:`~earshot.loading.resolve.resolve` knows) for
+    indexing/search, prepared for inference at ``precision`` (see :mod:`earshot.models.inference`)."""
+    from earshot.loading.resolve import OpenOptions, open_ref, resolve
     from earshot.models.inference import prepare_for_inference
-    from earshot.loading.retriever import load_retriever
 
-    retriever = prepare_for_inference(load_retriever(path), precision)
+    ref = resolve(path)
+    retriever = prepare_for_inference(open_ref(ref, OpenOptions()), precision)
     if hasattr(retriever, "eval"):  # searches share it across threads: never toggle its mode mid-query
         retriever.eval()
-    return RetrieverEncoder(retriever, model_identity(path), _where(path))
+    return RetrieverEncoder(retriever, ref.identity(), _where(path, ref))
 
 
-def open_text_encoder(path: str | Path) -> RetrieverEncoder:
+def open_text_encoder(path: str | Path) -> Any:
     """The model at ``path`` opened for text queries only (its audio side is never built)."""
-    from earshot.loading.text_side import load_text_retriever
+    from earshot.loading.resolve import OpenOptions, open_ref, resolve
 
-    retriever = load_text_retriever(path)
+    ref = resolve(path)
+    retriever = open_ref(ref, OpenOptions(text_only=True))
     if hasattr(retriever, "eval"):
         retriever.eval()
-    return RetrieverEncoder(retriever, model_identity(path), _where(path))
+    return RetrieverEncoder(retriever, ref.identity(), _where(path, ref))
 
 
-def _where(path: str | Path) -> str:
-    """What the index remembers as the model's location: a registry name as given, else the
-    resolved path."""
-    from earshot.loading.retriever import is_pretrained_name
-
-    if is_pretrained_name(path):
+def _where(path: str | Path, ref: Any) -> str:
+    """What the index remembers as the model's location: a registry name or hub id as given,
+    else the resolved path."""
+    if ref.kind in ("registry", "hf_hub"):
         return str(path)
-    return str(Path(path).expanduser().resolve())
+    return str(Path(ref.location).expanduser().resolve())

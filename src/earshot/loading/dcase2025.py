@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from earshot.errors import WeightsError
-from earshot.models.audio.passt import convert_passt_state_dict, read_torch_dict
+from earshot.models.audio.passt import convert_passt_state_dict
+from earshot.models.converters import read_state_dict, register_converter
 from earshot.weights.passt import ROBERTA, baseline_model_config
 
 __all__ = ["ROBERTA", "baseline_model_config", "convert_dcase2025_baseline_state_dict",
@@ -85,10 +86,9 @@ def import_dcase2025_baseline(ckpt: str | Path, out_dir: str | Path, tokenizer: 
     from earshot.models.biencoder import create_model
 
     ckpt = Path(ckpt)
-    sd = convert_dcase2025_baseline_state_dict(read_torch_dict(ckpt, "baseline checkpoint"))
+    sd = _read(ckpt)
     if roberta is None:
-        width = sd.get("text_head.proj.weight")
-        roberta = "base" if width is not None and width.shape[1] == 768 else "large"
+        roberta = roberta_from_state_dict(sd, ckpt)
     model = create_model(baseline_model_config(roberta, tokenizer, passt), load_weights=False)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
@@ -98,3 +98,50 @@ def import_dcase2025_baseline(ckpt: str | Path, out_dir: str | Path, tokenizer: 
     model.load_state_dict(sd, strict=True)
     tau = 1.0 / math.exp(float(sd["log_logit_scale"]))
     return checkpoint.save(model.eval(), out_dir, {"source": f"dcase2025_task6_baseline {ckpt.name}", "tau": tau})
+
+
+def _read(path: str | Path) -> dict[str, Tensor]:
+    return convert_dcase2025_baseline_state_dict(read_state_dict(path, what="DCASE 2025 baseline checkpoint"))
+
+
+def roberta_from_state_dict(sd: Mapping[str, Tensor], where: str | Path = "baseline checkpoint",
+                            known: tuple[Mapping[str, Any], ...] = ()) -> dict[str, Any]:
+    """The RoBERTa architecture a converted baseline state dict holds, read from its shapes
+    (hidden size, layers, feed-forward width, vocabulary, positions): RoBERTa-large, or base
+    with ``--roberta_base``. Attention heads cannot be read from weights: they are the published
+    architecture's of that hidden size (or of a ``known`` architecture of that size)."""
+    pre = "text_encoder.hf."
+    try:
+        vocab, hidden = sd[pre + "embeddings.word_embeddings.weight"].shape
+        positions = sd[pre + "embeddings.position_embeddings.weight"].shape[0]
+        inter = sd[pre + "encoder.layer.0.intermediate.dense.weight"].shape[0]
+    except KeyError as e:
+        raise WeightsError(f"{where}: no RoBERTa weights ({e.args[0]} missing)") from None
+    layers = 1 + max(int(k[len(pre + "encoder.layer."):].split(".")[0]) for k in sd
+                     if k.startswith(pre + "encoder.layer."))
+    published = next((dict(a) for a in (*known, *ROBERTA.values()) if a.get("hidden_size") == hidden), None)
+    if published is None:
+        raise WeightsError(f"{where}: RoBERTa of hidden size {hidden} is neither roberta-base (768) nor "
+                           f"roberta-large (1024); its attention heads cannot be read from the weights")
+    return {**published, "vocab_size": int(vocab), "num_hidden_layers": layers,
+            "intermediate_size": int(inter), "max_position_embeddings": int(positions)}
+
+
+def _adapt(cfg: dict, path: Path) -> dict:
+    # The registry's config is RoBERTa-large; a --roberta_base checkpoint holds base (768 wide).
+    cfg = dict(cfg)
+    text = dict(cfg["text"])
+    options = dict(text.get("options", {}))
+    options["config"] = roberta_from_state_dict(_read(path), path, known=(options.get("config") or {},))
+    text["options"] = options
+    cfg["text"] = text
+    return cfg
+
+
+def _looks_like_baseline(obj: Any) -> bool:
+    sd = obj.get("state_dict") if isinstance(obj, Mapping) else None
+    return isinstance(sd, Mapping) and any(k.startswith(_AUDIO) for k in sd) and any(k.startswith(_TEXT) for k in sd)
+
+
+register_converter("dcase2025_baseline", model=lambda path, model: _read(path), detect=_looks_like_baseline,
+                   adapt=_adapt)(None)

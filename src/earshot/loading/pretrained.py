@@ -1,100 +1,18 @@
 """Load published weights into a tower: find the file, read it, convert it, load it strictly.
 
-One loader per source format (STYLE.md rule 6), registered by the converter name the weights
-registry records for each tower (``earshot.weights.WeightsEntry.towers[i].converter``).
+One loader per source format (STYLE.md rule 6), registered beside its architecture
+(``earshot.models.converters.register_converter``) under the converter name the weights registry
+records for each tower (``earshot.weights.WeightsEntry.towers[i].converter``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 
 from earshot.errors import ConfigError, WeightsError
-from earshot.registry import Registry
-
-WEIGHT_LOADERS: Registry[Callable[[nn.Module, Path], None]] = Registry("weights format")
-
-
-@WEIGHT_LOADERS.register("panns")
-def _load_panns(tower: nn.Module, path: Path) -> None:
-    from earshot.models.audio.panns import load_panns_checkpoint
-
-    load_panns_checkpoint(tower, path)
-
-
-@WEIGHT_LOADERS.register("audioclip_audio")
-def _load_audioclip_audio(tower: nn.Module, path: Path) -> None:
-    from earshot.models.text.clip_text import read_audioclip_checkpoint
-    from earshot.models.audio.esresnext import convert_audioclip_audio_state_dict
-
-    sd = convert_audioclip_audio_state_dict(read_audioclip_checkpoint(path), tower.cfg)
-    tower.load_state_dict(sd, strict=True)
-
-
-@WEIGHT_LOADERS.register("passt")
-def _load_passt(tower: nn.Module, path: Path) -> None:
-    from earshot.models.audio.passt import PasstEncoder, load_passt_checkpoint
-
-    if not isinstance(tower, PasstEncoder):
-        raise ConfigError(f"PaSST weights need the passt encoder, got {type(tower).__name__}")
-    load_passt_checkpoint(tower, path)
-
-
-def _clip_text_tower(tower: nn.Module):
-    from earshot.models.text.towers import CLIPTextEncoder
-
-    if not isinstance(tower, CLIPTextEncoder):
-        raise ConfigError(f"CLIP text weights need the clip_text encoder, got {type(tower).__name__}")
-    return tower.model
-
-
-@WEIGHT_LOADERS.register("audioclip_text")
-def _load_audioclip_text(tower: nn.Module, path: Path) -> None:
-    from earshot.models.text.clip_text import (
-        convert_audioclip_text_state_dict,
-        load_clip_text_state_dict,
-        read_audioclip_checkpoint,
-    )
-
-    sd = convert_audioclip_text_state_dict(read_audioclip_checkpoint(path))
-    load_clip_text_state_dict(_clip_text_tower(tower), sd)
-
-
-@WEIGHT_LOADERS.register("openai_clip_text")
-def _load_openai_clip_text(tower: nn.Module, path: Path) -> None:
-    from earshot.models.text.clip_text import (
-        convert_openai_clip_text_state_dict,
-        load_clip_text_state_dict,
-        read_openai_clip_checkpoint,
-    )
-
-    sd = convert_openai_clip_text_state_dict(read_openai_clip_checkpoint(path))
-    load_clip_text_state_dict(_clip_text_tower(tower), sd)
-
-
-@WEIGHT_LOADERS.register("clap_hf")
-def _load_clap_hf(tower: nn.Module, path: Path) -> None:
-    from earshot.models.audio.clap import convert_clap_hf_state_dict, load_clap_tower, read_hf_clap_weights
-
-    load_clap_tower(tower, convert_clap_hf_state_dict(read_hf_clap_weights(path)))
-
-
-@WEIGHT_LOADERS.register("laion_clap")
-def _load_laion_clap(tower: nn.Module, path: Path) -> None:
-    from earshot.models.audio.clap import (ClapAudioTower, convert_laion_clap_state_dict,
-                                     load_clap_tower, read_laion_checkpoint)
-
-    fe = tower.frontend_cfg if isinstance(tower, ClapAudioTower) else None
-    load_clap_tower(tower, convert_laion_clap_state_dict(read_laion_checkpoint(path), fe))
-
-
-@WEIGHT_LOADERS.register("msclap")
-def _load_msclap(tower: nn.Module, path: Path) -> None:
-    from earshot.models.audio.msclap import load_msclap_tower
-
-    load_msclap_tower(tower, path)
+from earshot.models.converters import get_converter, tower_formats
 
 
 def resolve_weights(name: str, weights: str, weights_format: str | None, kind: str) -> tuple[Path, str]:
@@ -108,7 +26,7 @@ def resolve_weights(name: str, weights: str, weights_format: str | None, kind: s
     if path.is_file():
         if weights_format is None:
             raise ConfigError(f"{name}: weights file {path} needs weights_format "
-                              f"(one of {WEIGHT_LOADERS.names()})")
+                              f"(one of {', '.join(tower_formats())})")
         return path, weights_format
     if weights not in registry.WEIGHTS:
         raise WeightsError(f"{name}: weights {weights!r} is neither a file nor a known name; "
@@ -143,7 +61,11 @@ def load_tower_weights(tower: nn.Module, cfg) -> None:
 
     kind = "audio" if isinstance(tower, AudioEncoder) else "text"
     path, fmt = resolve_weights(cfg.name, cfg.weights, cfg.weights_format, kind)
+    loader = get_converter(fmt).tower
+    if loader is None:
+        raise ConfigError(f"{cfg.name}: weights_format {fmt!r} holds whole models, not one tower; "
+                          f"pass the file as the model instead (one of {', '.join(tower_formats())})")
     try:
-        WEIGHT_LOADERS.get(fmt)(tower, path)
+        loader(tower, path)
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None

@@ -1,8 +1,8 @@
 """Open only the text half of a model: what a text query needs, nothing else.
 
 Searching an index by text needs each model's text tower and text head, never its audio tower
-(a CNN14 is 80 M parameters to build and read). :func:`load_text_retriever` opens a checkpoint
-or an ensemble manifest with the audio side left out: its ``embed_text`` gives the same
+(a CNN14 is 80 M parameters to build and read). :func:`load_text_side` opens a checkpoint
+with the audio side left out (``load_text_retriever`` in ``loading.retriever`` routes every kind): its ``embed_text`` gives the same
 embeddings as the full model's, and ``embed_audio`` raises. A Sentence-BERT tower of the common
 shape runs as :class:`earshot.models.text.bert.PlainSentenceBERT` (no sentence-transformers import,
 no loading bars); other text towers are built from their registry as usual.
@@ -85,27 +85,3 @@ def _audio_width(weights: Path) -> int:
             return int(f.get_slice(keys[0]).get_shape()[-1]) if keys else 1
     except FileNotFoundError:
         raise WeightsError(f"{weights}: no such file") from None
-
-
-def load_text_retriever(path: str | Path) -> Any:
-    """A model opened for text queries only: an earshot checkpoint directory (text side alone)
-    or an ensemble manifest (each checkpoint member likewise). Anything else that
-    :func:`~earshot.loading.retriever.load_retriever` opens (a CLAP folder, a registry name, a
-    published file) is opened whole: its towers are one file."""
-    from earshot.models.checkpoint import is_checkpoint
-    from earshot.loading.retriever import load_retriever
-
-    p = Path(path).expanduser()
-    if p.is_dir():
-        return load_text_side(p) if is_checkpoint(p) else load_retriever(p)
-    if not (p.is_file() and p.suffix.lower() in (".json", ".yaml", ".yml")):
-        return load_retriever(path)
-    from earshot.ensemble import Ensemble
-    from earshot.ensemble.manifest import member_paths, read_manifest
-
-    cfg = read_manifest(p)
-    members = [load_text_side(d) if d.is_dir() and is_checkpoint(d)
-               else load_retriever(m.path if not d.exists() else d)  # a registry name, a CLAP folder
-               for d, m in zip(member_paths(cfg, p), cfg.members)]
-    return Ensemble(members, [m.weight for m in cfg.members], cfg.rule, cfg.rrf_k, cfg.sample_rate,
-                    names=[m.path for m in cfg.members])

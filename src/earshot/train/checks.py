@@ -35,8 +35,14 @@ def check_config(cfg: TrainConfig) -> None:
         _check_options(f"{kind} encoder", tower.name, registry.get(tower.name), tower.options)
         if tower.weights is not None and cfg.init_from is None:
             resolve_weights(tower.name, tower.weights, tower.weights_format, kind)
-    if cfg.init_from is not None and not Path(cfg.init_from).expanduser().is_dir():
-        raise ConfigError(f"init_from: {cfg.init_from} is not a checkpoint directory")
+    if cfg.init_from is not None:
+        from earshot.errors import WeightsError
+        from earshot.loading.resolve import resolve
+
+        try:
+            resolve(cfg.init_from)  # any model: a checkpoint, a registry name, a CLAP folder, ...
+        except WeightsError as e:
+            raise ConfigError(f"init_from: {e}") from None
     for name, split in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
         if split is not None:
             check_split(name, split, cfg.data.root)

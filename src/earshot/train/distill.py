@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from earshot.data.records import CaptionTable
-from earshot.ensemble import SimilarityCache, checkpoint_fingerprint, table_fingerprint
+from earshot.ensemble import SimilarityCache, table_fingerprint
 from earshot.errors import ConfigError
 from earshot.train.config import TrainConfig
 from earshot.train.data import collate_inputs, load_splits
@@ -37,11 +37,11 @@ from earshot.train.module import RetrievalModule
 
 
 def teacher_identity(teacher: Any, source: str | Path) -> str:
-    """Content hash of what scores: an ensemble's fingerprint, or a checkpoint's."""
-    fingerprint = getattr(teacher, "fingerprint", None)
-    if callable(fingerprint):
-        return fingerprint()
-    return checkpoint_fingerprint(source)
+    """Content hash of what scores: the teacher's :meth:`ModelRef.identity` (any kind: a
+    checkpoint, a manifest, a CLAP folder, a registry name)."""
+    from earshot.loading.resolve import resolve
+
+    return resolve(source).identity()
 
 
 def teacher_embeddings(

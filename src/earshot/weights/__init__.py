@@ -9,7 +9,7 @@ every family; nothing touches the network at import time.
 from earshot.weights import audioclip, clap, clip, msclap, panns, passt  # noqa: F401  (registers)
 from earshot.weights.cache import (DownloadReport, WeightsStatus, add_weights, download, fetch_weights,
                                    file_digests, locate, status, verify, weights_dir)
-from earshot.weights.entry import (CONVERTERS, HEX_LENGTH, WEIGHTS, AudioPreprocessing,
+from earshot.weights.entry import (HEX_LENGTH, WEIGHTS, AudioPreprocessing,
                                    Checksum, HashAlgorithm, RetrieverSpec, TextPreprocessing, Tower,
                                    WeightsEntry, get_weights, list_weights, register_weights)
 
@@ -19,3 +19,11 @@ __all__ = [
     "fetch_weights", "file_digests", "get_weights", "list_weights", "locate",
     "register_weights", "status", "verify", "weights_dir",
 ]
+
+
+def __getattr__(name: str):
+    if name == "CONVERTERS":  # a view of the registered converters (see entry.py)
+        from earshot.weights import entry
+
+        return entry.CONVERTERS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

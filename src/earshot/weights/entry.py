@@ -18,8 +18,17 @@ if TYPE_CHECKING:
 
 HashAlgorithm = Literal["sha256", "md5"]
 HEX_LENGTH: dict[str, int] = {"sha256": 64, "md5": 32}
-CONVERTERS = ("panns", "audioclip_audio", "audioclip_text", "openai_clip_text", "passt", "clap_hf",
-              "laion_clap", "msclap")
+
+
+def __getattr__(name: str) -> Any:
+    # CONVERTERS (the weights formats a tower accepts) is a view of the converters each
+    # architecture registers beside itself (earshot.models.converters), computed on first use
+    # so that `earshot weights list` never imports torch.
+    if name == "CONVERTERS":
+        from earshot.models.converters import tower_formats
+
+        return tower_formats()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # --------------------------------------------------------------------------------------------
 # What a registry entry is made of

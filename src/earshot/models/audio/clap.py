@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from earshot.config import from_dict, to_dict
 from earshot.errors import AudioError, ConfigError, DataError, WeightsError
 from earshot.models.base import AudioEncoder, TextEncoder, register_audio_encoder, register_text_encoder
+from earshot.models.converters import read_state_dict, register_converter
 
 __all__ = [
     "ClapAudioTower",
@@ -416,12 +417,20 @@ def split_clap_state_dict(sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], 
     return audio, text, scales
 
 
-# LAION-AI/CLAP (src/laion_clap/clap_module/{model.py,htsat.py}) names, and why some are dropped:
-# the AudioSet heads (tscam_conv, head) and the MLP "transform" heads are not on the embedding
-# path; attn_mask is a buffer transformers recomputes; torchlibrosa's STFT/mel tensors are
-# checked against the slaney front end (see _check_torchlibrosa) then dropped.
-_LAION_DROPPED_PREFIXES = ("audio_branch.tscam_conv.", "audio_branch.head.", "text_transform.",
-                           "audio_transform.")
+# LAION-AI/CLAP (src/laion_clap/clap_module/{model.py,htsat.py}) names, and exactly which keys
+# are ignored, and why (any other key that fits nowhere is an error):
+# * audio_branch.tscam_conv.{weight,bias}, audio_branch.head.{weight,bias}: HTSAT's AudioSet
+#   classifier (htsat.py: tscam_conv = Conv2d(num_features, num_classes), head = Linear), not on
+#   the embedding path (CLAP reads the pooled "embedding" before it);
+# * {text,audio}_transform.sequential.{0,3}.{weight,bias}: model.py's MLPLayers([d, d, d])
+#   "transform" heads (Linear, ReLU, Dropout, Linear), used by LAION's training losses only;
+# * audio_branch.layers.N.blocks.M.attn_mask: the shifted-window mask buffer, which transformers
+#   recomputes from the window sizes.
+# torchlibrosa's STFT/mel tensors are checked against the front end (_check_torchlibrosa) and
+# dropped. Both logit scales (logit_scale_a, logit_scale_t) must be present in a whole file.
+_LAION_IGNORED = re.compile(r"^(audio_branch\.(tscam_conv|head)\.(weight|bias)"
+                            r"|(text|audio)_transform\.sequential\.(0|3)\.(weight|bias)"
+                            r"|audio_branch\.layers\.\d+\.blocks\.\d+\.attn_mask)$")
 _LAION_FRONTEND_PREFIX = "audio_branch."
 _LAION_BLOCK = re.compile(r"^audio_branch\.layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
 _LAION_BLOCK_PARTS = {
@@ -436,8 +445,8 @@ _LAION_BLOCK_PARTS = {
 _LAION_PROJECTION = re.compile(r"^(audio|text)_projection\.(0|2)\.(weight|bias)$")
 
 
-def convert_laion_clap_state_dict(sd: Mapping[str, Tensor],
-                                  frontend: ClapFrontendConfig | None) -> dict[str, Tensor]:
+def convert_laion_clap_state_dict(sd: Mapping[str, Tensor], frontend: ClapFrontendConfig | None,
+                                  whole: bool = True) -> dict[str, Tensor]:
     """LAION-CLAP ``.pt`` state dict (``ckpt["state_dict"]``, with or without DDP's ``module.``)
     -> transformers ``ClapModel`` keys, for strict loading.
 
@@ -449,12 +458,14 @@ def convert_laion_clap_state_dict(sd: Mapping[str, Tensor],
     ``position_ids``/``token_type_ids`` buffers are rebuilt (older checkpoints carry the first
     only). ``frontend`` is the audio front end the checkpoint's torchlibrosa tensors are checked
     against; None skips that check (loading the text tower alone, which has no front end).
+    ``whole``: ``sd`` is a whole CLAP file, so both logit scales must be in it (MS-CLAP 2023
+    passes its HTSAT alone).
     """
     sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
     out: dict[str, Tensor] = {}
     frontend_keys = {}
     for key, value in sd.items():
-        if key.startswith(_LAION_DROPPED_PREFIXES) or key.endswith(".attn_mask"):
+        if _LAION_IGNORED.match(key):
             continue
         rest = key[len(_LAION_FRONTEND_PREFIX):]
         if key.startswith(_LAION_FRONTEND_PREFIX) and rest.startswith(("spectrogram_extractor.",
@@ -492,6 +503,9 @@ def convert_laion_clap_state_dict(sd: Mapping[str, Tensor],
             out[key] = value
         else:
             raise WeightsError(f"LAION-CLAP: unexpected key {key!r}")
+    missing_scales = [k for k in _SCALE_KEYS if k not in out]
+    if whole and missing_scales:
+        raise WeightsError(f"LAION-CLAP: missing {missing_scales} (a whole CLAP file has both logit scales)")
     if frontend_keys and frontend is not None:
         _check_torchlibrosa(frontend_keys, frontend)
     emb = "text_model.embeddings."
@@ -531,23 +545,11 @@ def convert_clap_hf_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {**audio, **_text_part(text), **scales}
 
 
-def read_torch_checkpoint(path: str | Path, key: str, what: str) -> dict[str, Tensor]:
-    """The state dict under ``key`` in a torch pickle (or the file's dict itself when it has no
-    such key), read with ``weights_only=True``; ``what`` names the format in errors."""
-    try:
-        ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle/zip errors all mean the file is unusable
-        raise WeightsError(f"{path}: not a readable {what} checkpoint ({e})") from None
-    sd = ckpt.get(key, ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict):
-        raise WeightsError(f"{path}: expected a state dict (under {key!r}), found "
-                           f"{type(ckpt).__name__}")
-    return sd
-
-
 def read_laion_checkpoint(path: str | Path) -> dict[str, Tensor]:
-    """The state dict inside a LAION-CLAP ``.pt`` file (``{"state_dict": ...}`` or a bare one)."""
-    return read_torch_checkpoint(path, "state_dict", "LAION-CLAP")
+    """The state dict inside a LAION-CLAP ``.pt`` file: as LAION's trainer saves it
+    (``{"epoch", "name", "state_dict", "optimizer"}``, the optimizer's ``lr`` a numpy.float64)
+    or a bare one."""
+    return read_state_dict(path, "state_dict", "LAION-CLAP checkpoint")
 
 
 @dataclass(frozen=True)
@@ -601,17 +603,7 @@ def read_hf_clap_weights(path: str | Path) -> dict[str, Tensor]:
     p = Path(path).expanduser()
     if p.is_dir():
         p = next((p / n for n in ("model.safetensors", "pytorch_model.bin") if (p / n).is_file()), p)
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return dict(load_file(str(p), device="cpu"))
-        sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"{p}: not a readable CLAP weights file ({e})") from None
-    if not isinstance(sd, dict):
-        raise WeightsError(f"{p}: expected a state dict")
-    return sd
+    return read_state_dict(p, what="CLAP weights file")
 
 
 def _text_part(text: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -650,3 +642,39 @@ def biencoder_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
         raise WeightsError("CLAP weights without logit_scale_a")
     out["log_logit_scale"] = scales["logit_scale_a"].reshape(())
     return out
+
+
+# --- registered converters (earshot.models.converters) ----------------------------------------
+
+
+def _looks_like_laion_clap(obj: Any) -> bool:
+    sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else {}
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in sd] if isinstance(sd, Mapping) else []
+    return any(k.startswith("audio_branch.") for k in keys) and any(k.startswith("text_branch.") for k in keys)
+
+
+def _looks_like_clap_hf(obj: Any) -> bool:
+    return (isinstance(obj, Mapping) and any(k.startswith("audio_model.audio_encoder.") for k in obj)
+            and any(k.startswith("text_model.") for k in obj))
+
+
+def _laion_model(path: Path, model: Any) -> dict:
+    return biencoder_state_dict(convert_laion_clap_state_dict(read_laion_checkpoint(path),
+                                                              model.audio_encoder.frontend_cfg))
+
+
+def _clap_hf_model(path: Path, model: Any) -> dict:
+    return biencoder_state_dict(convert_clap_hf_state_dict(read_hf_clap_weights(path)))
+
+
+@register_converter("laion_clap", model=_laion_model, detect=_looks_like_laion_clap)
+def load_laion_clap_tower(tower: nn.Module, path: Path) -> None:
+    """One tower from a LAION-CLAP ``.pt`` file, strictly."""
+    fe = tower.frontend_cfg if isinstance(tower, ClapAudioTower) else None
+    load_clap_tower(tower, convert_laion_clap_state_dict(read_laion_checkpoint(path), fe))
+
+
+@register_converter("clap_hf", model=_clap_hf_model, detect=_looks_like_clap_hf)
+def load_clap_hf_tower(tower: nn.Module, path: Path) -> None:
+    """One tower from a Hugging Face CLAP folder or its weights file, strictly."""
+    load_clap_tower(tower, convert_clap_hf_state_dict(read_hf_clap_weights(path)))

@@ -24,6 +24,7 @@ on. (AudioCLIP's demo notebook skips that multiplication, which feeds the model 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import weakref
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 from earshot.config import from_dict, to_dict
 from earshot.errors import ConfigError, WeightsError
 from earshot.models.base import AudioEncoder, register_audio_encoder
+from earshot.models.converters import read_state_dict, register_converter
 
 __all__ = [
     "ESResNeXtFBSP",
@@ -510,3 +512,12 @@ def _reference_shapes(cfg: ESResNeXtFBSPConfig) -> dict[str, Tensor]:
     # Build on the meta device: the keys and shapes without allocating 25M parameters.
     with torch.device("meta"):
         return ESResNeXtFBSP(cfg).state_dict()
+
+
+@register_converter("audioclip_audio")
+def load_audioclip_audio_weights(tower: nn.Module, path: Path) -> None:
+    """``weights:`` on an ``esresnext_fbsp`` tower: the audio half of an AudioCLIP file, strictly."""
+    if not isinstance(tower, ESResNeXtFBSP):
+        raise ConfigError(f"AudioCLIP audio weights need the esresnext_fbsp encoder, got {type(tower).__name__}")
+    sd = convert_audioclip_audio_state_dict(read_state_dict(path, what="AudioCLIP checkpoint"), tower.cfg)
+    tower.load_state_dict(sd, strict=True)

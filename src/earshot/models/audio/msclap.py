@@ -41,7 +41,8 @@ from torch import nn
 
 from earshot.errors import ConfigError, DataError, WeightsError
 from earshot.models.base import TextEncoder, register_audio_encoder, register_text_encoder
-from earshot.models.audio.clap import read_torch_checkpoint, window_starts
+from earshot.models.audio.clap import window_starts
+from earshot.models.converters import read_state_dict, register_converter
 from earshot.models.audio.panns import Cnn14, convert_panns_state_dict
 from earshot.models.text.towers import HFTransformerEncoder, default_sbert_path
 
@@ -165,7 +166,7 @@ def msclap_gpt2(config: dict[str, Any] | None = None, tokenizer: str | None = No
 
 def read_msclap_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """``torch.load(path)["model"]`` of an MS-CLAP file, with ``weights_only=True``."""
-    return read_torch_checkpoint(path, "model", "MS-CLAP")
+    return read_state_dict(path, "model", "MS-CLAP checkpoint")
 
 
 _PREFIXES = {
@@ -200,7 +201,7 @@ def convert_msclap_state_dict(sd: Mapping[str, Tensor],
         fe = frontend if isinstance(frontend, ClapFrontendConfig) else ClapFrontendConfig(
             **MSCLAP_2023_FRONTEND)
         out = {"audio_encoder.model." + k[len("audio_model."):]: v
-               for k, v in convert_laion_clap_state_dict(htsat, fe).items()}
+               for k, v in convert_laion_clap_state_dict(htsat, fe, whole=False).items()}
         audio_prefix = "audio_encoder.base.htsat."
     else:
         audio = {k[len("audio_encoder.base."):]: v for k, v in sd.items()
@@ -244,6 +245,17 @@ def biencoder_state_dict(sd: Mapping[str, Tensor], model) -> dict[str, Tensor]:
     return convert_msclap_state_dict(sd, model.audio_encoder.frontend_cfg)
 
 
+def _looks_like_msclap(obj: Any) -> bool:
+    sd = obj.get("model") if isinstance(obj, Mapping) else None
+    return isinstance(sd, Mapping) and any(
+        k.startswith(("caption_encoder.", "module.caption_encoder.")) for k in sd)
+
+
+def _msclap_model(path: Path, model: Any) -> dict:
+    return biencoder_state_dict(read_msclap_checkpoint(path), model)
+
+
+@register_converter("msclap", model=_msclap_model, detect=_looks_like_msclap)
 def load_msclap_tower(tower, path: str | Path) -> None:
     """Load one tower (``msclap_cnn14`` or ``msclap_bert``) from an MS-CLAP file, strictly."""
     from earshot.models.base import AudioEncoder

@@ -48,6 +48,7 @@ from earshot.audio.specaugment import SpecAugment
 from earshot.config import from_dict
 from earshot.errors import AudioError, ConfigError, WeightsError
 from earshot.models.base import AudioEncoder, create_audio_encoder, register_audio_encoder
+from earshot.models.converters import read_file, register_converter
 
 __all__ = [
     "Cnn6",
@@ -767,54 +768,6 @@ def load_panns_state_dict(model: PannsEncoder, sd: Mapping[str, Tensor]) -> Pann
 # The released files hold the training sampler's state beside ``model`` (numpy arrays and a
 # RandomState tuple). Reading them needs numpy's array-reconstruction globals, which rebuild
 # arrays from bytes and run no code; nothing else is allowed.
-_NUMPY_ARRAY_GLOBALS = frozenset({
-    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
-    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
-    "numpy.ndarray", "numpy.dtype",
-})
-
-
-def _load_weights_only(path: Path) -> Any:
-    """``torch.load(weights_only=True)``, allowing numpy arrays (and nothing else) when the file
-    needs them.
-
-    A zip checkpoint (PyTorch >= 1.6) is scanned for the globals it needs first. The authors'
-    training script saved with older PyTorch, whose legacy (non-zip) format cannot be scanned:
-    it is loaded with the numpy allow-list directly, and anything else it needs still fails
-    with the unpickler's error naming it.
-    """
-    import zipfile
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        if zipfile.is_zipfile(path):
-            needed = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-            if not needed or not all(n in _NUMPY_ARRAY_GLOBALS or n.startswith("numpy.dtypes.") for n in needed):
-                raise
-        else:
-            needed = set(_NUMPY_ARRAY_GLOBALS)
-    with torch.serialization.safe_globals(_numpy_allow_list(needed)):
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _numpy_allow_list(names: set[str]) -> list[Any]:
-    """The numpy objects named in ``names`` (those this numpy has) plus numpy's dtype classes,
-    through which numpy.dtype objects unpickle (a checkpoint scan does not list them)."""
-    import importlib
-
-    import numpy as np
-
-    allowed: list[Any] = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    for name in sorted(names):
-        module, _, attr = name.rpartition(".")
-        try:
-            allowed.append(getattr(importlib.import_module(module), attr))
-        except (ImportError, AttributeError):
-            continue  # the other numpy major version's module path
-    return allowed
-
-
 def load_panns_checkpoint(
     name_or_model: str | PannsEncoder, path: str | Path, **options: Any
 ) -> PannsEncoder:
@@ -833,12 +786,9 @@ def load_panns_checkpoint(
     if not path.is_file():
         raise WeightsError(f"{str(path)!r}: PANNs checkpoint not found")
     try:
-        raw = _load_weights_only(path)
-    except Exception as e:  # pickle, zip and weights_only refusals all land here
-        raise WeightsError(
-            f"{str(path)!r}: cannot read as a PyTorch checkpoint with weights_only=True ({e}); "
-            "if it pickles more than tensors, re-save just its 'model' state dict"
-        ) from None
+        raw = read_file(path, "PANNs checkpoint")
+    except WeightsError as e:
+        raise WeightsError(f"{str(path)!r}: {e}") from None
     if not isinstance(raw, Mapping):
         raise WeightsError(f"{str(path)!r}: expected a dict, got {type(raw).__name__}")
     try:
@@ -847,3 +797,17 @@ def load_panns_checkpoint(
     except WeightsError as e:
         raise WeightsError(f"{str(path)!r}: {e}") from None
     return model.eval()
+
+
+def _looks_like_panns(obj: Any) -> bool:
+    # The release's {"model": state_dict, ...}: the log-mel buffers and CNN14's first block.
+    sd = obj.get("model", obj) if isinstance(obj, Mapping) else {}
+    return isinstance(sd, Mapping) and "logmel_extractor.melW" in sd and "bn0.weight" in sd
+
+
+@register_converter("panns", detect=_looks_like_panns)
+def load_panns_weights(tower: PannsEncoder, path: Path) -> None:
+    """``weights:`` on a PANNs tower: the official file, converted and loaded strictly."""
+    if not isinstance(tower, PannsEncoder):
+        raise ConfigError(f"PANNs weights need a PANNs encoder, got {type(tower).__name__}")
+    load_panns_checkpoint(tower, path)

@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from earshot.config import from_dict, to_dict
 from earshot.errors import ConfigError, WeightsError
 from earshot.models.base import AudioEncoder, register_audio_encoder
+from earshot.models.converters import read_state_dict, register_converter
 
 __all__ = [
     "PasstConfig",
@@ -396,21 +397,19 @@ def load_passt_state_dict(model: PasstEncoder, sd: Mapping[str, Tensor]) -> None
     model.load_state_dict(dict(sd), strict=True)
 
 
-def read_torch_dict(path: str | Path, what: str) -> Mapping[str, Any]:
-    """A ``torch.save``d dict read with ``weights_only=True``; errors name the file and ``what``."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: {what} not found")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and weights_only refusals
-        raise WeightsError(f"{path}: cannot read the {what} with weights_only=True ({e})") from None
-    if not isinstance(raw, Mapping):
-        raise WeightsError(f"{path}: expected a dict ({what}), got {type(raw).__name__}")
-    return raw
-
-
 def load_passt_checkpoint(model: PasstEncoder, path: str | Path) -> PasstEncoder:
     """Read a released PaSST ``.pt`` (``weights_only=True``), convert, load strictly."""
-    load_passt_state_dict(model, convert_passt_state_dict(read_torch_dict(path, "PaSST checkpoint")))
+    load_passt_state_dict(model, convert_passt_state_dict(read_state_dict(path, what="PaSST checkpoint")))
     return model
+
+
+def _looks_like_passt(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and "patch_embed.proj.weight" in obj and "dist_token" in obj
+
+
+@register_converter("passt", detect=_looks_like_passt)
+def load_passt_weights(tower: PasstEncoder, path: Path) -> None:
+    """``weights:`` on a ``passt`` tower: a released AudioSet checkpoint, loaded strictly."""
+    if not isinstance(tower, PasstEncoder):
+        raise ConfigError(f"PaSST weights need the passt encoder, got {type(tower).__name__}")
+    load_passt_checkpoint(tower, path)

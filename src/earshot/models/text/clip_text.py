@@ -306,10 +306,6 @@ def read_audioclip_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _torch_load_state_dict(path: Path, source: str) -> dict[str, torch.Tensor]:
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and unsafe-global errors all mean "not usable"
-        raise WeightsError(f"{path}: not a readable {source} checkpoint ({e})") from None
-    if not isinstance(sd, Mapping):
-        raise WeightsError(f"{path}: expected a state dict, found {type(sd).__name__}")
-    return dict(sd)
+    from earshot.models.converters import read_state_dict
+
+    return read_state_dict(path, what=f"{source} checkpoint")

@@ -20,6 +20,7 @@ from torch import nn
 from earshot.config import from_dict, to_dict
 from earshot.errors import ConfigError, DataError, WeightsError
 from earshot.models.base import TextEncoder, register_text_encoder
+from earshot.models.converters import read_state_dict, register_converter
 from earshot.models.text.clip_text import (
     CLIP_TEXT_PRESETS,
     CLIPTextConfig,
@@ -211,19 +212,27 @@ class CLIPTextEncoder(TextEncoder):
 
 
 def _read_native(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    return read_state_dict(path, what="state dict")
 
-            return dict(load_file(str(path), device="cpu"))
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # header, pickle and zip errors all mean the file is unusable
-        raise WeightsError(f"{path}: not a readable state dict ({e})") from None
-    if not isinstance(sd, dict):
-        raise WeightsError(f"{path}: expected a state dict, found {type(sd).__name__}")
-    return sd
+
+def _clip_text_tower(tower: nn.Module) -> "CLIPTextTransformer":
+    if not isinstance(tower, CLIPTextEncoder):
+        raise ConfigError(f"CLIP text weights need the clip_text encoder, got {type(tower).__name__}")
+    return tower.model
+
+
+@register_converter("audioclip_text")
+def load_audioclip_text_weights(tower: nn.Module, path: Path) -> None:
+    """``weights:`` on a ``clip_text`` tower from an AudioCLIP file (its text half), strictly."""
+    load_clip_text_state_dict(_clip_text_tower(tower),
+                              convert_audioclip_text_state_dict(read_audioclip_checkpoint(path)))
+
+
+@register_converter("openai_clip_text")
+def load_openai_clip_text_weights(tower: nn.Module, path: Path) -> None:
+    """``weights:`` on a ``clip_text`` tower from an OpenAI CLIP TorchScript file, strictly."""
+    load_clip_text_state_dict(_clip_text_tower(tower),
+                              convert_openai_clip_text_state_dict(read_openai_clip_checkpoint(path)))
 
 
 @register_text_encoder("clip_text")
