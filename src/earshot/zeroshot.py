@@ -85,3 +85,12 @@ def read_labelled_csv(path: str | Path, audio_dir: str | Path | None = None) -> 
         raise DataError(f"{path}: {len(missing)} audio file(s) missing under {base}, e.g. "
                         f"{missing[0]}")
     return rows
+
+
+def prompt_template(name_or_path: str | Path) -> str:
+    """The zero-shot prompt of a registered model (its publisher's, as its registry entry
+    states), else LAION's default."""
+    from earshot.loading.resolve import resolve
+
+    entry = resolve(name_or_path).entry
+    return entry.retriever.prompt if entry is not None and entry.retriever is not None else DEFAULT_PROMPT

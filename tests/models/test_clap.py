@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 
 import clap_tiny
 import numpy as np
@@ -474,3 +475,105 @@ def test_registry_name_downloads_once_with_its_tokenizer(hf, tmp_path, monkeypat
         np.testing.assert_allclose(second.embed_audio(_clips(), SR), want.embed_audio(_clips(), SR), atol=1e-6)
     finally:
         server.shutdown()
+
+
+# --- LAION's files as LAION's trainer writes them; the hub cache (issue 18, section 3) ---------
+
+
+def _laion_entry(folder, fusion, file, tok_folder):
+    from earshot.weights.clap import clap_retriever
+    from earshot.weights.entry import Checksum, Tower, WeightsEntry
+
+    spec = clap_retriever({}, fusion, "laion_clap")
+    cfg = dict(spec.config)
+    cfg["audio"] = {**cfg["audio"], "options": {"config": clap_tiny.audio_config(fusion),
+                                                "frontend": clap_tiny.frontend(fusion)}}
+    cfg["text"] = {**cfg["text"], "options": {"config": clap_tiny.text_config(len(tok_folder)),
+                                              "tokenizer": str(folder)}}
+    cfg["embed_dim"] = 8
+    return WeightsEntry(
+        name="tiny_laion_test", file_name="tiny_laion.pt", urls=("https://invalid.example/x",),
+        checksum=Checksum("sha256", hashlib.sha256(file.read_bytes()).hexdigest(), "test"),
+        size_bytes=None, towers=(Tower("audio", "clap_htsat", "laion_clap", 8),
+                                 Tower("text", "clap_roberta", "laion_clap", 8)),
+        file_format="torch_pickle", source="test", licence="test",
+        retriever=type(spec)(config=cfg, prompt=spec.prompt, companions=()))
+
+
+def test_laion_trainer_file_opens_by_content_with_weights_only(hf, tmp_path, monkeypatch):
+    """LAION-AI/CLAP's training/main.py saves {"epoch", "name", "state_dict", "optimizer"}; the
+    optimizer's lr is a numpy.float64, which weights_only=True refuses unless numpy's scalar and
+    dtype globals are allowed (and nothing else). Renamed, the file is still recognised by its
+    keys and picked out of the registry by its digest."""
+    folder, ref, fe, tok = hf
+    from earshot.models.audio.clap import ClapFrontendConfig, read_laion_checkpoint
+
+    fusion = ref.config.audio_config.enable_fusion
+    laion = _to_laion({k: v.clone() for k, v in ref.state_dict().items()},
+                      ClapFrontendConfig(**clap_tiny.frontend(fusion)))
+    file = tmp_path / "renamed.bin"  # not the published file name: content decides
+    torch.save({"epoch": 45, "name": "2022_12_27-laion", "state_dict": laion,
+                "optimizer": {"state": {}, "param_groups": [{"lr": np.float64(1e-4), "betas": (0.9, 0.99),
+                                                             "params": [0, 1]}]}}, file)
+    with pytest.raises(Exception, match="numpy"):  # what a plain weights_only load says
+        torch.load(file, weights_only=True)
+    assert set(read_laion_checkpoint(file)) == set(laion)
+    entry = _laion_entry(folder, fusion, file, tok)
+    monkeypatch.setitem(W.WEIGHTS._items, entry.name, entry)
+    r = resolve(file)
+    assert (r.kind, r.fmt, r.entry.name) == ("published_file", "laion_clap", "tiny_laion_test")
+    assert r.identity() == "sha256:" + entry.checksum.digest[:16]
+    from_file, from_hf = load_model(file), load_model(folder)
+    # Same weights through two converters: only the HTSAT q/k/v split differs in memory layout.
+    np.testing.assert_allclose(from_file.embed_text(TEXTS), from_hf.embed_text(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(from_file.embed_audio(_clips()[:1], SR), from_hf.embed_audio(_clips()[:1], SR),
+                               atol=1e-6)
+
+
+def test_laion_converter_names_what_it_ignores(hf):
+    """Only the exact keys LAION's files carry off the embedding path are ignored; a stray key
+    under the same prefixes, or a missing logit scale, is an error."""
+    folder, ref, fe, tok = hf
+    from earshot.models.audio.clap import ClapFrontendConfig
+
+    fe_cfg = ClapFrontendConfig(**clap_tiny.frontend(ref.config.audio_config.enable_fusion))
+    laion = _to_laion({k: v.clone() for k, v in ref.state_dict().items()}, fe_cfg)
+    convert_laion_clap_state_dict(laion, fe_cfg)  # the real extras: accepted
+    for stray in ("module.text_transform.sequential.1.weight", "module.audio_branch.head.extra",
+                  "module.audio_branch.tscam_conv.weight_orig"):
+        with pytest.raises(WeightsError, match="unexpected key"):
+            convert_laion_clap_state_dict({**laion, stray: torch.zeros(1)}, fe_cfg)
+    without = {k: v for k, v in laion.items() if k != "module.logit_scale_t"}
+    with pytest.raises(WeightsError, match=r"missing \['logit_scale_t'\]"):
+        convert_laion_clap_state_dict(without, fe_cfg)
+
+
+def _hub_snapshot(cache, repo, rev, folder):
+    """The layout huggingface_hub reads: models--org--name/{refs/main, snapshots/<rev>/...}."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    shutil.copytree(folder, root / "snapshots" / rev)
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(rev)
+    return root / "snapshots" / rev
+
+
+def test_hub_ids_open_from_the_users_cache(hf, tmp_path, monkeypatch):
+    folder, ref, fe, tok = hf
+    if ref.config.audio_config.enable_fusion:
+        pytest.skip("the hub route does not depend on fusion; once is enough")
+    from earshot.loading.hub import hub_folder
+
+    cache = tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # the user's HF_HOME, read when called
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    old = _hub_snapshot(cache, "org/tiny-clap", "a" * 40, folder)
+    new = _hub_snapshot(cache, "org/tiny-clap", "b" * 40, folder)  # refs/main now points here
+    assert hub_folder("org/tiny-clap") == new
+    assert hub_folder("org/tiny-clap", "a" * 40) == old  # revision pinning
+    want = load_model(folder).embed_text(TEXTS)
+    for name in ("org/tiny-clap", "hf-hub:org/tiny-clap", f"hf-hub:org/tiny-clap@{'a' * 40}"):
+        np.testing.assert_allclose(load_model(name).embed_text(TEXTS), want, atol=1e-6)
+    assert resolve("org/tiny-clap").identity() == resolve(folder).identity()
+    with pytest.raises(WeightsError, match="no such model .*not in the Hugging Face cache"):
+        load_model("org/not-cached")

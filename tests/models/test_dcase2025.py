@@ -121,3 +121,56 @@ def test_baseline_opens_by_registry_name_with_the_registry_tokenizer(tmp_path, m
     with torch.no_grad():
         torch.testing.assert_close(named.encode_text(captions), imported.encode_text(captions), atol=1e-6, rtol=0)
         torch.testing.assert_close(named.encode_audio(wave), imported.encode_audio(wave), atol=1e-6, rtol=0)
+
+
+def test_baseline_ckpt_opens_by_path_and_its_roberta_size_is_read_from_it(tmp_path, monkeypatch):
+    """`load_model(".../last.ckpt")`: recognised by its keys (any file name), built from the
+    registry entry's config with the RoBERTa size the checkpoint holds: a --roberta_base file
+    (768 wide) opens although the entry describes another width (before: a 768 vs 1024 size
+    mismatch). Embeddings equal the baseline's forward pass computed by hand."""
+    import dataclasses
+
+    import clap_tiny
+    from transformers import AutoConfig, AutoTokenizer, RobertaModel
+
+    from earshot import weights as W
+    from earshot.loading.resolve import resolve
+    from earshot.loading.retriever import load_model
+    from earshot.weights.passt import baseline_model_config
+
+    tok_folder = tmp_path / "tok"
+    clap_tiny.tiny_tokenizer(tok_folder)
+    # The registry's entry with tiny sizes (its RoBERTa 24 wide); the file is base-width.
+    real = W.get_weights("dcase2025_baseline")
+    monkeypatch.setitem(W.WEIGHTS._items, real.name, dataclasses.replace(
+        real, retriever=dataclasses.replace(real.retriever, companions=(), config=baseline_model_config(
+            TINY_ROBERTA, tokenizer=str(tok_folder), passt=TINY_PASST))))
+    base_width = {"vocab_size": 320, "hidden_size": 768, "num_hidden_layers": 1, "num_attention_heads": 12,
+                  "intermediate_size": 64, "max_position_embeddings": 40, "type_vocab_size": 1,
+                  "pad_token_id": 1, "layer_norm_eps": 1e-5}
+    torch.manual_seed(0)
+    passt = create_audio_encoder("passt", config=TINY_PASST).eval()
+    roberta = RobertaModel(AutoConfig.for_model("roberta", **base_width), add_pooling_layer=False).eval()
+    audio_proj, text_proj = torch.nn.Linear(32, 1024), torch.nn.Linear(768, 1024)
+    sd = {f"audio_embedding_model.model.model.{k}": v for k, v in passt.state_dict().items()}
+    sd.update({f"text_embedding_model.{k}": v for k, v in roberta.state_dict().items()})
+    sd.update({f"audio_projection.{k}": v for k, v in audio_proj.state_dict().items()})
+    sd.update({f"text_projection.{k}": v for k, v in text_proj.state_dict().items()})
+    sd["tau"] = torch.tensor([0.05])
+    path = tmp_path / "run" / "last.ckpt"
+    path.parent.mkdir()
+    torch.save({"state_dict": sd, "epoch": 19, "pytorch-lightning_version": "2.4.0",
+                "hyper_parameters": {"roberta_base": True}}, path)
+
+    ref = resolve(path)
+    assert (ref.kind, ref.fmt, ref.entry.name) == ("published_file", "dcase2025_baseline", "dcase2025_baseline")
+    model = load_model(path)
+    captions = ["A Dog, barks!", "rain on a tin roof."]
+    tok = AutoTokenizer.from_pretrained(str(tok_folder))
+    clean = [c.lower().translate(str.maketrans("", "", string.punctuation)) for c in captions]
+    batch = tok(clean, padding="max_length", max_length=32, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        want = F.normalize(text_proj(roberta(**batch)[0][:, 0]), dim=-1).numpy()
+    import numpy as np
+
+    np.testing.assert_allclose(model.embed_text(captions), want, atol=1e-5)  # fp32, 1 layer of 768

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from earshot.app.cli import app
+from earshot.app.root import app
 
 
 @app.command("classify")
@@ -51,7 +51,8 @@ def classify_command(
     if unknown:
         raise DataError(f"{data}: labels {unknown[:5]} are not among the given labels")
 
-    from earshot.loading.retriever import Model, load_retriever, prompt_template
+    from earshot.loading.retriever import Model, load_retriever
+    from earshot.zeroshot import prompt_template
 
     retriever = load_retriever(model)
     m = Model(retriever, model)

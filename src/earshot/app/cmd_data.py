@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from earshot.app.cli import app
+from earshot.app.root import app
 from earshot.data.synth import SPLITS, SynthSummary, generate_corpus
 
 data_app = typer.Typer(help="Datasets: generate the synthetic captioned corpus.",

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from earshot.app.cli import app
+from earshot.app.root import app
 
 
 @app.command("demo")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from earshot.app.cli import app
+from earshot.app.root import app
 
 ensemble_app = typer.Typer(help="Ensembles: search the best combination of trained models, write manifests.",
                            no_args_is_help=True)

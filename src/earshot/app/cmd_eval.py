@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from earshot.app.cli import app
+from earshot.app.root import app
 
 _METRICS = ("R@1", "R@5", "R@10", "mAP@10")
 # the same text as earshot.relevance.RULE_HELP (not imported: the CLI starts without the core)

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from earshot.app.cli import app
+from earshot.app.root import app
 from earshot.errors import EarshotError
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from earshot.app.cli import app
+from earshot.app.root import app
 
 
 @app.command("train")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from earshot.app.cli import app
+from earshot.app.root import app
 
 weights_app = typer.Typer(help="Pretrained weights: list what is known and present, download.",
                           no_args_is_help=True)

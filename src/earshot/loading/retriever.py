@@ -32,14 +32,6 @@ def load_text_retriever(path: str | Path, progress: bool = True) -> Any:
     return open_ref(resolve(path), OpenOptions(progress=progress, text_only=True))
 
 
-def prompt_template(name_or_path: str | Path) -> str:
-    """The zero-shot prompt of a registered model (its publisher's), else LAION's default."""
-    from earshot.zeroshot import DEFAULT_PROMPT
-
-    entry = resolve(name_or_path).entry
-    return entry.retriever.prompt if entry is not None and entry.retriever is not None else DEFAULT_PROMPT
-
-
 # --- the Python API --------------------------------------------------------------------------
 
 

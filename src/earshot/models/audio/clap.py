@@ -467,6 +467,8 @@ def convert_laion_clap_state_dict(sd: Mapping[str, Tensor], frontend: ClapFronte
     for key, value in sd.items():
         if _LAION_IGNORED.match(key):
             continue
+        if key.startswith(("audio_branch.head.", "audio_branch.tscam_conv.")):
+            raise WeightsError(f"LAION-CLAP: unexpected key {key!r} (the AudioSet head holds only weight and bias)")
         rest = key[len(_LAION_FRONTEND_PREFIX):]
         if key.startswith(_LAION_FRONTEND_PREFIX) and rest.startswith(("spectrogram_extractor.",
                                                                        "logmel_extractor.")):

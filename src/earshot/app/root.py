@@ -1,0 +1,33 @@
+"""The ``earshot`` Typer application that every command module adds its commands to (kept
+apart from ``cli.py``, which imports the command modules, so no import cycle forms)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="earshot",
+    help="Language-based audio retrieval: train, evaluate, ensemble and search text-to-audio "
+    "systems, and search your own sound folders by text.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from earshot import __version__
+
+        typer.echo(f"earshot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Language-based audio retrieval: train, evaluate, ensemble and search text-to-audio
+    systems, and search your own sound folders by text."""
