@@ -33,8 +33,8 @@ ALLOWED_UPWARD = {
     # create_model(cfg, load_weights=True) fills a tower from its published file (`weights:`).
     ("earshot.models.biencoder", "earshot.loading.pretrained"),
     # A tower's tokenizer named by registry name ("laion_clap_tokenizer") inside a stored config.
-    ("earshot.models.audio.clap", "earshot.loading.pretrained"),
-    ("earshot.models.audio.msclap", "earshot.loading.pretrained"),
+    ("earshot.models.text.clap", "earshot.loading.pretrained"),
+    ("earshot.models.text.msclap", "earshot.loading.pretrained"),
     ("earshot.models.text.towers", "earshot.weights"),
 }
 

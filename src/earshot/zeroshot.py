@@ -90,7 +90,11 @@ def read_labelled_csv(path: str | Path, audio_dir: str | Path | None = None) -> 
 def prompt_template(name_or_path: str | Path) -> str:
     """The zero-shot prompt of a registered model (its publisher's, as its registry entry
     states), else LAION's default."""
+    from earshot.errors import WeightsError
     from earshot.loading.resolve import resolve
 
-    entry = resolve(name_or_path).entry
+    try:
+        entry = resolve(name_or_path).entry
+    except WeightsError:  # opened by other means (a caller's own retriever): no publisher's prompt
+        entry = None
     return entry.retriever.prompt if entry is not None and entry.retriever is not None else DEFAULT_PROMPT

@@ -24,6 +24,7 @@ __all__ = [
     "seconds_to_samples",
     "sliding_windows",
     "sliding_windows_seconds",
+    "window_starts",
 ]
 
 
@@ -80,6 +81,21 @@ def fixed_frame(
     return wave[..., start : start + length].copy()
 
 
+def window_starts(total: int, window: int, hop: int, pad_last: bool = True) -> list[int]:
+    """Starts of the windows that cover ``total`` samples: 0, hop, 2·hop, ... while a window
+    fits, then one more if samples remain, at the next hop (``pad_last``: zero-padded at the
+    end) or at ``total - window`` (the last window aligned to the recording's end, as CLAP's
+    and MS-CLAP's long-clip windows are). One window at 0 when the recording fits in one."""
+    window = _positive("window", window)
+    hop = _positive("hop", hop)
+    if total <= window:
+        return [0]
+    starts = list(range(0, total - window + 1, hop))
+    if starts[-1] + window < total:
+        starts.append(starts[-1] + hop if pad_last else total - window)
+    return starts
+
+
 def sliding_windows(
     wave: np.ndarray, window: int, hop: int, pad_last: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,10 +114,7 @@ def sliding_windows(
     total = wave.shape[-1]
     if total <= window:
         return pad_end(wave, window)[None], np.zeros(1, dtype=np.int64)
-    starts = list(range(0, total - window + 1, hop))
-    last_end = starts[-1] + window
-    if last_end < total:
-        starts.append(starts[-1] + hop if pad_last else total - window)
+    starts = window_starts(total, window, hop, pad_last)
     padded = pad_end(wave, starts[-1] + window)
     windows = np.stack([padded[..., s : s + window] for s in starts])
     return windows, np.asarray(starts, dtype=np.int64)

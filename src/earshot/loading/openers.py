@@ -75,10 +75,11 @@ def _companions(entry, progress: bool, cache_dir: str | Path | None) -> None:
 def clap_from_hf_folder(folder: str | Path):
     """A bi-encoder from a Hugging Face CLAP folder (config.json, weights, tokenizer)."""
     from earshot.config import to_dict
+    from earshot.loading.hf_clap import read_hf_clap_folder
     from earshot.models.audio import clap
     from earshot.models.biencoder import create_model
 
-    info = clap.read_hf_clap_folder(folder)
+    info = read_hf_clap_folder(folder)
     if info.weights is None:
         raise WeightsError(f"{info.path}: no model.safetensors or pytorch_model.bin")
     cfg = {

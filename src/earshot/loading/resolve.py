@@ -22,7 +22,6 @@ An existing path wins over a registry name, which wins over a hub id; the prefix
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 import re
 from dataclasses import dataclass

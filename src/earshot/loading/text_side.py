@@ -1,9 +1,9 @@
 """Open only the text half of a model: what a text query needs, nothing else.
 
 Searching an index by text needs each model's text tower and text head, never its audio tower
-(a CNN14 is 80 M parameters to build and read). :func:`load_text_side` opens a checkpoint
-with the audio side left out (``load_text_retriever`` in ``loading.retriever`` routes every kind): its ``embed_text`` gives the same
-embeddings as the full model's, and ``embed_audio`` raises. A Sentence-BERT tower of the common
+(a CNN14 is 80 M parameters to build and read). :func:`load_text_side` opens a checkpoint with
+the audio side left out (``loading.retriever.load_text_retriever`` routes every kind here): its
+``embed_text`` gives the same embeddings as the full model's, and ``embed_audio`` raises. A Sentence-BERT tower of the common
 shape runs as :class:`earshot.models.text.bert.PlainSentenceBERT` (no sentence-transformers import,
 no loading bars); other text towers are built from their registry as usual.
 """
@@ -11,7 +11,6 @@ no loading bars); other text towers are built from their registry as usual.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn

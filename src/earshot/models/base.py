@@ -129,7 +129,9 @@ _BUILTIN_MODULES = (
     "earshot.models.text.towers",
     "earshot.models.audio.small",
     "earshot.models.audio.clap",
+    "earshot.models.text.clap",
     "earshot.models.audio.msclap",
+    "earshot.models.text.msclap",
     "earshot.models.audio.passt",
 )
 

@@ -1,5 +1,7 @@
-"""LAION-CLAP towers on the transformers implementation (``ClapAudioModelWithProjection``,
-``ClapTextModelWithProjection``), with the two weight converters LAION's files need.
+"""LAION-CLAP's audio tower on the transformers implementation (``ClapAudioModelWithProjection``),
+with the two weight converters LAION's files need (registered here, beside the architecture).
+The front end is ``clap_frontend.py``, the text tower ``earshot/models/text/clap.py``, the
+Hugging Face folder reader ``earshot/loading/hf_clap.py``.
 
 Nothing here re-implements HTSAT: the towers hold transformers' modules, so published weights
 load into the same parameters that ``ClapModel`` uses (the keys of ``ClapModel``'s state dict
@@ -29,22 +31,23 @@ without normalisation (torchaudio's, used by LAION's fusion data pipeline).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from earshot.audio.framing import window_starts
 from earshot.config import from_dict, to_dict
-from earshot.errors import AudioError, ConfigError, DataError, WeightsError
-from earshot.models.base import AudioEncoder, TextEncoder, register_audio_encoder, register_text_encoder
+from earshot.errors import ConfigError, DataError, WeightsError
+from earshot.models.base import AudioEncoder, register_audio_encoder
+from earshot.models.audio.clap_frontend import (ClapFrontendConfig, ClapLogMel, fusion_crop_starts,  # noqa: F401
+                                               pad_to_window)
 from earshot.models.converters import read_state_dict, register_converter
+from earshot.models.text.clap import ClapTextTower, clap_roberta, load_roberta_tokenizer  # noqa: F401
 
 __all__ = [
     "ClapAudioTower",
@@ -53,116 +56,8 @@ __all__ = [
     "ClapTextTower",
     "convert_clap_hf_state_dict",
     "convert_laion_clap_state_dict",
-    "read_hf_clap_folder",
     "split_clap_state_dict",
 ]
-
-
-# --- preprocessing ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ClapFrontendConfig:
-    sample_rate: int = 48000  # Hz the waveform must arrive at (LAION trained at 48 kHz)
-    n_fft: int = 1024  # FFT size = Hann window length (periodic window, as the extractor)
-    hop_length: int = 480  # 10 ms at 48 kHz
-    n_mels: int = 64  # mel bands
-    fmin: float = 50.0  # lowest mel edge, Hz (LAION's value; the extractor's default is 0)
-    fmax: float = 14000.0  # highest mel edge, Hz
-    max_length_s: float = 10.0  # the model's window; longer clips are windowed or fused
-    mel_scale: Literal["slaney", "htk"] = "slaney"  # slaney+slaney norm (unfused), htk+no norm (fused)
-    padding: Literal["repeatpad", "repeat", "pad"] = "repeatpad"  # how short clips reach the window
-    fusion: bool = False  # build the 4-channel fusion input (fused checkpoints only)
-    window_hop_s: float = 5.0  # unfused, clip > window: hop between windows (mean-pooled)
-    mel_sample_rate: int | None = None  # rate the mel filters assume; None = sample_rate (MS-CLAP 2023: 32000)
-
-    def __post_init__(self) -> None:
-        if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
-            raise ConfigError("ClapFrontendConfig: sample_rate, n_fft, hop_length, n_mels must be positive")
-        if not 0 <= self.fmin < self.fmax <= self.filter_rate / 2:
-            raise ConfigError(f"ClapFrontendConfig: need 0 <= fmin < fmax <= Nyquist, got "
-                              f"{self.fmin}, {self.fmax}")
-        if self.max_length_s <= 0 or self.window_hop_s <= 0:
-            raise ConfigError("ClapFrontendConfig: max_length_s and window_hop_s must be positive")
-
-    @property
-    def filter_rate(self) -> int:
-        """The sample rate the mel filterbank is built for."""
-        return self.mel_sample_rate or self.sample_rate
-
-    @property
-    def window_samples(self) -> int:
-        return int(round(self.max_length_s * self.sample_rate))
-
-    @classmethod
-    def from_feature_extractor(cls, doc: Mapping[str, Any], fusion: bool) -> "ClapFrontendConfig":
-        """Settings from a ``preprocessor_config.json`` (``ClapFeatureExtractor`` keys)."""
-        truncation = doc.get("truncation", "fusion")
-        return cls(sample_rate=int(doc.get("sampling_rate", 48000)),
-                   n_fft=int(doc.get("fft_window_size", 1024)),
-                   hop_length=int(doc.get("hop_length", 480)),
-                   n_mels=int(doc.get("feature_size", 64)),
-                   fmin=float(doc.get("frequency_min", 0.0)),
-                   fmax=float(doc.get("frequency_max", 14000.0)),
-                   max_length_s=float(doc.get("max_length_s", 10)),
-                   mel_scale="htk" if truncation == "fusion" else "slaney",
-                   padding=doc.get("padding", "repeatpad"), fusion=fusion)
-
-
-class ClapLogMel(nn.Module):
-    """Waveform ``(B, T)`` -> log-mel ``(B, frames, n_mels)`` in dB, as ClapFeatureExtractor.
-
-    Same window (periodic Hann), reflect centring, power spectrum, filters (transformers'
-    ``mel_filter_bank``, so the numbers are the extractor's own) and ``10·log10(max(x, 1e-10))``,
-    computed in float32 with ``torch.stft`` instead of a float64 per-frame numpy loop.
-    """
-
-    def __init__(self, cfg: ClapFrontendConfig):
-        super().__init__()
-        from transformers.audio_utils import mel_filter_bank
-
-        self.cfg = cfg
-        slaney = cfg.mel_scale == "slaney"
-        mel = mel_filter_bank(num_frequency_bins=cfg.n_fft // 2 + 1, num_mel_filters=cfg.n_mels,
-                              min_frequency=cfg.fmin, max_frequency=cfg.fmax,
-                              sampling_rate=cfg.filter_rate, norm="slaney" if slaney else None,
-                              mel_scale=cfg.mel_scale)
-        self.register_buffer("mel", torch.tensor(mel, dtype=torch.float32), persistent=False)
-        self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True), persistent=False)
-
-    def forward(self, waveform: Tensor) -> Tensor:
-        spec = torch.stft(waveform.float(), self.cfg.n_fft, self.cfg.hop_length, window=self.window,
-                          center=True, pad_mode="reflect", return_complex=True)  # (B, F, frames)
-        power = spec.real.square() + spec.imag.square()  # (B, F, frames)
-        mel = torch.matmul(power.transpose(1, 2), self.mel)  # (B, frames, n_mels)
-        return 10.0 * torch.log10(mel.clamp(min=1e-10))
-
-
-def pad_to_window(wave: Tensor, length: int, padding: str) -> Tensor:
-    """``(B, T)`` with ``T <= length`` -> ``(B, length)`` as ClapFeatureExtractor pads."""
-    t = wave.shape[-1]
-    if t == 0:
-        raise AudioError("<waveform>", "empty waveform")
-    if padding == "repeat":
-        wave = wave.repeat(1, length // t + 1)[:, :length]
-    elif padding == "repeatpad":
-        wave = wave.repeat(1, length // t)
-    return F.pad(wave, (0, length - wave.shape[-1]))
-
-
-def window_starts(total: int, window: int, hop: int) -> list[int]:
-    """Window starts covering ``total`` samples; the last window ends at the clip's end."""
-    starts = list(range(0, total - window + 1, hop))
-    if starts[-1] != total - window:
-        starts.append(total - window)
-    return starts
-
-
-def fusion_crop_starts(total_frames: int, chunk_frames: int) -> tuple[int, int, int]:
-    """Front/middle/back crop starts of LAION's fusion input, each the middle of its third of
-    the possible starts (LAION draws each at random within its third)."""
-    thirds = np.array_split(np.arange(total_frames - chunk_frames + 1), 3)
-    return tuple(int(t[len(t) // 2]) if len(t) else 0 for t in thirds)  # type: ignore[return-value]
 
 
 # --- towers ----------------------------------------------------------------------------------
@@ -175,15 +70,6 @@ def _audio_config(config: Mapping[str, Any] | None):
         return ClapAudioConfig(**dict(config or {}))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"clap_htsat.config: {e}") from None
-
-
-def _text_config(config: Mapping[str, Any] | None):
-    from transformers import ClapTextConfig
-
-    try:
-        return ClapTextConfig(**dict(config or {}))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"clap_roberta.config: {e}") from None
 
 
 def _fast_attention_class():
@@ -306,7 +192,7 @@ class ClapAudioTower(AudioEncoder):
         b, t = waveform.shape
         if t <= n or fe.fusion:
             return self._embed(waveform)  # (B, D)
-        starts = window_starts(t, n, max(1, int(round(fe.window_hop_s * fe.sample_rate))))
+        starts = window_starts(t, n, max(1, int(round(fe.window_hop_s * fe.sample_rate))), pad_last=False)
         windows = torch.stack([waveform[:, s : s + n] for s in starts], dim=1)  # (B, W, n)
         z = self._embed(windows.reshape(b * len(starts), n))  # (B*W, D)
         if self.projection:  # already in the shared space: average directions
@@ -321,75 +207,6 @@ def clap_htsat(config: dict[str, Any] | None = None, frontend: dict[str, Any] | 
     ``frontend``: ClapFrontendConfig keys; ``projection=False``: HTSAT without CLAP's
     projection. Published weights load through ``weights:``."""
     return ClapAudioTower(config, frontend, projection)
-
-
-class ClapTextTower(TextEncoder):
-    """RoBERTa + CLAP's text projection (``ClapTextModelWithProjection``) with its tokenizer:
-    strings -> ``(B, projection_dim)``, not normalised. Captions are truncated to
-    ``max_length`` tokens (77, LAION's ``tokenizer(..., max_length=77, truncation=True)``)."""
-
-    output_normalized = False
-
-    def __init__(self, config: Mapping[str, Any] | None = None, tokenizer: str | None = None,
-                 max_length: int = 77):
-        super().__init__()
-        from transformers import ClapTextModelWithProjection
-
-        hf_cfg = _text_config(config)
-        self.model = ClapTextModelWithProjection(hf_cfg)
-        self.tokenizer_source = tokenizer
-        self.tokenizer = load_roberta_tokenizer(tokenizer)
-        if len(self.tokenizer) > hf_cfg.vocab_size:
-            raise ConfigError(f"clap_roberta: tokenizer has {len(self.tokenizer)} ids but the "
-                              f"model's vocab_size is {hf_cfg.vocab_size}")
-        self.max_length = max_length
-        self.embed_dim = int(hf_cfg.projection_dim)
-
-    def blocks(self) -> list[nn.Module]:
-        return list(self.model.text_model.encoder.layer)
-
-    def tokenize(self, texts: list[str]) -> dict[str, Tensor]:
-        return dict(self.tokenizer(list(texts), padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="pt"))
-
-    def forward(self, texts: list[str]) -> Tensor:
-        if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
-            raise DataError("clap_roberta takes a non-empty list of strings")
-        device = self.model.text_projection.linear1.weight.device
-        batch = {k: v.to(device) for k, v in self.tokenize(texts).items()}
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return out.text_embeds.float()  # (B, D)
-
-
-def load_roberta_tokenizer(source: str | None):
-    """RoBERTa's byte-level BPE tokenizer from a folder (a saved tokenizer, or ``vocab.json`` +
-    ``merges.txt``), a ``tokenizer.json`` file, or the registry entry named ``source`` (the
-    hub's ``tokenizer.json``, found in the cache)."""
-    from transformers import AutoTokenizer, RobertaTokenizerFast
-
-    if source is None:
-        raise ConfigError("clap_roberta: needs tokenizer=<folder, tokenizer.json, or the "
-                          "registry name 'laion_clap_tokenizer'>")
-    path = Path(source).expanduser()
-    if not path.exists():
-        from earshot.loading.pretrained import downloaded_file
-
-        path = downloaded_file(source, "clap_roberta tokenizer")
-    try:
-        if path.is_file():
-            return RobertaTokenizerFast(tokenizer_file=str(path))
-        if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        return RobertaTokenizerFast(vocab=str(path / "vocab.json"), merges=str(path / "merges.txt"))
-    except (OSError, ValueError, TypeError) as e:
-        raise WeightsError(f"{path}: not a RoBERTa tokenizer ({e})") from None
-
-
-@register_text_encoder("clap_roberta")
-def clap_roberta(config: dict[str, Any] | None = None, tokenizer: str | None = None,
-                 max_length: int = 77) -> ClapTextTower:
-    """LAION-CLAP's text tower from ``config`` (ClapTextConfig keys) and a tokenizer folder."""
-    return ClapTextTower(config, tokenizer, max_length)
 
 
 # --- weights ---------------------------------------------------------------------------------
@@ -552,52 +369,6 @@ def read_laion_checkpoint(path: str | Path) -> dict[str, Tensor]:
     (``{"epoch", "name", "state_dict", "optimizer"}``, the optimizer's ``lr`` a numpy.float64)
     or a bare one."""
     return read_state_dict(path, "state_dict", "LAION-CLAP checkpoint")
-
-
-@dataclass(frozen=True)
-class HFClapFolder:
-    """What a Hugging Face CLAP folder holds, read once."""
-
-    path: Path
-    audio_config: dict[str, Any]  # ClapAudioConfig keys (projection settings included)
-    text_config: dict[str, Any]  # ClapTextConfig keys
-    frontend: ClapFrontendConfig
-    logit_scale_init: float
-    weights: Path | None = None  # model.safetensors or pytorch_model.bin
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def read_hf_clap_folder(path: str | Path) -> HFClapFolder:
-    """Read ``config.json`` (+ ``preprocessor_config.json``) of a folder laid out as
-    ``ClapModel.save_pretrained`` / the hub's ``laion/clap-*`` repositories."""
-    from transformers import ClapConfig
-
-    path = Path(path).expanduser()
-    try:
-        cfg = ClapConfig.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"{path}: not a CLAP folder ({e})") from None
-    pre = path / "preprocessor_config.json"
-    fusion = bool(cfg.audio_config.enable_fusion)
-    frontend = (ClapFrontendConfig.from_feature_extractor(json.loads(pre.read_text()), fusion)
-                if pre.is_file() else ClapFrontendConfig(mel_scale="htk" if fusion else "slaney",
-                                                          fusion=fusion))
-    weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin")
-                    if (path / n).is_file()), None)
-    return HFClapFolder(path, _diff(cfg.audio_config), _diff(cfg.text_config), frontend,
-                        float(cfg.logit_scale_init_value), weights)
-
-
-def _diff(sub_config) -> dict[str, Any]:
-    # Only what differs from transformers' defaults (plus the projection), so a stored earshot
-    # config stays short and readable.
-    d = sub_config.to_diff_dict()
-    for k in ("model_type", "transformers_version", "architectures", "torch_dtype", "dtype",
-              "_name_or_path", "output_hidden_states", "output_attentions", "return_dict"):
-        d.pop(k, None)
-    d["projection_dim"] = sub_config.projection_dim
-    d["projection_hidden_act"] = sub_config.projection_hidden_act
-    return json.loads(json.dumps(d))
 
 
 def read_hf_clap_weights(path: str | Path) -> dict[str, Tensor]:
