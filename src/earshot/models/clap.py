@@ -170,19 +170,17 @@ def fusion_crop_starts(total_frames: int, chunk_frames: int) -> tuple[int, int, 
 def _audio_config(config: Mapping[str, Any] | None):
     from transformers import ClapAudioConfig
 
-    try:
-        return ClapAudioConfig(**dict(config or {}))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"clap_htsat.config: {e}") from None
+    from earshot.models.hf_config import strict_hf_config
+
+    return strict_hf_config(ClapAudioConfig, config, "clap_htsat.config")
 
 
 def _text_config(config: Mapping[str, Any] | None):
     from transformers import ClapTextConfig
 
-    try:
-        return ClapTextConfig(**dict(config or {}))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"clap_roberta.config: {e}") from None
+    from earshot.models.hf_config import strict_hf_config
+
+    return strict_hf_config(ClapTextConfig, config, "clap_roberta.config")
 
 
 def _fast_attention_class():

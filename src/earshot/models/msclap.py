@@ -119,10 +119,9 @@ class MSClapGPT2(TextEncoder):
 
         from earshot.models.pretrained import downloaded_file
 
-        try:
-            self.hf = GPT2Model(GPT2Config(**dict(config or {})))
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"msclap_gpt2.config: {e}") from None
+        from earshot.models.hf_config import strict_hf_config
+
+        self.hf = GPT2Model(strict_hf_config(GPT2Config, config, "msclap_gpt2.config"))
         if tokenizer is None:
             raise ConfigError("msclap_gpt2: needs tokenizer=<folder, tokenizer.json or the "
                               "registry name 'gpt2_tokenizer'>")

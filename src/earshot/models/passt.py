@@ -110,7 +110,8 @@ def kaldi_mel_banks(n_mels: int, n_fft: int, sample_rate: float, fmin: float, fm
     """``(n_mels, n_fft // 2)`` float32 triangular filters on Kaldi's mel scale
     (``1127 ln(1 + f / 700)``), computed with the same float32 operations, in the same order, as
     ``torchaudio.compliance.kaldi.get_mel_banks`` without VTLN warping, so the values match it
-    bit for bit (checked against torchaudio 2.11 in ``tests/models/test_passt.py``'s goldens).
+    to fp32 rounding (bit for bit on one machine; ``tests/models/test_passt.py`` checks against
+    torchaudio 2.11's goldens within a few ulps, since CPUs' ``log`` kernels differ by ~1 ulp).
     The highest FFT bin (Nyquist) is not covered, as in Kaldi."""
     nyquist = 0.5 * sample_rate
     if not (0.0 <= fmin < nyquist and 0.0 < fmax <= nyquist and fmin < fmax):

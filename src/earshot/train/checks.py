@@ -35,11 +35,40 @@ def check_config(cfg: TrainConfig) -> None:
         _check_options(f"{kind} encoder", tower.name, registry.get(tower.name), tower.options)
         if tower.weights is not None and cfg.init_from is None:
             resolve_weights(tower.name, tower.weights, tower.weights_format, kind)
-    if cfg.init_from is not None and not Path(cfg.init_from).expanduser().is_dir():
-        raise ConfigError(f"init_from: {cfg.init_from} is not a checkpoint directory")
-    for name, split in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
+    if cfg.init_from is not None:
+        check_init_from(cfg.init_from)
+    splits = [("data.train", cfg.data.train), ("data.val", cfg.data.val)]
+    splits += [(f"data.extra_train[{i}]", s) for i, s in enumerate(cfg.data.extra_train)]
+    if cfg.data.random_split is not None:
+        splits += [(f"data.random_split.tables[{i}]", s) for i, s in enumerate(cfg.data.random_split.tables)]
+    for name, split in splits:
         if split is not None:
             check_split(name, split, cfg.data.root)
+
+
+def check_init_from(source: str) -> None:
+    """``init_from`` names what ``load_retriever`` opens as a start: an earshot checkpoint folder,
+    a Hugging Face CLAP folder, a registry name holding a whole retriever (downloaded, verified,
+    on first use) or a local copy of such a published file. Anything else is a ConfigError."""
+    # TODO(i18a): ask loading.resolve() once it exists instead of these helpers.
+    from earshot.models import checkpoint
+    from earshot.models.loading import _entry_for_file, _is_hf_clap_folder, is_pretrained_name
+
+    p = Path(source).expanduser()
+    if p.is_dir():
+        if checkpoint.is_checkpoint(p) or _is_hf_clap_folder(p):
+            return
+        raise ConfigError(f"init_from: {p} is a folder but neither an earshot checkpoint "
+                          "(config.json with a format tag) nor a Hugging Face CLAP folder")
+    if p.is_file():
+        if _entry_for_file(p) is not None:
+            return
+        raise ConfigError(f"init_from: {p} is not a published retriever file (LAION-CLAP, MS-CLAP) "
+                          "that earshot knows by name; give a checkpoint or CLAP folder instead")
+    if is_pretrained_name(source):
+        return
+    raise ConfigError(f"init_from: {source}: no such checkpoint folder, and not a pretrained "
+                      "retriever name from `earshot weights list`")
 
 
 def check_split(name: str, split: SplitConfig, root: str | Path) -> None:
@@ -54,7 +83,11 @@ def check_split(name: str, split: SplitConfig, root: str | Path) -> None:
     audio_dir = Path(root).expanduser() / split.audio_dir if split.audio_dir else table_path.parent
     if not audio_dir.is_dir():
         raise DataError(f"{name}.audio_dir: {audio_dir}: no such folder")
-    table = read_table(table_path, format=split.format)
+    from earshot.train.data import split_reader_options
+
+    if split.exclude is not None and not (Path(root).expanduser() / split.exclude).is_file():
+        raise DataError(f"{name}.exclude: {Path(root).expanduser() / split.exclude}: no such file")
+    table = read_table(table_path, format=split.format, **split_reader_options(split))
     table.check_audio(audio_dir).raise_if_missing(str(table_path))
 
 

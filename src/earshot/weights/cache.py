@@ -343,6 +343,12 @@ def fetch_weights(name_or_entry: str | WeightsEntry, cache_dir: str | Path | Non
             if entry.checksum is not None and not _matches(entry, digests):
                 part.unlink()
                 c = entry.checksum
+                if urllib.parse.urlsplit(url).scheme == "file":  # the user's own copy (weights add, --url)
+                    own = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+                    raise WeightsError(
+                        f"{own}: does not match the pinned {c.algorithm} of {entry.name} "
+                        f"({entry.file_name}): the file has {digests[c.algorithm]}, expected "
+                        f"{c.digest} ({c.source}). Nothing was installed; your file was left in place.")
                 raise WeightsError(
                     f"{entry.file_name}: corrupt download from {url}: {c.algorithm} is "
                     f"{digests[c.algorithm]}, expected {c.digest} ({c.source}); the partial "
