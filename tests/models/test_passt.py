@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from earshot.errors import ConfigError, WeightsError
 from earshot.models.base import create_audio_encoder
-from earshot.models.passt import (PasstConfig, PasstEncoder, convert_passt_state_dict, kaldi_mel_banks,
-                                  load_passt_checkpoint, load_passt_state_dict, segment_counts)
+from earshot.models.passt import (PasstConfig, PasstEncoder, convert_passt_state_dict, duration_segments,
+                                  kaldi_mel_banks, load_passt_checkpoint, load_passt_state_dict,
+                                  segment_counts)
 
 GOLDEN = load_file(str(Path(__file__).parent / "golden" / "passt_tiny.safetensors"))
 SAMPLES = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "audio_samples"
@@ -105,7 +107,8 @@ def test_embedding_matches_reference_on_generated_audio(tiny):
         batch = torch.zeros(3, 25 * 32000)  # zero-padded as a batch is
         for i, w in enumerate((long25, long14, gen[: 3 * 32000])):
             batch[i, : len(w)] = w
-        _close(tiny(batch), GOLDEN["emb_segments_gen"], "3/2/1 segments, generated, one padded batch")
+        lengths = torch.tensor([len(long25), len(long14), 3 * 32000])  # the baseline's durations
+        _close(tiny(batch, lengths), GOLDEN["emb_segments_gen"], "3/2/1 segments, generated, one padded batch")
 
 
 def test_training_mode_matches_reference_with_the_same_rng(tiny):
@@ -153,6 +156,25 @@ def test_segment_counts_follow_the_duration_rule():
     assert segment_counts(w, seg, 3).tolist() == [1, 1, 2, 3, 1]  # all-zero row -> 1
     w[1, 5] = 0  # an inner zero does not shorten a clip
     assert segment_counts(w, seg, 3)[1] == 1
+
+
+def test_trailing_zeros_never_shorten_a_clip(tiny):
+    # A 15 s clip whose last 5 s are digital silence: the baseline takes the file's duration
+    # (15 s -> segments 1-2); counting only up to the trailing zeros gave one segment (max abs
+    # diff 2.1 on this tiny model, 1.47 on the full-size one of the issue; now 0).
+    gen = _gen()
+    clip = torch.cat([gen, torch.zeros(5 * 32000)])
+    with torch.no_grad():
+        segments = torch.stack([gen, F.pad(torch.zeros(5 * 32000), (0, 5 * 32000))])
+        want = tiny.embed_segments(segments).mean(dim=0)  # the reference: mean of its 2 segments
+        got = tiny(clip[None])[0]
+        by_length = tiny(F.pad(clip, (0, 7 * 32000))[None], torch.tensor([len(clip)]))[0]  # padded, duration given
+        one = tiny.embed_segments(gen[None])[0]  # what the trailing-zero rule computed
+    _close(got, want, "15 s clip ending in 5 s of zeros")
+    _close(by_length, want, "the same clip zero-padded, its duration given")
+    assert (one - want).abs().max() > 10 * ATOL  # the old rule is detectably different
+    assert segment_counts(clip[None], 32000 * 10, 3).item() == 1  # trailing-zero rule (training)
+    assert duration_segments(torch.tensor([15 * 32000, 10 * 32000, 0, 31 * 32000]), 32000 * 10, 3).tolist() == [2, 1, 1, 3]
 
 
 def test_converter_is_pure_and_handles_release_layouts(tmp_path):
