@@ -51,14 +51,24 @@ def _frontend(fusion: bool) -> dict[str, Any]:
             "padding": "repeatpad", "fusion": fusion}
 
 
+# Text LayerNorm eps, decided per source. LAION's trainer builds its text branch from
+# roberta-base, whose LayerNorms use 1e-5, so its .pt files get 1e-5 (ClapTextConfig's default,
+# 1e-12, moved a tiny tower's text embedding by 4.6e-5 in the issue's measurement). The hub's
+# transformers files come with a config.json that says 1e-12 (what transformers' converter
+# writes and what transformers users get), so those entries keep it, as do HF folders, which
+# carry their own config.
+TEXT_LAYER_NORM_EPS = {"laion_clap": 1e-5, "clap_hf": 1e-12}
+
+
 def clap_retriever(audio: dict[str, Any], fusion: bool, fmt: str) -> RetrieverSpec:
     """The bi-encoder a LAION-CLAP file holds: both towers end in CLAP's projections (512-d)."""
     audio_config = {**audio, **(_FUSION if fusion else {}), "projection_dim": 512}
+    text_config = {"projection_dim": 512, "layer_norm_eps": TEXT_LAYER_NORM_EPS[fmt]}
     return RetrieverSpec(
         config={"audio": {"name": "clap_htsat", "weights_format": fmt,
                           "options": {"config": audio_config, "frontend": _frontend(fusion)}},
                 "text": {"name": "clap_roberta", "weights_format": fmt,
-                         "options": {"config": {"projection_dim": 512}, "tokenizer": TOKENIZER}},
+                         "options": {"config": text_config, "tokenizer": TOKENIZER}},
                 "embed_dim": 512, "audio_head": {"kind": "identity"},
                 "text_head": {"kind": "identity"}},
         prompt=PROMPT, companions=(TOKENIZER,))
