@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from earshot import health
 from earshot.errors import ConfigError, WeightsError
 
 
@@ -59,6 +60,7 @@ def _entry_for_file(p: Path):
     return None
 
 
+@health.checked  # warns once when the text tower cannot tell captions apart (earshot/health.py)
 def load_retriever(path: str | Path, progress: bool = True):
     """Open a checkpoint directory, a Hugging Face CLAP folder, an ensemble manifest, or a
     registered pretrained retriever (by name, or a local copy of its file)."""

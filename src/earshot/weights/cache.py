@@ -152,6 +152,7 @@ class WeightsStatus:
     present: bool  # the file is at its final cache path
     verified: bool | None  # digest matches (None: not checked, or absent)
     path: Path  # where the file is or would be
+    caveat: str | None = None  # the entry's known problem, if any
 
 
 def status(cache_dir: str | Path | None = None,
@@ -165,7 +166,7 @@ def status(cache_dir: str | Path | None = None,
         verified = verify(path, entry) if (present and verify_checksum) else None
         rows.append(WeightsStatus(name, entry.architectures, entry.size_bytes,
                                   entry.checksum.algorithm if entry.checksum else None,
-                                  present, verified, path))
+                                  present, verified, path, entry.caveat))
     return rows
 
 
