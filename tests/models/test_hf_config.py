@@ -52,3 +52,13 @@ def test_heads_raise_config_errors():
     with pytest.raises(ConfigError, match="head.dropout"):
         ProjectionHead(8, 8, HeadConfig(dropout=1.5))
     assert ProjectionHead(12, 8, HeadConfig(kind="mlp", hidden=4))  # a valid head still builds
+
+
+def test_yaml_float_strings_and_bad_values():
+    from transformers import ClapTextConfig
+
+    assert strict_hf_config(ClapTextConfig, {"layer_norm_eps": "1e-5"}, "t").layer_norm_eps == 1e-5
+    with pytest.raises(ConfigError, match=r"t\.layer_norm_eps: expected a number"):
+        strict_hf_config(ClapTextConfig, {"layer_norm_eps": "small"}, "t")
+    with pytest.raises(ConfigError, match=r"^t: "):
+        strict_hf_config(ClapTextConfig, {"hidden_size": "wide"}, "t")

@@ -53,7 +53,14 @@ def strict_hf_config(config_cls: type, data: Mapping[str, Any] | None, where: st
             hints.append(f"{where}.{key}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(f"{'; '.join(hints)}: unknown key(s) for transformers' "
                           f"{config_cls.__name__}")
+    defaults = config_cls().to_dict()
+    for key, value in data.items():  # YAML 1.1 reads "1e-5" (no dot) as a string
+        if isinstance(defaults.get(key), float) and isinstance(value, str):
+            try:
+                data[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}.{key}: expected a number, got {value!r}") from None
     try:
         return config_cls(**data)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+    except Exception as e:  # transformers raises TypeError, ValueError or its own validation errors
+        raise ConfigError(f"{where}: {type(e).__name__}: {e}") from None
