@@ -83,3 +83,50 @@ def test_laion_clap_preset_starts_from_laions_pt_file(corpus, tmp_path, pin_weig
     start = ref.state_dict()["text_model.encoder.layer.0.attention.self.query.weight"]
     got = model.state_dict()["text_encoder.model.text_model.encoder.layer.0.attention.self.query.weight"]
     assert (got - start).abs().max() < 1e-2  # fine-tuned from the file's weights, not a fresh init
+
+
+@pytest.mark.slow
+def test_msclap2022_preset_starts_from_msclaps_file(corpus, tmp_path, pin_weights, monkeypatch):
+    import json
+
+    from earshot.audio.frontend import FrontendConfig, torchlibrosa_buffers
+    from earshot.config import to_dict
+    from earshot.models import checkpoint
+    from earshot.models.biencoder import create_model
+    from earshot.train.checks import check_config
+    from earshot.train.run import load_config, train
+
+    fe = FrontendConfig(sample_rate=16000, n_fft=512, win_length=512, hop_length=160, n_mels=64,
+                        fmin=50.0, fmax=8000.0)
+    audio = {"frontend": to_dict(fe), "clip_s": 1.0, "window_hop_s": 0.5}
+    text = {"config": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                       "intermediate_size": 32, "max_position_embeddings": 128}}
+    tiny = {"audio": {"name": "msclap_cnn14", "options": audio}, "text": {"name": "msclap_bert", "options": text},
+            "embed_dim": 8, "audio_head": {"kind": "residual", "dropout": 0.5},
+            "text_head": {"kind": "residual", "dropout": 0.5}}
+    torch.manual_seed(0)
+    src = create_model(tiny)
+    sd = {}  # earshot keys -> MS-CLAP's (microsoft/CLAP msclap/models/clap.py names)
+    for k, v in src.state_dict().items():
+        for ours, theirs in (("audio_encoder.", "audio_encoder.base."), ("audio_head.proj.", "audio_encoder.projection."),
+                             ("text_encoder.hf.", "caption_encoder.base."), ("text_head.proj.", "caption_encoder.projection.")):
+            if k.startswith(ours):
+                sd[theirs + k[len(ours):]] = v
+                break
+    sd.update({"audio_encoder.base." + k: v for k, v in torchlibrosa_buffers(fe).items()})
+    sd["caption_encoder.base.embeddings.position_ids"] = torch.arange(128)[None]
+    sd["logit_scale"] = torch.tensor(3.0)
+    torch.save({"model": sd, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "epoch": 40},
+               tmp_path / "msclap.pth")
+    _install("msclap_2022", tmp_path / "msclap.pth", pin_weights, monkeypatch, tiny)
+
+    over = _common(corpus, tmp_path / "run") + [  # CNN14 keeps its 80M parameters: few steps, one kept
+        f"model.audio.options={json.dumps(audio)}", f"model.text.options={json.dumps(text)}",
+        "model.embed_dim=8", "data.clip_seconds=1.0", "batch_size=16", "top_k=1"]
+    cfg = load_config(load_yaml(CONFIGS / "msclap2022_finetune_clotho.yaml"), over)
+    assert cfg.init_from == "msclap_2022"
+    check_config(cfg)
+    model = checkpoint.load(train(cfg, progress=False)["averaged"])
+    assert model.logit_scale().item() == pytest.approx(float(torch.tensor(3.0).exp()), rel=1e-2)
+    key = "text_encoder.hf.encoder.layer.0.attention.self.query.weight"
+    assert (model.state_dict()[key] - src.state_dict()[key]).abs().max() < 1e-2
