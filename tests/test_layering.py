@@ -17,7 +17,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "earshot"
 
 LAYERS: list[set[str]] = [
     {"earshot.errors", "earshot.config", "earshot.registry", "earshot.utils", "earshot.threads"},
-    {"earshot.audio", "earshot.data", "earshot.metrics", "earshot.relevance", "earshot.losses"},
+    {"earshot.audio", "earshot.data", "earshot.metrics", "earshot.relevance", "earshot.losses",
+     "earshot.health"},
     {"earshot.models"},
     {"earshot.weights"},
     {"earshot.loading"},

@@ -430,3 +430,31 @@ def test_distill_by_hand_and_mixing():
     assert uses_temperature("distill") and uses_temperature("multipositive_infonce")
     with pytest.raises(ConfigError, match="teacher"):
         create_loss("distill", teacher=teacher)
+
+
+def _salsa_contrastive(audio, text, clip_ids, tau):
+    # OptimusPrimus/salsa experiments/ex_dcase24.py training_step, transcribed: mean over every
+    # positive entry of the batch (not per anchor)
+    C = (audio @ text.T) / tau
+    I = clip_ids[None, :] == clip_ids[:, None]
+    return -0.5 * (C.log_softmax(dim=0)[I].mean() + C.log_softmax(dim=1)[I].mean())
+
+
+def test_distill_contrastive_term_averages_as_asked():
+    # Clip 0 has three captions in the batch, clips 1 and 2 one each: per-anchor and per-pair
+    # averages differ (1.90 on this batch; 0.407 on the batch the issue measured), and salsa's
+    # reduction is per pair.
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(5, 8, generator=g, dtype=torch.float64), dim=1)
+    t = F.normalize(a + 0.5 * torch.randn(5, 8, generator=g, dtype=torch.float64), dim=1)
+    ids = torch.tensor([0, 0, 0, 1, 2])
+    teacher = a @ t.T
+    ref = _salsa_contrastive(a, t, ids, 0.05)
+    pairs = distill(a, t, ids, teacher, distill_weight=0.0, contrastive_weight=1.0, average="pairs")
+    anchors = distill(a, t, ids, teacher, distill_weight=0.0, contrastive_weight=1.0)
+    assert pairs.parts["contrastive"].item() == pytest.approx(ref.item(), rel=1e-12)  # float64
+    assert abs(anchors.parts["contrastive"].item() - ref.item()) > 1e-2  # the old, only reduction
+    with pytest.raises(ValueError, match="average"):
+        distill(a, t, ids, teacher, contrastive_weight=1.0, average="clips")
+    with pytest.raises(ConfigError, match="averag"):
+        create_loss("distill", averag="pairs")

@@ -428,3 +428,21 @@ def test_converter_exists(converter):
             pytest.skip(f"{module} is not written yet")
         raise
     assert callable(getattr(mod, f"convert_{converter}_state_dict"))
+
+
+def test_adding_a_wrong_local_file_leaves_it_in_place(server, tmp_path):
+    # `earshot weights add NAME FILE` with the wrong file: the user's copy is theirs to keep, so
+    # the error says it does not match the pinned digest and that it was left where it was.
+    mine = tmp_path / "downloads" / "tiny.bin"
+    mine.parent.mkdir()
+    mine.write_bytes(DATA[:-1] + b"x")
+    entry = _entry(server)
+    with pytest.raises(WeightsError) as err:
+        W.add_weights(entry, mine, tmp_path / "cache")
+    msg = str(err.value)
+    assert str(mine) in msg and "does not match the pinned sha256" in msg
+    assert "left in place" in msg and "corrupt download" not in msg and "deleted" not in msg
+    assert hashlib.sha256(mine.read_bytes()).hexdigest() in msg and entry.checksum.digest in msg
+    assert mine.read_bytes() == DATA[:-1] + b"x"  # untouched
+    assert not (tmp_path / "cache" / "weights" / "tiny.bin").exists()
+    assert not (tmp_path / "cache" / "weights" / "tiny.bin.part").exists()

@@ -59,6 +59,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
                 return _coerce(arg, value, where)
             except ConfigError as e:
                 errors.append(str(e))
+        if len(errors) == 1:  # `X | None`: X's own error names the key or field that is wrong
+            raise ConfigError(errors[0])
         raise ConfigError(f"{where}: {value!r} does not fit {tp}")
     if origin is typing.Literal:
         if value not in typing.get_args(tp):

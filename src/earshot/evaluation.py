@@ -157,3 +157,36 @@ def evaluate(
     audio = encode_clips(model, table, audio_dir, clip_seconds, batch_size, num_workers, progress)
     text = model.embed_text(list(queries.texts))
     return evaluate_embeddings(audio, text, table, model=model, extra_map_k=extra_map_k, queries=queries)
+
+
+def write_ranks(path: str | Path, result: EvalResult, file_names: Sequence[str]) -> None:
+    """``ranks.csv``: for each query, its caption, its best-ranked relevant file and that file's
+    rank (1-based), so a user sees which captions fail. Written atomically."""
+    import csv
+
+    from earshot.utils import atomic_write
+
+    if result.queries is None:
+        raise ValueError("write_ranks needs an EvalResult with its queries")
+    with atomic_write(Path(path), "w") as f:
+        w = csv.writer(f)
+        w.writerow(["query", "caption", "file_name", "rank"])
+        for q, text in enumerate(result.queries.texts):
+            order = result.similarity[q].argsort(descending=True, stable=True).tolist()
+            best = next(file_names[i] for i in order if file_names[i] in result.queries.relevant[q])
+            w.writerow([q, text, best, int(result.t2a_ranks[q])])
+
+
+def save_evaluation(out_dir: str | Path, result: EvalResult, file_names: Sequence[str]) -> Path:
+    """``out_dir/metrics.json`` (the flat metrics) and ``out_dir/ranks.csv`` (:func:`write_ranks`);
+    returns the folder."""
+    import json
+
+    from earshot.utils import atomic_write
+
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "metrics.json", "w") as f:
+        json.dump(result.metrics, f, indent=2)
+    write_ranks(out / "ranks.csv", result, file_names)
+    return out

@@ -413,6 +413,7 @@ def distill(
     teacher_temperature: float = 0.05,
     distill_weight: float = 1.0,
     contrastive_weight: float = 0.0,
+    average: Literal["anchors", "pairs"] = "anchors",
 ) -> LossOutput:
     """Distillation of a teacher's in-batch audio-caption correspondences (Primus et al.,
     DCASE 2024 workshop, "Estimated audio-caption correspondences"; ``OptimusPrimus/salsa``).
@@ -422,8 +423,10 @@ def distill(
     softmax at ``teacher_temperature`` is the target of the student's rows (``audio @ text.T /
     temperature``), and its column-wise softmax the target of the student's columns:
     ``distill = (CE_a2t + CE_t2a) / 2``. ``total = distill_weight * distill + contrastive_weight *``
-    :func:`multipositive_infonce` (salsa's second stage: weights 1 and 0, both temperatures 0.05).
-    The teacher is a constant: no gradient reaches it.
+    :func:`multipositive_infonce` with its ``average`` (salsa's contrastive term is ``"pairs"``;
+    its second stage uses weights 1 and 0, both temperatures 0.05). salsa multiplies its
+    contrastive term by ``loss_weight`` twice when distilling, so its ``loss_weight`` w is
+    ``contrastive_weight`` w**2 here. The teacher is a constant: no gradient reaches it.
     """
     _check_inputs(audio, text, clip_ids)
     _check_temperature(temperature)
@@ -433,6 +436,8 @@ def distill(
         raise ValueError(f"teacher similarity must be ({b}, {b}); got {tuple(teacher.shape)}")
     if distill_weight < 0 or contrastive_weight < 0 or distill_weight + contrastive_weight == 0:
         raise ValueError("distill_weight and contrastive_weight must be >= 0 and not both 0")
+    if average not in ("anchors", "pairs"):
+        raise ValueError(f"average must be 'anchors' or 'pairs', got {average!r}")
     logits = (audio @ text.T) / temperature  # (B, B)
     soft = teacher.detach().to(logits.dtype) / teacher_temperature  # (B, B)
     a2t = _soft_ce(logits, soft.softmax(dim=1))
@@ -441,7 +446,7 @@ def distill(
     parts = {"distill": kd, "distill/a2t": a2t, "distill/t2a": t2a}
     total = distill_weight * kd
     if contrastive_weight > 0:
-        con = multipositive_infonce(audio, text, clip_ids, temperature=temperature)
+        con = multipositive_infonce(audio, text, clip_ids, temperature=temperature, average=average)
         parts["contrastive"] = con.total
         total = total + contrastive_weight * con.total
     return LossOutput(total, parts)

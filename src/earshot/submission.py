@@ -41,8 +41,10 @@ __all__ = [
     "TOP_K",
     "GroundTruth",
     "load_ground_truth",
+    "read_queries",
     "read_submission",
     "score_submission",
+    "write_ranked_submission",
     "write_submission",
 ]
 
@@ -284,3 +286,49 @@ def write_submission(
     writer.writerows(rows)
     with atomic_write(path, "wb") as f:
         f.write(buf.getvalue().encode("utf-8"))
+
+
+def write_ranked_submission(path: str | Path, captions: Sequence[str], file_names: Sequence[str],
+                            similarity) -> None:
+    """The ``TOP_K`` best files per caption (rows of ``similarity``, ``(Q, N)`` over
+    ``file_names``) as a DCASE submission CSV, each distinct caption once (its first row)."""
+    import torch
+
+    sim = torch.as_tensor(similarity)
+    if sim.shape != (len(captions), len(file_names)):
+        raise DataError(f"similarity is {tuple(sim.shape)}, expected ({len(captions)}, {len(file_names)})")
+    if len(file_names) < TOP_K:
+        raise DataError(f"{path}: a submission lists {TOP_K} files per caption; only "
+                        f"{len(file_names)} files to rank")
+    top = torch.topk(sim, k=TOP_K, dim=1).indices  # (Q, 10)
+    kept, ranked, seen = [], [], set()
+    for q, cap in enumerate(captions):
+        if cap in seen:
+            continue
+        seen.add(cap)
+        kept.append(cap)
+        ranked.append([file_names[int(i)] for i in top[q]])
+    write_submission(path, kept, ranked)
+
+
+def read_queries(path: str | Path) -> list[str]:
+    """Captions to rank for: a CSV with a ``caption`` column (DCASE's retrieval captions file)
+    or a Clotho-format table (every caption of every row), blank ones dropped, in file order."""
+    path = Path(path).expanduser()
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            if "caption" in header:
+                queries = [row["caption"] for row in reader]
+            elif "caption_1" in header:
+                queries = [row[c] for row in reader for c in header if c.startswith("caption_")]
+            else:
+                raise DataError(f"{path}: needs a 'caption' column (or Clotho's caption_1..); "
+                                f"header is {header}")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    queries = [q for q in queries if q and q.strip()]
+    if not queries:
+        raise DataError(f"{path}: no captions")
+    return queries

@@ -43,9 +43,71 @@ def probabilities(audio: np.ndarray, text: np.ndarray, logit_scale: float) -> np
 
 
 def logit_scale_of(retriever) -> float:
-    """The retriever's learnt logit scale (CLAP's, after loading), or CLIP's 100."""
+    """The retriever's own logit scale: ``exp`` of its learnt log scale, unclamped, as the
+    publishers' inference computes it (MS-CLAP's similarity uses its ~333 as is; the clamp at
+    100 is CLIP's guard while training); else its ``logit_scale()``, else CLIP's 100
+    (ensembles, which have none)."""
+    log = getattr(retriever, "log_logit_scale", None)
+    if log is not None and hasattr(log, "exp"):
+        return float(log.detach().exp())
     fn = getattr(retriever, "logit_scale", None)
     return float(fn().detach()) if callable(fn) else FALLBACK_LOGIT_SCALE
+
+
+def top_labels(probs: np.ndarray, labels: Sequence[str], k: int) -> list[list[tuple[str, float]]]:
+    """Each row's ``k`` most probable labels with their probabilities, best first (ties keep
+    the labels' order)."""
+    k = max(1, min(k, len(labels)))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # (N, k)
+    return [[(labels[i], float(p[i])) for i in row] for p, row in zip(probs, order)]
+
+
+def accuracy(probs: np.ndarray, labels: Sequence[str], truth: Sequence[str]) -> tuple[float, int]:
+    """(fraction of rows whose most probable label is ``truth``, number correct)."""
+    if len(probs) != len(truth) or not len(truth):
+        raise DataError(f"accuracy needs one true label per row, got {len(truth)} for {len(probs)}")
+    pred = np.argmax(probs, axis=1)
+    correct = int(sum(labels[i] == t for i, t in zip(pred, truth)))
+    return correct / len(truth), correct
+
+
+def classify_files(model: str, files: Sequence[str | Path] = (), labels: Sequence[str] | None = None,
+                   data: str | Path | None = None, audio_dir: str | Path | None = None,
+                   prompt: str | None = None, top_k: int = 3, batch_size: int = 16) -> dict:
+    """Zero-shot classification of audio files with ``model`` (anything ``load_retriever``
+    opens): ``{"model", "prompt", "results": [{"file", "top": [[label, p], ...]}]}``, plus
+    ``accuracy``, ``correct`` and ``n`` over a labelled CSV ``data`` (whose classes are the
+    labels when none are given). The prompt defaults to the model's own template."""
+    rows = read_labelled_csv(data, audio_dir) if data is not None else []
+    if labels is None:
+        if not rows:
+            raise DataError("give labels (--labels, --labels-file) or a labelled CSV (--data)")
+        labels = sorted({r.label for r in rows})
+    labels = list(labels)
+    if len(labels) < 2:
+        raise DataError(f"need at least two labels, got {labels}")
+    paths = [Path(f).expanduser() for f in files] + [r.path for r in rows]
+    if not paths:
+        raise DataError("no audio: give FILES or --data")
+    unknown = sorted({r.label for r in rows} - set(labels))
+    if unknown:
+        raise DataError(f"{data}: labels {unknown[:5]} are not among the given labels")
+    from earshot.loading import retriever as loading
+
+    retriever = loading.load_retriever(model)
+    m = loading.Model(retriever, model)
+    template = prompt if prompt is not None else prompt_template(model)
+    text = m.embed_text(prompts(labels, template))
+    audio = m.embed_audio_files(paths, batch_size=batch_size, progress=False)
+    probs = probabilities(audio, text, logit_scale_of(retriever))
+    out: dict = {"model": model, "prompt": template,
+                 "results": [{"file": str(p), "top": [[lab, pr] for lab, pr in top]}
+                             for p, top in zip(paths, top_labels(probs, labels, top_k))]}
+    if rows:
+        out["accuracy"], out["correct"] = accuracy(probs[len(paths) - len(rows):], labels,
+                                                   [r.label for r in rows])
+        out["n"] = len(rows)
+    return out
 
 
 @dataclass(frozen=True)

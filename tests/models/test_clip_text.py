@@ -171,7 +171,10 @@ def test_golden_output_matches_openai_encode_text() -> None:
     sd = official_layout_weights(TINY, seed=int(golden["seed"]))
     # If torch's generator ever changed, say so instead of reporting a model bug.
     fingerprint = torch.stack([v.double().sum() for v in sd.values()]).sum()
-    assert float(fingerprint) == pytest.approx(float(golden["fingerprint"]), rel=1e-9)
+    # randn's Box-Muller runs log/sin/cos through each CPU's vector kernels, so every value may
+    # move by an ulp: the sum moved by 1.9e-4 (6e-7 relative) with ATEN_CPU_CAPABILITY=default.
+    # Another generator or draw order moves it by O(1).
+    assert float(fingerprint) == pytest.approx(float(golden["fingerprint"]), rel=1e-5)
     model = _tiny_model(int(golden["seed"]))
     with torch.no_grad():
         out = model(golden["tokens"])

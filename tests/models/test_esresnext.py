@@ -161,7 +161,12 @@ def test_golden_output_matches_official_audioclip(official_sd):
         bands = model.log_power_bands(wave)
         emb = model(wave)
     assert bands.shape == (2, 3, 341, 77)  # 1 + ceil((44100 - 1654) / 561) = 77 frames
-    torch.testing.assert_close(bands[:, :, ::16, ::8], golden["bands_db"], atol=1e-2, rtol=0)
+    # The fbsp DFT is a float32 matmul over 1654 samples: each bin carries ~sqrt(1654) x 6e-8 =
+    # 2.4e-6 of the frame's peak amplitude in rounding, whose order differs between CPU kernels.
+    # The quietest band here is ~62 dB (amplitude 8e-4) below its frame's peak: ~3e-3 relative,
+    # 0.026 dB (measured 0.031 dB with ATEN_CPU_CAPABILITY=default, 1e-3 with AVX-512). 0.1 dB
+    # allows that; a wrong window, scale or band layout moves bands by 1 dB or more.
+    torch.testing.assert_close(bands[:, :, ::16, ::8], golden["bands_db"], atol=0.1, rtol=0)
     assert emb.shape == (2, 1024) and torch.isfinite(emb).all()
     assert golden["embedding"].abs().max() > 0.1  # the tolerance below is meaningful
     torch.testing.assert_close(emb, golden["embedding"], atol=1e-4, rtol=0)
@@ -197,7 +202,10 @@ def test_fbsp_at_init_is_a_normalised_dft_of_an_impulse():
     t0 = math.pi * (-1.0 + 2.0 * n0 / (n - 1)) + 1e-8
     k = torch.arange(n // 2 + 1, dtype=torch.float64)
     expected = torch.stack([torch.cos(k * t0), -torch.sin(k * t0)], dim=-1) / math.sqrt(n)
-    torch.testing.assert_close(out.double(), expected, atol=1e-6, rtol=0)
+    # float32 phases k * t reach ~100 rad, rounded to ~100 x 6e-8 = 6e-6 rad, / sqrt(64) -> ~1e-6
+    # per bin (1.08e-6 measured with ATEN_CPU_CAPABILITY=default); a wrong sign, bin or scale is
+    # off by 1e-2 or more.
+    torch.testing.assert_close(out.double(), expected, atol=5e-6, rtol=0)
 
 
 def test_ttf_penalty_hand_values():

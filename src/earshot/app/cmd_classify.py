@@ -33,48 +33,17 @@ def classify_command(
     """Zero-shot classification: each file's top-k labels with probabilities; with --data, the
     accuracy over the CSV (labels default to the CSV's classes)."""
     from earshot import zeroshot
-    from earshot.errors import DataError
 
-    rows = zeroshot.read_labelled_csv(data, audio_dir) if data is not None else []
     if labels_file is not None:
         label_list = zeroshot.parse_labels(Path(labels_file).expanduser().read_text(), sep="\n")
-    elif labels is not None:
-        label_list = zeroshot.parse_labels(labels)
-    elif rows:
-        label_list = sorted({r.label for r in rows})
     else:
-        raise DataError("give --labels, --labels-file or --data")
-    paths = [Path(f).expanduser() for f in (files or [])] + [r.path for r in rows]
-    if not paths:
-        raise DataError("no audio: give FILES or --data")
-    unknown = sorted({r.label for r in rows} - set(label_list))
-    if unknown:
-        raise DataError(f"{data}: labels {unknown[:5]} are not among the given labels")
-
-    from earshot.loading.retriever import Model, load_retriever
-    from earshot.zeroshot import prompt_template
-
-    retriever = load_retriever(model)
-    m = Model(retriever, model)
-    template = prompt if prompt is not None else prompt_template(model)
-    text = m.embed_text(zeroshot.prompts(label_list, template))
-    audio = m.embed_audio_files(paths, batch_size=batch_size, progress=False)
-    probs = zeroshot.probabilities(audio, text, zeroshot.logit_scale_of(retriever))
-    k = max(1, min(top_k, len(label_list)))
-    results = []
-    for path, p in zip(paths, probs):
-        order = p.argsort()[::-1][:k]
-        results.append({"file": str(path), "top": [[label_list[i], float(p[i])] for i in order]})
-    out: dict = {"model": model, "prompt": template, "results": results}
-    if rows:
-        pred = probs[len(paths) - len(rows):].argmax(axis=1)
-        correct = sum(label_list[i] == r.label for i, r in zip(pred, rows))
-        out["accuracy"] = correct / len(rows)
-        out["n"] = len(rows)
+        label_list = zeroshot.parse_labels(labels) if labels is not None else None
+    out = zeroshot.classify_files(model, files or [], label_list, data=data, audio_dir=audio_dir,
+                                  prompt=prompt, top_k=top_k, batch_size=batch_size)
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
-    for r in results:
+    for r in out["results"]:
         typer.echo(f"{r['file']}: " + ", ".join(f"{lab} {pr:.3f}" for lab, pr in r["top"]))
-    if rows:
-        typer.echo(f"accuracy: {out['accuracy']:.4f} ({correct}/{len(rows)})")
+    if "accuracy" in out:
+        typer.echo(f"accuracy: {out['accuracy']:.4f} ({out['correct']}/{out['n']})")

@@ -142,8 +142,6 @@ def evaluate_command(
                                   "fp32) | fp32 | bf16: the audio tower's arithmetic."),
 ) -> None:
     """Evaluate text-to-audio and audio-to-text retrieval: R@1/5/10, mAP@10 (+mAP@k), 95% CIs."""
-    import csv
-
     from earshot.errors import ConfigError
 
     model = _check_model_path(model)
@@ -153,72 +151,22 @@ def evaluate_command(
         if out.exists() and not out.is_dir():
             raise ConfigError(f"--out {out}: is a file; give a folder")
     table, root = _load_split(data, fmt, audio_dir)
-    from earshot.evaluation import evaluate
+    from earshot.evaluation import evaluate, save_evaluation
     from earshot.loading.retriever import load_retriever
-    from earshot.utils import atomic_write
+    from earshot.submission import write_ranked_submission
 
     from earshot.models.inference import prepare_for_inference
 
     retriever = prepare_for_inference(load_retriever(model), precision)
     result = evaluate(retriever, table, root, clip_seconds=seconds, num_workers=workers, extra_map_k=map_k,
                       relevance=relevance, progress=sys.stderr.isatty() if progress is None else progress)
+    names = [c.clip_id for c in table]
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out / "metrics.json", "w") as f:
-            json.dump(result.metrics, f, indent=2)
-        with atomic_write(out / "ranks.csv", "w") as f:
-            w = csv.writer(f)
-            w.writerow(["query", "caption", "file_name", "rank"])  # the best-ranked relevant file
-            names = [c.clip_id for c in table]
-            for q, text in enumerate(result.queries.texts):
-                order = result.similarity[q].argsort(descending=True, stable=True).tolist()
-                best = next(names[i] for i in order if names[i] in result.queries.relevant[q])
-                w.writerow([q, text, best, int(result.t2a_ranks[q])])
+        save_evaluation(out, result, names)
     if submission is not None:
-        write_ranked_submission(submission, list(result.queries.texts), [c.clip_id for c in table],
-                                result.similarity)
+        write_ranked_submission(submission, list(result.queries.texts), names, result.similarity)
     typer.echo(json.dumps(result.metrics, indent=2) if as_json
                else format_eval_table(result.metrics, run_label(model), map_k))
-
-
-def write_ranked_submission(path: Path, captions: list[str], file_names: list[str], similarity) -> None:
-    """Top-10 files per caption (rows of ``similarity``) as a DCASE submission CSV, each
-    distinct caption once."""
-    import torch
-
-    from earshot.submission import write_submission
-
-    top = torch.topk(torch.as_tensor(similarity), k=min(10, similarity.shape[1]), dim=1).indices
-    kept, ranked, seen = [], [], set()
-    for q, cap in enumerate(captions):
-        if cap in seen:
-            continue
-        seen.add(cap)
-        kept.append(cap)
-        ranked.append([file_names[int(i)] for i in top[q]])
-    write_submission(path, kept, ranked)
-
-
-def _read_queries(path: Path) -> list[str]:
-    """Captions to rank for: a CSV with a ``caption`` column (DCASE's retrieval captions file)
-    or a Clotho-format table (every caption of every row)."""
-    import csv
-
-    from earshot.errors import DataError
-
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        if "caption" in header:
-            queries = [row["caption"] for row in reader]
-        elif "caption_1" in header:
-            queries = [row[c] for row in reader for c in header if c.startswith("caption_")]
-        else:
-            raise DataError(f"{path}: needs a 'caption' column (or Clotho's caption_1..); header is {header}")
-    queries = [q for q in queries if q and q.strip()]
-    if not queries:
-        raise DataError(f"{path}: no captions")
-    return queries
 
 
 @app.command("submit")
@@ -254,7 +202,9 @@ def submit_command(
     audio_dir = audio_dir.expanduser()
     if not audio_dir.is_dir():
         raise DataError(f"--audio-dir {audio_dir}: no such folder")
-    queries = _read_queries(captions)
+    from earshot.submission import read_queries, write_ranked_submission
+
+    queries = read_queries(captions)
     from earshot.evaluation import encode_clips, file_table, similarity
     from earshot.loading.retriever import load_retriever
 

@@ -43,14 +43,18 @@ def list_cmd(
     table = Table(title="earshot pretrained weights")
     for col in ("name", "architecture", "size", "checksum", "present"):
         table.add_column(col)
-    for row in status(cache, verify_checksum=verify):
+    rows = status(cache, verify_checksum=verify)
+    for row in rows:
         present = "no"
         if row.present:
             present = {None: "yes", True: "yes (verified)", False: "CORRUPT"}[row.verified]
-        table.add_row(row.name, ", ".join(row.architectures) or "-", _size(row.size_bytes),
-                      row.algorithm or "none published/found", present)
+        table.add_row(row.name + (" (!)" if row.caveat else ""), ", ".join(row.architectures) or "-",
+                      _size(row.size_bytes), row.algorithm or "none published/found", present)
     console = Console()
     console.print(table)
+    for row in rows:
+        if row.caveat:
+            console.print(f"(!) {escape(row.name)}: {escape(row.caveat)}", highlight=False)
     console.print(f"cache folder: {escape(str(weights_dir(cache)))}  "
                   f"($EARSHOT_CACHE or --cache moves it)", highlight=False)
 

@@ -16,9 +16,11 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from earshot import health
 from earshot.loading.resolve import OpenOptions, open_ref, resolve
 
 
+@health.checked  # warns once when the text tower cannot tell captions apart (earshot/health.py)
 def load_retriever(path: str | Path, progress: bool = True):
     """Open whatever :func:`~earshot.loading.resolve.resolve` says ``path`` is (a checkpoint,
     CLAP folder or hub id, manifest, registry name, published file) with its kind's opener."""

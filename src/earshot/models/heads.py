@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from earshot.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class HeadConfig:
@@ -40,12 +42,17 @@ class ProjectionHead(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, cfg: HeadConfig = HeadConfig()):
         super().__init__()
         self.cfg = cfg
+        if cfg.kind not in ("linear", "mlp", "identity", "residual"):
+            raise ConfigError(f"head.kind: {cfg.kind!r} is not one of linear, mlp, identity, residual")
+        if not 0.0 <= cfg.dropout < 1.0:
+            raise ConfigError(f"head.dropout: must be in [0, 1), got {cfg.dropout}")
         self.dropout = nn.Dropout(0.0 if cfg.kind == "residual" else cfg.dropout)
         if cfg.kind == "residual":
             self.proj: nn.Module = ResidualProjection(in_dim, out_dim, cfg.dropout)
         elif cfg.kind == "identity":
             if in_dim != out_dim:
-                raise ValueError(f"identity head needs in_dim == out_dim, got {in_dim} != {out_dim}")
+                raise ConfigError(f"identity head needs the tower's output size to equal embed_dim, "
+                                  f"got {in_dim} != {out_dim} (use kind: linear to project)")
             self.proj = nn.Identity()
         elif cfg.kind == "linear":
             self.proj = nn.Linear(in_dim, out_dim)

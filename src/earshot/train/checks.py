@@ -36,16 +36,31 @@ def check_config(cfg: TrainConfig) -> None:
         if tower.weights is not None and cfg.init_from is None:
             resolve_weights(tower.name, tower.weights, tower.weights_format, kind)
     if cfg.init_from is not None:
-        from earshot.errors import WeightsError
-        from earshot.loading.resolve import resolve
-
-        try:
-            resolve(cfg.init_from)  # any model: a checkpoint, a registry name, a CLAP folder, ...
-        except WeightsError as e:
-            raise ConfigError(f"init_from: {e}") from None
-    for name, split in (("data.train", cfg.data.train), ("data.val", cfg.data.val)):
+        check_init_from(cfg.init_from)
+    splits = [("data.train", cfg.data.train), ("data.val", cfg.data.val)]
+    splits += [(f"data.extra_train[{i}]", s) for i, s in enumerate(cfg.data.extra_train)]
+    if cfg.data.random_split is not None:
+        splits += [(f"data.random_split.tables[{i}]", s) for i, s in enumerate(cfg.data.random_split.tables)]
+    for name, split in splits:
         if split is not None:
             check_split(name, split, cfg.data.root)
+
+
+def check_init_from(source: str) -> None:
+    """``init_from`` names what training can start from: anything :func:`earshot.loading.resolve.resolve`
+    recognises as one model (an earshot checkpoint folder, a Hugging Face CLAP folder or hub id, a
+    registry name holding a whole retriever, downloaded and verified on first use, or a published
+    file). An ensemble manifest is several models, not a start. Anything else is a ConfigError."""
+    from earshot.errors import WeightsError
+    from earshot.loading.resolve import resolve
+
+    try:
+        ref = resolve(source)
+    except WeightsError as e:
+        raise ConfigError(f"init_from: {e}") from None
+    if ref.kind == "manifest":
+        raise ConfigError(f"init_from: {source} is an ensemble manifest; training starts from one "
+                          "model (a checkpoint, a CLAP folder or hub id, a registry name)")
 
 
 def check_split(name: str, split: SplitConfig, root: str | Path) -> None:
@@ -60,7 +75,11 @@ def check_split(name: str, split: SplitConfig, root: str | Path) -> None:
     audio_dir = Path(root).expanduser() / split.audio_dir if split.audio_dir else table_path.parent
     if not audio_dir.is_dir():
         raise DataError(f"{name}.audio_dir: {audio_dir}: no such folder")
-    table = read_table(table_path, format=split.format)
+    from earshot.train.data import split_reader_options
+
+    if split.exclude is not None and not (Path(root).expanduser() / split.exclude).is_file():
+        raise DataError(f"{name}.exclude: {Path(root).expanduser() / split.exclude}: no such file")
+    table = read_table(table_path, format=split.format, **split_reader_options(split))
     table.check_audio(audio_dir).raise_if_missing(str(table_path))
 
 

@@ -17,6 +17,15 @@ class SplitConfig:
     audio_dir: str | None = None  # folder the table's audio names are relative to
     format: Literal["clotho", "audiocaps", "pairs", "wavcaps"] = "clotho"  # how to read `table`
     exclude: str | None = None  # list of clip ids left out as the table is read (count printed)
+    audio_ext: str | None = None  # wavcaps only: audio file suffix (release: .flac; the DCASE 2025 baseline's copies: .mp3)
+
+    def __post_init__(self) -> None:
+        if self.audio_ext is not None:
+            if self.format != "wavcaps":
+                raise ConfigError(f"audio_ext: only a wavcaps table names its audio by id; "
+                                  f"format {self.format!r} lists file names itself")
+            if not self.audio_ext.startswith(".") or len(self.audio_ext) < 2:
+                raise ConfigError(f"audio_ext: expected a suffix such as '.mp3', got {self.audio_ext!r}")
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,17 @@ def resolve_split(split: SplitConfig, root: str | Path) -> SplitConfig:
         return None if p is None else str(Path(root) / p)
 
     return SplitConfig(table=under(split.table), audio_dir=under(split.audio_dir) or str(Path(under(split.table)).parent),
-                       format=split.format, exclude=under(split.exclude))
+                       format=split.format, exclude=under(split.exclude), audio_ext=split.audio_ext)
 
 
 def load_split(split: SplitConfig) -> CaptionTable:
     """Read a split's caption table; its audio paths stay relative to ``split.audio_dir``."""
-    return read_table(split.table, format=split.format, exclude=split.exclude)
+    return read_table(split.table, format=split.format, exclude=split.exclude, **split_reader_options(split))
+
+
+def split_reader_options(split: SplitConfig) -> dict[str, str]:
+    """Keyword arguments a split config passes to its table reader (``audio_ext`` for WavCaps)."""
+    return {} if split.audio_ext is None else {"audio_ext": split.audio_ext}
 
 
 def load_train_table(train: SplitConfig, extra: Sequence[SplitConfig] = ()) -> CaptionTable:

@@ -152,6 +152,7 @@ class WeightsStatus:
     present: bool  # the file is at its final cache path
     verified: bool | None  # digest matches (None: not checked, or absent)
     path: Path  # where the file is or would be
+    caveat: str | None = None  # the entry's known problem, if any
 
 
 def status(cache_dir: str | Path | None = None,
@@ -165,7 +166,7 @@ def status(cache_dir: str | Path | None = None,
         verified = verify(path, entry) if (present and verify_checksum) else None
         rows.append(WeightsStatus(name, entry.architectures, entry.size_bytes,
                                   entry.checksum.algorithm if entry.checksum else None,
-                                  present, verified, path))
+                                  present, verified, path, entry.caveat))
     return rows
 
 
@@ -343,6 +344,12 @@ def fetch_weights(name_or_entry: str | WeightsEntry, cache_dir: str | Path | Non
             if entry.checksum is not None and not _matches(entry, digests):
                 part.unlink()
                 c = entry.checksum
+                if urllib.parse.urlsplit(url).scheme == "file":  # the user's own copy (weights add, --url)
+                    own = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+                    raise WeightsError(
+                        f"{own}: does not match the pinned {c.algorithm} of {entry.name} "
+                        f"({entry.file_name}): the file has {digests[c.algorithm]}, expected "
+                        f"{c.digest} ({c.source}). Nothing was installed; your file was left in place.")
                 raise WeightsError(
                     f"{entry.file_name}: corrupt download from {url}: {c.algorithm} is "
                     f"{digests[c.algorithm]}, expected {c.digest} ({c.source}); the partial "

@@ -14,6 +14,8 @@ the ``.pt`` files), so only the weights and the tokenizer are downloaded.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Any
 
 from earshot.weights.entry import (AudioPreprocessing, Checksum, RetrieverSpec, TextPreprocessing,
@@ -51,14 +53,29 @@ def _frontend(fusion: bool) -> dict[str, Any]:
             "padding": "repeatpad", "fusion": fusion}
 
 
+# Reported by users (issue 18): this file's text tower returns nearly the same vector for every
+# caption; earshot.health warns when it is opened, and `earshot weights list` says so.
+MUSIC_CAVEAT = ("text tower reported degenerate: mean cosine 0.9993 between unrelated captions, "
+                "so text queries rank almost arbitrarily")
+
+# Text LayerNorm eps, decided per source. LAION's trainer builds its text branch from
+# roberta-base, whose LayerNorms use 1e-5, so its .pt files get 1e-5 (ClapTextConfig's default,
+# 1e-12, moved a tiny tower's text embedding by 4.6e-5 in the issue's measurement). The hub's
+# transformers files come with a config.json that says 1e-12 (what transformers' converter
+# writes and what transformers users get), so those entries keep it, as do HF folders, which
+# carry their own config.
+TEXT_LAYER_NORM_EPS = {"laion_clap": 1e-5, "clap_hf": 1e-12}
+
+
 def clap_retriever(audio: dict[str, Any], fusion: bool, fmt: str) -> RetrieverSpec:
     """The bi-encoder a LAION-CLAP file holds: both towers end in CLAP's projections (512-d)."""
     audio_config = {**audio, **(_FUSION if fusion else {}), "projection_dim": 512}
+    text_config = {"projection_dim": 512, "layer_norm_eps": TEXT_LAYER_NORM_EPS[fmt]}
     return RetrieverSpec(
         config={"audio": {"name": "clap_htsat", "weights_format": fmt,
                           "options": {"config": audio_config, "frontend": _frontend(fusion)}},
                 "text": {"name": "clap_roberta", "weights_format": fmt,
-                         "options": {"config": {"projection_dim": 512}, "tokenizer": TOKENIZER}},
+                         "options": {"config": text_config, "tokenizer": TOKENIZER}},
                 "embed_dim": 512, "audio_head": {"kind": "identity"},
                 "text_head": {"kind": "identity"}},
         prompt=PROMPT, companions=(TOKENIZER,))
@@ -134,11 +151,11 @@ register_weights(_hf("laion_clap_general", "laion/larger_clap_general",
                      "Git LFS pointer of commit bd550275c14488b441e1079c506899b60c854672 "
                      "('Upload model', listed as bd55027 in laion/larger_clap_general's history)",
                      776444665, _HTSAT_BASE, False))
-register_weights(_hf("laion_clap_music", "laion/larger_clap_music", "main",
+register_weights(replace(_hf("laion_clap_music", "laion/larger_clap_music", "main",
                      "5c289311f4a030d768af7ffbfdecd01b008aa64824211899a4e59f4f9d154fd1",
                      "Git LFS details on huggingface.co/laion/larger_clap_music/blob/refs%2Fpr%2F1/"
                      "pytorch_model.bin (commit 2a3e0ed 'Upload model')", None, _HTSAT_BASE,
-                     False))
+                     False), caveat=MUSIC_CAVEAT))
 register_weights(_hf("laion_clap_music_speech", "laion/larger_clap_music_and_speech", "main", None,
                      "", None, _HTSAT_BASE, False))
 

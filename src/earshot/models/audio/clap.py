@@ -44,7 +44,7 @@ from earshot.audio.framing import window_starts
 from earshot.config import from_dict, to_dict
 from earshot.errors import ConfigError, DataError, WeightsError
 from earshot.models.base import AudioEncoder, register_audio_encoder
-from earshot.models.audio.clap_frontend import (ClapFrontendConfig, ClapLogMel, fusion_crop_starts,  # noqa: F401
+from earshot.models.audio.clap_frontend import (ClapFrontendConfig, ClapLogMel, fusion_crop_starts, int16_roundtrip,  # noqa: F401
                                                pad_to_window)
 from earshot.models.converters import read_state_dict, register_converter
 from earshot.models.text.clap import ClapTextTower, clap_roberta, load_roberta_tokenizer  # noqa: F401
@@ -66,10 +66,9 @@ __all__ = [
 def _audio_config(config: Mapping[str, Any] | None):
     from transformers import ClapAudioConfig
 
-    try:
-        return ClapAudioConfig(**dict(config or {}))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"clap_htsat.config: {e}") from None
+    from earshot.models.hf_config import strict_hf_config
+
+    return strict_hf_config(ClapAudioConfig, config, "clap_htsat.config")
 
 
 def _fast_attention_class():
@@ -190,6 +189,8 @@ class ClapAudioTower(AudioEncoder):
         fe = self.frontend_cfg
         n = fe.window_samples
         b, t = waveform.shape
+        if fe.laion_int16_roundtrip:
+            waveform = int16_roundtrip(waveform)
         if t <= n or fe.fusion:
             return self._embed(waveform)  # (B, D)
         starts = window_starts(t, n, max(1, int(round(fe.window_hop_s * fe.sample_rate))), pad_last=False)

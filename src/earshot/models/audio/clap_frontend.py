@@ -31,6 +31,7 @@ class ClapFrontendConfig:
     fusion: bool = False  # build the 4-channel fusion input (fused checkpoints only)
     window_hop_s: float = 5.0  # unfused, clip > window: hop between windows (mean-pooled)
     mel_sample_rate: int | None = None  # rate the mel filters assume; None = sample_rate (MS-CLAP 2023: 32000)
+    laion_int16_roundtrip: bool = False  # quantise audio to int16 first, as laion_clap's numpy route (docs/CLAP.md)
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
@@ -104,6 +105,15 @@ def pad_to_window(wave: Tensor, length: int, padding: str) -> Tensor:
     elif padding == "repeatpad":
         wave = wave.repeat(1, length // t)
     return F.pad(wave, (0, length - wave.shape[-1]))
+
+
+def int16_roundtrip(waveform: Tensor) -> Tensor:
+    """laion_clap's ``int16_to_float32(float32_to_int16(x))`` (``training/data.py``), which its
+    ``get_audio_embedding_from_filelist`` / ``_from_data`` apply before the model: clip to
+    [-1, 1], ``x * 32767`` in float32 cast to int16 (numpy's ``astype`` truncates toward zero),
+    then ``/ 32767`` in float64 (numpy promotes), rounded to float32."""
+    q = (waveform.float().clamp(-1.0, 1.0) * 32767.0).to(torch.int16)
+    return (q.double() / 32767.0).to(waveform.dtype if waveform.is_floating_point() else torch.float32)
 
 
 def fusion_crop_starts(total_frames: int, chunk_frames: int) -> tuple[int, int, int]:

@@ -22,8 +22,11 @@ Clips: PaSST sees 10 s segments (62 time patches). :class:`PasstEncoder` cuts a 
 ``max_segments`` (3) consecutive 10 s segments, zero-pads the last, embeds each and averages
 them, which is the baseline's ``CutInputIntoSegmentsWrapper`` plus its duration rule (a clip of at
 most 10 s uses segment 1, at most 20 s the mean of segments 1-2, else of all three). The
-baseline knows each clip's duration; here the duration of a row is where its trailing zeros
-(batch padding) begin, which is the same for zero-padded batches. Beyond ``max_segments``
+baseline knows each clip's duration (the file's, or a training crop's before padding). Here
+``forward(waveform, lengths)`` takes it in samples; without ``lengths`` an evaluating encoder
+takes the row's full width (evaluation never pads: clips are batched by length), so a clip whose
+last seconds are digital silence keeps its segments, and a training encoder takes where the
+row's trailing zeros begin (the loader zero-pads short crops to the batch's width). Beyond ``max_segments``
 segments the rest of a clip is ignored (the baseline crops clips to 30 s before the model).
 
 The classifier heads (``head``, ``head_dist``) load but never train (:meth:`unused_modules`).
@@ -111,7 +114,8 @@ def kaldi_mel_banks(n_mels: int, n_fft: int, sample_rate: float, fmin: float, fm
     """``(n_mels, n_fft // 2)`` float32 triangular filters on Kaldi's mel scale
     (``1127 ln(1 + f / 700)``), computed with the same float32 operations, in the same order, as
     ``torchaudio.compliance.kaldi.get_mel_banks`` without VTLN warping, so the values match it
-    bit for bit (checked against torchaudio 2.11 in ``tests/models/test_passt.py``'s goldens).
+    to fp32 rounding (bit for bit on one machine; ``tests/models/test_passt.py`` checks against
+    torchaudio 2.11's goldens within a few ulps, since CPUs' ``log`` kernels differ by ~1 ulp).
     The highest FFT bin (Nyquist) is not covered, as in Kaldi."""
     nyquist = 0.5 * sample_rate
     if not (0.0 <= fmin < nyquist and 0.0 < fmax <= nyquist and fmin < fmax):
@@ -325,10 +329,15 @@ class PasstEncoder(AudioEncoder):
         """10 s waveforms ``(S, segment_samples)`` -> ``(S, E)``."""
         return self.embed_mel(self.mel(segments))
 
-    def forward(self, waveform: Tensor) -> Tensor:
+    def forward(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``(B, T)`` -> ``(B, E)``; ``lengths`` ``(B,)``: each clip's duration in samples
+        (default: see the module docstring)."""
         seg = self.segment_samples
         b, t = waveform.shape  # (B, T)
-        n_seg = segment_counts(waveform, seg, self.cfg.max_segments)  # (B,)
+        if lengths is None and not self.training:
+            lengths = torch.full((b,), t, dtype=torch.long, device=waveform.device)
+        n_seg = (segment_counts(waveform, seg, self.cfg.max_segments) if lengths is None
+                 else duration_segments(lengths.to(waveform.device), seg, self.cfg.max_segments))  # (B,)
         s = int(n_seg.max())
         x = waveform[:, : s * seg] if t >= s * seg else F.pad(waveform, (0, s * seg - t))
         x = x.reshape(b, s, seg)  # (B, S, seg)
@@ -339,6 +348,12 @@ class PasstEncoder(AudioEncoder):
         return out.sum(dim=1) / n_seg[:, None].to(emb.dtype)  # (B, E): mean over each clip's segments
 
 
+def duration_segments(lengths: Tensor, segment: int, max_segments: int) -> Tensor:
+    """``(B,)`` segments of clips ``lengths`` samples long: whole or partial segments, between 1
+    and ``max_segments`` (the baseline's rule: <= 10 s one, <= 20 s two, else three)."""
+    return ((lengths.long() + segment - 1) // segment).clamp(1, max_segments)
+
+
 def segment_counts(waveform: Tensor, segment: int, max_segments: int) -> Tensor:
     """``(B,)`` segments each row needs: its length up to its trailing zeros, in whole or
     partial segments, between 1 and ``max_segments`` (the baseline's duration rule)."""
@@ -346,7 +361,7 @@ def segment_counts(waveform: Tensor, segment: int, max_segments: int) -> Tensor:
     nonzero = waveform != 0  # (B, T)
     last = t - nonzero.flip(1).to(torch.int8).argmax(dim=1)  # (B,) index after the last non-zero
     length = torch.where(nonzero.any(dim=1), last, torch.zeros_like(last))
-    return ((length + segment - 1) // segment).clamp(1, max_segments)
+    return duration_segments(length, segment, max_segments)
 
 
 @register_audio_encoder("passt")

@@ -17,10 +17,9 @@ from earshot.models.base import TextEncoder, register_text_encoder
 def _text_config(config: Mapping[str, Any] | None):
     from transformers import ClapTextConfig
 
-    try:
-        return ClapTextConfig(**dict(config or {}))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"clap_roberta.config: {e}") from None
+    from earshot.models.hf_config import strict_hf_config
+
+    return strict_hf_config(ClapTextConfig, config, "clap_roberta.config")
 
 
 class ClapTextTower(TextEncoder):

@@ -314,7 +314,7 @@ class HFTransformerEncoder(TextEncoder):
         pooler: bool = True,
     ):
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+        from transformers import AutoModel, AutoTokenizer
 
         if pooling not in ("cls", "mean"):
             raise ConfigError(f"hf_transformer: pooling {pooling!r} is not one of cls, mean")
@@ -340,10 +340,15 @@ class HFTransformerEncoder(TextEncoder):
                     raise ConfigError(
                         "hf_transformer.config: needs model_type (e.g. 'bert', 'roberta')"
                     )
-                try:
-                    hf_cfg = AutoConfig.for_model(model_type, **{**cfg, **drop})
-                except ValueError as e:
-                    raise ConfigError(f"hf_transformer.config: {e}") from None
+                from transformers import CONFIG_MAPPING
+
+                from earshot.models.hf_config import strict_hf_config
+
+                if model_type not in CONFIG_MAPPING:
+                    raise ConfigError(f"hf_transformer.config.model_type: {model_type!r} is not a "
+                                      "transformers model type (e.g. 'bert', 'roberta')")
+                hf_cfg = strict_hf_config(CONFIG_MAPPING[model_type], {**cfg, **drop},
+                                          "hf_transformer.config")
                 self.hf = AutoModel.from_config(hf_cfg, **extra)
             else:
                 with no_loading_bars():
