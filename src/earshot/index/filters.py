@@ -78,18 +78,18 @@ def parse(where: str) -> list[Condition]:
             if kind != "word" or word.lower() != "and":
                 raise EarshotError(f"--where {where!r}: expected 'and' before {word!r} (character {at})")
             i += 1
-        if i + 3 > len(tokens):
-            got = " ".join(t[1] for t in tokens[i:]) or "nothing"
-            raise EarshotError(f"--where {where!r}: expected 'field op value' (like duration<2), got {got!r}")
-        (fk, field, fat), (ok, op, oat), (vk, value, vat) = tokens[i:i + 3]
+        fk, field, fat = tokens[i]
         if fk != "word" or field.lower() not in FIELDS:
             raise EarshotError(f"--where {where!r}: unknown field {field!r} (character {fat}); "
                                f"fields: {', '.join(FIELDS)}")
-        if ok != "op":
+        if i + 1 >= len(tokens) or tokens[i + 1][0] != "op":
+            got = repr(tokens[i + 1][1]) if i + 1 < len(tokens) else "nothing"
             raise EarshotError(f"--where {where!r}: expected an operator ({' '.join(_OPS)}) after "
-                               f"{field!r}, got {op!r} (character {oat})")
-        if vk == "op":
-            raise EarshotError(f"--where {where!r}: expected a value after {field}{op} (character {vat})")
+                               f"{field!r}, got {got} (like duration<2)")
+        op = tokens[i + 1][1]
+        if i + 2 >= len(tokens) or tokens[i + 2][0] == "op":
+            raise EarshotError(f"--where {where!r}: expected a value after {field}{op} (like duration<2)")
+        value = tokens[i + 2][1]
         conds.append(Condition(field.lower(), op, value))
         i += 3
     if not conds:

@@ -62,13 +62,20 @@ class SearchOptions:
             raise EarshotError(f"moment_rho must be in [0, 1], got {self.moment_rho}")
 
 
-def rrf(lists: list[list[int]], k: int = RRF_K) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion of ranked id lists: [(id, fused score)], best first (ties: the
-    order in which ids were first met)."""
+def rrf(lists: list[list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion of ranked [(id, score)] lists: [(id, fused score)], best first.
+
+    Items with equal scores in a list share its best rank ("1224" ranking), so an arbitrary
+    order among ties (many files named alike) does not decide the fusion. Ties in the fused
+    score keep the order in which ids were first met.
+    """
     fused: dict[int, float] = {}
     for ranked in lists:
-        for r, item in enumerate(ranked, start=1):
-            fused[item] = fused.get(item, 0.0) + 1.0 / (k + r)
+        rank, prev = 0, None
+        for pos, (item, score) in enumerate(ranked, start=1):
+            if prev is None or score != prev:
+                rank, prev = pos, score
+            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
     return sorted(fused.items(), key=lambda t: -t[1])
 
 
@@ -114,10 +121,11 @@ def search(ix: "Index", text: str | None, vector: np.ndarray | None, opts: Searc
         words: list[tuple[int, float]] = []
         if mode != "meaning" and query is not None:
             if mode == "words" or W.has_words(ix._store.conn):
-                words = W.rank(ix._store.conn, query, n, sql, params)
+                words = W.rank(ix._store.conn, query, n, sql, params,
+                               min_score=W.EVIDENCE if mode == "hybrid" else float("-inf"))
         if mode == "hybrid":
-            order = [fid for fid, _ in rrf([[f for f, _ in meaning], [f for f, _ in words]])]
-            fused = dict(rrf([[f for f, _ in meaning], [f for f, _ in words]]))
+            ranked = rrf([meaning, words])
+            order, fused = [fid for fid, _ in ranked], dict(ranked)
         elif mode == "words":
             order, fused = [f for f, _ in words], {}
         else:

@@ -17,7 +17,8 @@ that lack a row, so updates are incremental and an index from before words exist
 upgraded by rerunning ``earshot index`` on its folder (tags are read; no audio is re-encoded).
 The tokenizer is FTS5's ``porter unicode61``: case and accents folded, English suffixes
 stemmed (``kicks`` finds ``kick``). Ranking is FTS5's BM25 with the name weighted above tags
-above folders (:data:`WEIGHTS`).
+above folders (:data:`WEIGHTS`); files matched only by words that most files share carry no
+evidence and are left out of hybrid fusion (:data:`EVIDENCE`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ from earshot.errors import EarshotError
 
 WORDS_SCHEMA = 1  # settings key "words": tables below present and filled
 WEIGHTS = (1.0, 3.0, 2.0)  # BM25 column weights: folders, name, tags
+# A word found in more than half the files has BM25 weight (IDF) <= 0, which FTS5 clamps to
+# 1e-6: a file matched only by such words (every kick, for "kick" in a folder of kicks) has no
+# word evidence, and hybrid search leaves it out of the words list so that it cannot outvote
+# the meaning ranking (words mode lists it: there is nothing to outvote).
+EVIDENCE = 1e-3
 _SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS words USING fts5(folders, name, tags, tokenize = 'porter unicode61');
 CREATE TABLE IF NOT EXISTS tags (
@@ -82,11 +88,11 @@ def read_tags(path: str | Path) -> dict[str, list[str]]:
                 add(key, value)
         import mutagen
 
-        f = mutagen.File(str(path), easy=True)
+        f = mutagen.File(str(path))  # not easy=True: EasyID3 has no comment field
         tags = getattr(f, "tags", None) if f is not None else None
         if tags is None:
             return out
-        if hasattr(tags, "getall"):  # raw ID3 (in WAV or AIFF)
+        if hasattr(tags, "getall"):  # ID3: mp3, or an id3 chunk in WAV/AIFF
             for frame_id, key in _ID3.items():
                 for fr in tags.getall(frame_id):
                     for text in getattr(fr, "text", []):
@@ -263,10 +269,11 @@ def selection_sql(q: Query) -> tuple[str, list]:
     return (" AND ".join(parts) or "1"), params
 
 
-def rank(conn, q: Query, n: int, where_sql: str = "1", where_params: list | None = None
-         ) -> list[tuple[int, float]]:
+def rank(conn, q: Query, n: int, where_sql: str = "1", where_params: list | None = None,
+         min_score: float = float("-inf")) -> list[tuple[int, float]]:
     """The ``n`` best files by BM25 for the query's words among those ``where_sql`` allows:
-    [(file id, score)], higher better (FTS5's bm25 negated)."""
+    [(file id, score)], higher better (FTS5's bm25 negated); hybrid search passes
+    ``min_score=EVIDENCE``."""
     if not has_words(conn):
         raise EarshotError(UPGRADE)
     match = free_match(q)
@@ -275,4 +282,5 @@ def rank(conn, q: Query, n: int, where_sql: str = "1", where_params: list | None
     w = ", ".join(str(x) for x in WEIGHTS)
     sql = (f"SELECT words.rowid, bm25(words, {w}) AS s FROM words JOIN files ON files.id = words.rowid "
            f"WHERE words MATCH ? AND ({where_sql}) ORDER BY s, words.rowid LIMIT ?")
-    return [(int(r[0]), -float(r[1])) for r in conn.execute(sql, [match, *(where_params or []), int(n)])]
+    rows = conn.execute(sql, [match, *(where_params or []), int(n)]).fetchall()
+    return [(int(r[0]), -float(r[1])) for r in rows if -float(r[1]) > min_score]
