@@ -235,3 +235,20 @@ def load_windows(store, dim: int, directory: Path) -> WindowVectors:
             return wv
     doc = store.get_info("vector_config") or {}
     return WindowVectors.from_store(store.conn, dim, V.VectorConfig(**doc))
+
+
+def like_vector(store, file_id: int, dim: int, start: float | None = None) -> np.ndarray:
+    """The query for "more like this": the window of ``file_id`` that contains ``start``
+    seconds (the one starting closest before it), or the file's pooled embedding without one."""
+    if start is None:
+        vec = store.clip_vector(int(file_id), dim)
+        if vec is None:
+            raise EarshotError(f"no file with id {file_id} in this index")
+        return vec
+    starts, _, wins = store.windows(int(file_id), dim)
+    if not len(wins):
+        raise EarshotError(f"no file with id {file_id} in this index")
+    if start < 0:
+        raise EarshotError(f"start must be >= 0 seconds, got {start}")
+    i = max(0, int(np.searchsorted(starts, start, side="right")) - 1)
+    return wins[i].copy()

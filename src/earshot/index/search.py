@@ -230,6 +230,32 @@ class Index:
             raise EarshotError(f"query has dimension {q.shape[0]}, index has {self.settings.dim}")
         return R.search(self, None, q, opts)
 
+    def search_like(self, file: int | str, start: float | None = None, k: int = 10, **options: Any) -> list[Hit]:
+        """"More like this": files like an indexed file (by id or path relative to the root),
+        queried by its window at ``start`` seconds or, without ``start``, its pooled embedding.
+        Nothing is decoded or encoded; the file itself is left out."""
+        from earshot.index.moments import like_vector
+
+        with self._lock:
+            fid = self._file_id(file)
+            q = like_vector(self._store, fid, self.settings.dim, start)
+        hits = [h for h in self.search_vector(q, k + 1, **options) if h.id != fid][:k]
+        return [replace(h, rank=i + 1) for i, h in enumerate(hits)]
+
+    def _file_id(self, file: int | str) -> int:
+        if isinstance(file, int):
+            return file
+        rel = Path(file).expanduser()
+        if rel.is_absolute() or rel.exists():  # a path on disk; else one relative to the root
+            try:
+                rel = rel.resolve().relative_to(Path(self.settings.root))
+            except ValueError:
+                raise EarshotError(f"{file}: not inside the indexed folder {self.settings.root}") from None
+        row = self._store.conn.execute("SELECT id FROM files WHERE path = ?", (rel.as_posix(),)).fetchone()
+        if row is None:
+            raise EarshotError(f"{file}: not in this index (paths are relative to {self.settings.root})")
+        return int(row[0])
+
     @property
     def window_vectors(self):
         """Every window embedding, searchable (:class:`earshot.index.moments.WindowVectors`)."""
