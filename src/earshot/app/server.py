@@ -69,6 +69,7 @@ class Result(BaseModel):
     moments: list[MomentOut] = []  # spans where the query matches, best first
     words_score: float | None = None  # BM25 of the query's words (None: not found by words)
     fused: float | None = None  # hybrid: the reciprocal-rank-fusion score the rank follows
+    also_at: list[str] = []  # other paths holding the same sound (same bytes or near duplicates)
 
 
 class SearchResponse(BaseModel):
@@ -330,13 +331,16 @@ def create_app(
     app.state.batcher = batcher
 
     def results(hits) -> list[Result]:
+        from earshot.index.duplicates import also_at
+
         env = live.index.peaks([h.id for h in hits])
+        copies = also_at(live.index, [h.id for h in hits])
         return [Result(rank=h.rank, score=h.score, id=h.id, name=Path(h.path).name, path=h.path,
                        folder=Path(h.path).parent.as_posix().lstrip("."), duration=h.duration,
                        window_start=h.window_start, window_end=h.window_end, window_score=h.window_score,
                        audio_url=f"/audio/{h.id}", peaks=env.get(h.id, []),
                        moments=[MomentOut(**vars(m)) for m in h.moments], words_score=h.words_score,
-                       fused=h.fused) for h in hits]
+                       fused=h.fused, also_at=copies.get(h.id, [])) for h in hits]
 
     def options(ranking: str, top_m: int, where: str | None, folder: str | None) -> dict[str, Any]:
         from earshot.index.filters import Filter
