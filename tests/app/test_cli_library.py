@@ -84,3 +84,39 @@ def test_like_an_indexed_file_at_a_moment(app, ix):
     assert len(doc["results"]) == 3 and "kick_909.wav" not in {h["path"] for h in doc["results"]}
     missing = CliRunner().invoke(app, ["search", str(ix / "ix"), "--like", "nope.wav"], env=WIDE)
     assert isinstance(missing.exception, EarshotError) and "not in this index" in str(missing.exception)
+
+
+@pytest.mark.slow
+def test_index_watch_picks_up_a_new_file_until_interrupted(ix, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root, out = tmp_path / "w", tmp_path / "wix"
+    root.mkdir()
+    t = np.arange(SR) / SR
+    sf.write(root / "a.wav", (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), SR)
+    proc = subprocess.Popen([sys.executable, "-c", "from earshot.app.cli import main; main()", "index", str(root), "--model",
+                             str(ix / "model"), "--out", str(out), "--workers", "0", "--watch"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **WIDE})
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120  # generous: a cold start imports torch on a shared machine
+        while not any("watching" in x for x in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            lines.append(proc.stdout.readline())
+        time.sleep(0.5)
+        sf.write(root / "b.wav", (0.3 * np.sin(2 * np.pi * 400 * t)).astype(np.float32), SR)
+        while not any("updated: 1 file(s) encoded" in x for x in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            lines.append(proc.stdout.readline())
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(30)
+    assert rc == 0, "".join(lines)
+    from earshot.index.store import Store
+
+    assert set(Store.open(out).files()) == {"a.wav", "b.wav"}

@@ -58,6 +58,8 @@ def index_cmd(
                                     help="Skip files whose header declares more audio than this."),
     links_outside: bool = typer.Option(False, "--links-outside",
                                        help="Also index symlinks pointing outside FOLDER (refused by default)."),
+    watch: bool = typer.Option(False, "--watch", help="After indexing, keep watching FOLDER: new, changed, moved "
+                               "and deleted files reach the index within seconds (Ctrl+C to stop)."),
 ) -> None:
     """Index a folder of sounds so it can be searched by text or by example.
 
@@ -110,6 +112,20 @@ def index_cmd(
     )
     if report.bad:
         console.print(report_table(report))
+    if watch:
+        from earshot.index.watch import watch_folder
+
+        console.print(f"watching {escape(str(folder))} for changes (Ctrl+C to stop)", highlight=False)
+
+        def updated(u) -> None:
+            console.print(f"updated: {u.encoded} file(s) encoded, {u.removed} removed, {u.bad} skipped "
+                          f"in {u.seconds:.1f} s" + (f" [red]{escape(u.error)}[/red]" if u.error else ""),
+                          highlight=False)
+
+        try:
+            watch_folder(folder, encoder, out, cfg, on_update=updated)
+        except KeyboardInterrupt:
+            pass
 
 
 def _parse_like(like: str) -> tuple[str, float | None]:
@@ -208,6 +224,8 @@ def serve_cmd(
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest upload, MiB."),
     max_upload_minutes: float = typer.Option(10.0, "--max-upload-minutes", min=0.01,
                                              help="Longest upload, by the duration its header declares."),
+    watch: bool = typer.Option(False, "--watch", help="Also keep the index up to date with its folder while "
+                               "serving (new, changed, moved, deleted files); searches are answered throughout."),
 ) -> None:
     """Serve the search page and HTTP API (/health, /search, /search/audio, /audio/{id}).
 
@@ -220,7 +238,7 @@ def serve_cmd(
 
     hosts = [*LOCAL_NAMES, *([] if host in ("0.0.0.0", "::") else [host]), *allow_host]
     app_ = create_app(index, model=model, allowed_hosts=hosts, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                      max_upload_s=max_upload_minutes * 60)
+                      max_upload_s=max_upload_minutes * 60, watch=watch)
     partial = app_.state.live.partial
     typer.echo(f"ready: serving {index} at http://{host}:{port}/  (Ctrl+C to stop)" + (f"; {partial}" if partial else ""))
     uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -298,6 +298,7 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     preload: bool = True,
     poll_s: float = 1.0,
+    watch: bool | Any = False,
 ) -> FastAPI:
     """A FastAPI app serving index ``index_path``: the page at ``/`` and the JSON API.
 
@@ -306,7 +307,8 @@ def create_app(
     result count, upload bytes and upload duration; beyond them requests get a 4xx with a
     message. ``allowed_hosts`` are the Host names served (default: the localhost names; "*"
     accepts any, for use behind a proxy that checks). ``poll_s`` is how often a re-index is
-    looked for.
+    looked for. ``watch`` (True, or an :class:`earshot.index.watch.WatchConfig`) keeps the index
+    up to date with its folder in a background thread, using the loaded model.
     """
     from earshot.index import Index
     from earshot.index.decode import Limits
@@ -319,16 +321,26 @@ def create_app(
     limits = Limits(max_duration_s=max_upload_s)
     hosts = tuple(allowed_hosts) if allowed_hosts is not None else LOCAL_NAMES
 
+    watcher = None
+    if watch:
+        from earshot.index.watch import WatchConfig, Watcher
+
+        watcher = Watcher(live.index.settings.root, live.index.encoder, index_path,
+                          watch if isinstance(watch, WatchConfig) else WatchConfig())
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
         live.close()
         batcher.close()
+        if watcher is not None:
+            watcher.close()
 
     app = FastAPI(title="earshot", description="Search your sounds by text or by example.", lifespan=lifespan)
     app.add_middleware(GuardMiddleware, allowed_hosts=hosts, max_body=max_upload_bytes + MULTIPART_SLACK)
     app.state.live = live
     app.state.batcher = batcher
+    app.state.watcher = watcher
 
     def results(hits) -> list[Result]:
         from earshot.index.duplicates import also_at
@@ -364,6 +376,7 @@ def create_app(
         return {"status": "partial" if live.partial else ("empty" if len(ix) == 0 else "ok"),
                 "partial": live.partial, "updating": live.updating, "generation": ix.generation,
                 "restart_needed": live.error,
+                "watching": None if watcher is None else {"updates": len(watcher.updates), "error": watcher.error},
                 "items": len(ix), "index_type": ix.kind, "model_id": s.model_id,
                 "window_s": s.window_s, "hop_s": s.hop_s, "pooling": s.pooling,
                 "limits": {"max_query_chars": max_query_chars, "max_k": max_k,
