@@ -141,8 +141,10 @@ def index_folder(
             report = IndexReport(index=out, root=root)
             _update(store, root, out, encoder, settings, cfg, report, progress)
             words.sync(store, root)  # names and tags of new files, for word search and filters
+            # every window, for moment ranking; before vectors.faiss, whose stamp tells a running
+            # server that the update is complete
+            write_windows(store, settings.dim, cfg.vectors)
             report.kind = write_vectors(store, settings.dim, cfg.vectors)
-            write_windows(store, settings.dim, cfg.vectors)  # every window, for moment ranking
             report.items = store.count()
             report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
             with store.transaction():

@@ -208,12 +208,18 @@ def _exact(ix: "Index", q: np.ndarray, n: int, allowed: np.ndarray | None,
                 scores[fid] = s
     else:
         per_file: dict[int, list[float]] = {}
-        cur = conn.execute("SELECT file_id, embedding FROM windows ORDER BY file_id, idx")
-        while rows := cur.fetchmany(65536):
-            fids = [r[0] for r in rows]
-            s = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim) @ q
-            for fid, v in zip(fids, s.tolist()):
-                if allow is None or fid in allow:
-                    per_file.setdefault(fid, []).append(v)
+        if allowed is None or len(allowed) > 50_000:
+            cursors = [conn.execute("SELECT file_id, embedding FROM windows ORDER BY file_id, idx")]
+        else:  # few files allowed: read only theirs
+            chunks = [allowed[i:i + 500].tolist() for i in range(0, len(allowed), 500)]
+            cursors = [conn.execute(f"SELECT file_id, embedding FROM windows WHERE file_id IN "
+                                    f"({','.join('?' * len(c))}) ORDER BY file_id, idx", c) for c in chunks]
+        for cur in cursors:
+            while rows := cur.fetchmany(65536):
+                fids = [r[0] for r in rows]
+                s = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim) @ q
+                for fid, v in zip(fids, s.tolist()):
+                    if allow is None or fid in allow:
+                        per_file.setdefault(fid, []).append(v)
         scores = {fid: M.file_score(np.array(v), opts.top_m) for fid, v in per_file.items()}
     return sorted(scores.items(), key=lambda t: (-t[1], t[0]))[:n]

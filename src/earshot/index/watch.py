@@ -145,7 +145,7 @@ def config_of(out: Path):
     if s is None:
         raise EarshotError(f"{out}: index has never been built; run `earshot index` once first")
     return IndexConfig(window_s=s.window_s, hop_s=s.hop_s, pooling=s.pooling,  # type: ignore[arg-type]
-                       vectors=V.VectorConfig(**doc), workers=1)
+                       vectors=V.VectorConfig(**doc), workers=0)  # no fork from a threaded server
 
 
 class Watcher:
