@@ -116,3 +116,27 @@ def test_serve_watch_answers_throughout_and_finds_new_files(tmp_path):
         health = client.get("/health").json()
         assert health["watching"]["updates"] >= 1 and health["watching"]["error"] is None
     assert not app.state.watcher.thread.is_alive()
+
+
+@pytest.mark.slow
+def test_a_burst_of_1000_copied_files_is_indexed_in_a_few_batches(tmp_path):
+    enc = BandEncoder(sample_rate=SR)
+    root, out, src = tmp_path / "lib", tmp_path / "ix", tmp_path / "src"
+    root.mkdir()
+    src.mkdir()
+    sf.write(root / "seed.wav", _noise(0), SR)
+    index_folder(root, enc, out, IndexConfig(window_s=1.0, hop_s=0.5, workers=0))
+    for i in range(1000):
+        sf.write(src / f"c{i:04d}.wav", _noise(10 + i, 0.5), SR)
+    w = Watcher(root, enc, out, WatchConfig(debounce_ms=500, settle_s=0.5, max_settle_s=30))
+    try:
+        assert w.ready.wait(20)
+        shutil.copytree(src, root / "burst")
+        deadline = time.monotonic() + 120  # generous: 1,000 file writes and their indexing
+        while sum(u.encoded for u in w.updates) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_paths(out, enc)) == 1001
+        assert 1 <= len(w.updates) <= 10 and all(u.error is None and u.bad == 0 for u in w.updates)
+        assert sum(u.encoded for u in w.updates) == 1000  # each file encoded once
+    finally:
+        w.close()
