@@ -69,3 +69,13 @@ def test_more_like_this_queries_by_a_stored_window_and_leaves_the_file_out(clien
     assert len(like["results"]) == 3 and first["id"] not in {x["id"] for x in like["results"]}
     assert like["query"] == "like Foley/Doors/door_creak.wav @ 2.5 s"
     assert client.get("/search/like", params={"id": 10**9}).status_code == 404
+
+
+def test_search_by_example_takes_the_same_filters(client, tmp_path):
+    sf.write(tmp_path / "q.wav", _tone(440, 1.0), SR)
+    with open(tmp_path / "q.wav", "rb") as f:
+        r = client.post("/search/audio", params={"folder": "Foley/Doors", "k": 5}, files={"file": ("q.wav", f)})
+    assert r.status_code == 200 and {x["name"] for x in r.json()["results"]} == {"door_slam_heavy.wav", "door_creak.wav"}
+    with open(tmp_path / "q.wav", "rb") as f:
+        bad = client.post("/search/audio", params={"where": "size>3"}, files={"file": ("q.wav", f)})
+    assert bad.status_code == 400 and "unknown field 'size'" in bad.json()["detail"]

@@ -148,6 +148,7 @@ def test_an_index_from_before_words_says_which_command_adds_them(kicks, encoder,
         conn.execute("DROP TABLE tags")
         conn.execute("DELETE FROM info WHERE key = 'words'")
     with Index.open(old, encoder) as ix:
+        assert "rerun `earshot index" in ix.upgrade_note()
         assert len(ix.search("kick 808 hard", k=5)) == 5  # hybrid: meaning alone, still answers
         with pytest.raises(EarshotError, match="rerun `earshot index"):
             ix.search("kick", k=5, mode="words")
@@ -156,3 +157,4 @@ def test_an_index_from_before_words_says_which_command_adds_them(kicks, encoder,
     index_folder(kicks / "Drums", encoder, old, CFG)  # the command it names upgrades in place
     with Index.open(old, encoder) as ix:
         assert ix.search("kick 808 hard", k=1, mode="words")[0].path == "Kicks/kick_808_hard.wav"
+        assert ix.upgrade_note() is None

@@ -181,6 +181,10 @@ def search_cmd(
         if partial:
             Console(stderr=True).print(f"[yellow]{partial}[/yellow]", markup=True, highlight=False)
         if query is not None:
+            note = ix.upgrade_note() if mode == "hybrid" else None
+            if note:
+                Console(stderr=True).print(f"[yellow]{escape(note)}; ranking by meaning only[/yellow]",
+                                           markup=True, highlight=False)
             hits = ix.search(query, k, mode=mode, **opts)
             title = repr(query)
         elif audio is not None:

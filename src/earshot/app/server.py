@@ -431,7 +431,15 @@ def create_app(
     def search_audio(
         file: UploadFile = File(..., description="An example clip (wav, flac, ogg, mp3, aiff)."),
         k: int = Query(10, ge=1, le=max_k),
+        ranking: str = Query("windows", pattern="^(windows|pooled)$"),
+        top_m: int = Query(1, ge=1, le=100),
+        where: str | None = Query(None, max_length=max_query_chars),
+        folder: str | None = Query(None, max_length=max_query_chars),
     ) -> SearchResponse:
+        opts = options(ranking, top_m, where, folder)
+        from earshot.index.filters import compile_filter
+
+        compile_filter(opts["filter"])  # a bad --where is a 400 before the upload is decoded
         name = Path(file.filename or "upload").name[:100] or "upload"
         suffix = Path(name).suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
@@ -447,7 +455,7 @@ def create_app(
                 file.file.seek(0)
                 shutil.copyfileobj(file.file, f, 1 << 20)
             try:
-                hits = live.index.search_audio(tmp, k, limits=limits)
+                hits = live.index.search_audio(tmp, k, limits=limits, **opts)
             except AudioError as e:
                 raise HTTPException(422, f"{name}: {e.reason.replace(tmp, name)}") from None
         finally:

@@ -256,6 +256,13 @@ class Index:
             raise EarshotError(f"{file}: not in this index (paths are relative to {self.settings.root})")
         return int(row[0])
 
+    def upgrade_note(self) -> str | None:
+        """What to run when this index predates word search (hybrid then ranks by meaning only)."""
+        from earshot.index.words import UPGRADE, has_words
+
+        with self._lock:
+            return None if has_words(self._store.conn) else f"{self.directory}: {UPGRADE}"
+
     @property
     def window_vectors(self):
         """Every window embedding, searchable (:class:`earshot.index.moments.WindowVectors`)."""

@@ -261,7 +261,9 @@ async function searchAudio(event) {
   setStatus(`searching for sounds like ${file.name}…`);
   let resp;
   try {
-    resp = await fetch(`/search/audio?k=${encodeURIComponent($("k").value || "10")}`, { method: "POST", body });
+    const p = filterParams();
+    p.set("k", $("k").value || "10");
+    resp = await fetch(`/search/audio?${p}`, { method: "POST", body });
   } catch (err) {
     clearResults();
     setStatus(`upload failed: ${err.message}`, true);
