@@ -119,3 +119,13 @@ def test_duplicates_command_writes_csv_and_json(library, tmp_path):
     assert rows[0] == "group,kind,similarity,path" and len(rows) == 1 + 2 * len(BANDS)
     bad = CliRunner().invoke(cli.app, ["duplicates", str(tmp / "ix"), "--format", "xml"])
     assert "expected table, csv or json" in str(bad.exception)
+
+
+def test_the_approximate_neighbour_search_of_large_libraries_finds_the_same_groups(library, monkeypatch):
+    import earshot.index.duplicates as D
+
+    tmp, enc, _ = library
+    with Index.open(tmp / "ix", enc) as ix:
+        exact = [(g.kind, g.paths) for g in find_duplicates(ix, threshold=0.9).groups]
+        monkeypatch.setattr(D, "IVF_FROM", 1)  # the IVF branch (one cell at this size: same answer)
+        assert [(g.kind, g.paths) for g in find_duplicates(ix, threshold=0.9).groups] == exact

@@ -33,6 +33,7 @@ NEAR_THRESHOLD = 0.98  # cosine of pooled embeddings (see docs/LIBRARY.md for th
 DURATION_RATIO = 0.1  # near duplicates' durations differ by at most 10% ...
 DURATION_SLACK_S = 0.5  # ... or half a second, whichever is larger
 NEIGHBOURS = 10  # candidates looked at per file
+IVF_FROM = 20_000  # files from which the neighbour search is approximate (IVF)
 
 
 @dataclass
@@ -160,8 +161,14 @@ def find_duplicates(index, threshold: float = NEAR_THRESHOLD, near: bool = True,
             unit = vecs
         else:
             unit = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        faiss_index = index._faiss if index.settings.normalize and index._faiss.ntotal == len(ids) else \
-            V.build(unit, ids, V.VectorConfig())
+        # near duplicates are each other's nearest neighbours, which IVF finds reliably: above
+        # IVF_FROM files an IVF index replaces the N x N exact search
+        if len(ids) >= IVF_FROM:
+            faiss_index = V.build(unit, ids, V.VectorConfig(kind="ivf"))
+        elif index.settings.normalize and index._faiss.ntotal == len(ids):
+            faiss_index = index._faiss
+        else:
+            faiss_index = V.build(unit, ids, V.VectorConfig(kind="flat"))
         kk = min(NEIGHBOURS + 1, len(ids))
         for lo in range(0, len(ids), 4096):
             scores, nbrs = V.search(faiss_index, unit[lo:lo + 4096], kk)

@@ -280,7 +280,8 @@ def rank(conn, q: Query, n: int, where_sql: str = "1", where_params: list | None
     if match is None:
         return []
     w = ", ".join(str(x) for x in WEIGHTS)
-    sql = (f"SELECT words.rowid, bm25(words, {w}) AS s FROM words JOIN files ON files.id = words.rowid "
-           f"WHERE words MATCH ? AND ({where_sql}) ORDER BY s, words.rowid LIMIT ?")
-    rows = conn.execute(sql, [match, *(where_params or []), int(n)]).fetchall()
+    join = "" if where_sql == "1" else f" JOIN files ON files.id = words.rowid AND ({where_sql})"
+    sql = (f"SELECT words.rowid, bm25(words, {w}) AS s FROM words{join} "
+           f"WHERE words MATCH ? ORDER BY s, words.rowid LIMIT ?")
+    rows = conn.execute(sql, [*(where_params or []), match, int(n)]).fetchall()
     return [(int(r[0]), -float(r[1])) for r in rows if -float(r[1]) > min_score]
