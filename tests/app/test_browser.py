@@ -127,7 +127,7 @@ def test_type_a_query_see_ranked_results_and_play_one(server, browser):
     assert names == {"tone200.wav", "tone500.wav", "tone1200.wav"}
     assert "score" in items[0].find_element(By.CLASS_NAME, "meta").text
 
-    # Keyboard: the first result has focus; arrow down moves; Enter plays the focused result.
+    # Keyboard: the first result has focus; arrow down moves; Space plays the focused result.
     active = browser.switch_to.active_element
     assert active.get_attribute("data-id") == items[0].get_attribute("data-id")
     active.send_keys(Keys.ARROW_DOWN)
@@ -139,7 +139,7 @@ def test_type_a_query_see_ranked_results_and_play_one(server, browser):
     wait.until(lambda d: d.execute_script("return arguments[0].readyState", audio) >= 1)
     assert browser.execute_script("return arguments[0].duration", audio) == pytest.approx(2.0, abs=0.05)
     assert browser.execute_script("return arguments[0].error", audio) is None
-    second.send_keys(Keys.ENTER)
+    second.send_keys(Keys.SPACE)
     audio2 = items[1].find_element(By.TAG_NAME, "audio")
     wait.until(lambda d: d.execute_script("return arguments[0].currentTime > 0 || arguments[0].ended", audio2))
 

@@ -98,3 +98,65 @@ class CountingEncoder:
     def embed_text(self, texts):
         self.texts += len(texts)
         return self.inner.embed_text(texts)
+
+
+class BandEncoder:
+    """A tiny deterministic encoder for wiring tests (STYLE 13): the unit-length vector of a
+    window's spectral energy in ``dim`` equal bands up to Nyquist. A text mentioning "beep"
+    embeds as the band of ``BEEP_HZ``; any other text as flat noise. Used instead of the demo
+    model because 11 hours of audio must index in seconds, and because its geometry is known:
+    white noise scores about 1/sqrt(dim) against a band, a tone in that band about 1."""
+
+    model_id, model_path, normalize = "test:band-energy", "", True
+    BEEP_HZ = 290.0
+
+    def __init__(self, sample_rate: int = 1000, dim: int = 16):
+        self.sample_rate, self.dim = sample_rate, dim
+
+    def band(self, hz: float) -> int:
+        return int(hz / (self.sample_rate / 2) * self.dim)
+
+    def embed_audio(self, waves, batch_size=16):
+        out = np.zeros((len(waves), self.dim), dtype=np.float32)
+        for i, w in enumerate(waves):
+            power = np.abs(np.fft.rfft(np.asarray(w, dtype=np.float64))) ** 2
+            edges = np.linspace(0, len(power), self.dim + 1).astype(int)
+            e = np.add.reduceat(power, edges[:-1])[: self.dim]
+            out[i] = e / max(np.linalg.norm(e), 1e-12)
+        return out
+
+    def embed_text(self, texts):
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            if "beep" in t:
+                out[i, self.band(self.BEEP_HZ)] = 1.0
+            else:
+                out[i] = 1 / np.sqrt(self.dim)
+        return out
+
+
+class SpectrumEncoder:
+    """A deterministic encoder for duplicate tests (STYLE 13): a window's log band energies
+    (``dim`` linear bands, floored 40 dB below the loudest, mean removed) at unit length. Gain
+    leaves it unchanged, trims and resampling nearly so; sounds of different spectra differ.
+    The repository's untrained and one-epoch models map all generated sounds to cosines above
+    0.999 of each other (measured), so they cannot show a threshold at work."""
+
+    model_id, model_path, normalize = "test:log-spectrum", "", True
+
+    def __init__(self, sample_rate: int = 16000, dim: int = 48):
+        self.sample_rate, self.dim = sample_rate, dim
+
+    def embed_audio(self, waves, batch_size=16):
+        out = np.zeros((len(waves), self.dim), dtype=np.float32)
+        for i, w in enumerate(waves):
+            power = np.abs(np.fft.rfft(np.asarray(w, dtype=np.float64))) ** 2
+            edges = np.linspace(0, len(power), self.dim + 1).astype(int)
+            e = np.add.reduceat(power, edges[:-1])[: self.dim]
+            v = 10 * np.log10(e + e.max() * 1e-4 + 1e-20)
+            v -= v.mean()
+            out[i] = v / max(np.linalg.norm(v), 1e-12)
+        return out
+
+    def embed_text(self, texts):
+        return np.zeros((len(texts), self.dim), dtype=np.float32)

@@ -24,7 +24,7 @@ def built(tmp_path_factory, encoder):
 
 def test_text_ranking_equals_brute_force_and_windows_are_the_best(built, encoder):
     with Index.open(built / "ix", encoder) as ix:
-        hits = ix.search("a high beep", k=4)
+        hits = ix.search("a high beep", k=4, ranking="pooled", mode="meaning")
         store = Store.open(built / "ix")
         ids, vecs = store.clip_vectors(encoder.dim)
         q = encoder.embed_text(["a high beep"])[0]
@@ -37,7 +37,7 @@ def test_text_ranking_equals_brute_force_and_windows_are_the_best(built, encoder
             best = int(np.argmax(wins @ q))
             assert (h.window_start, h.window_end) == (starts[best], ends[best])
             assert h.window_score == pytest.approx(float(np.max(wins @ q)), rel=1e-5)
-        assert len(ix.search("a high beep", k=100)) == 6  # k beyond the collection: all of it
+        assert len(ix.search("a high beep", k=100, ranking="pooled")) == 6  # k beyond the collection: all of it
 
 
 def test_query_by_example_finds_the_segment_inside_a_long_file(built, encoder, tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -58,6 +58,8 @@ def index_cmd(
                                     help="Skip files whose header declares more audio than this."),
     links_outside: bool = typer.Option(False, "--links-outside",
                                        help="Also index symlinks pointing outside FOLDER (refused by default)."),
+    watch: bool = typer.Option(False, "--watch", help="After indexing, keep watching FOLDER: new, changed, moved "
+                               "and deleted files reach the index within seconds (Ctrl+C to stop)."),
 ) -> None:
     """Index a folder of sounds so it can be searched by text or by example.
 
@@ -112,38 +114,108 @@ def index_cmd(
     )
     if report.bad:
         console.print(report_table(report))
+    if watch:
+        from earshot.index.watch import watch_folder
+
+        console.print(f"watching {escape(str(folder))} for changes (Ctrl+C to stop)", highlight=False)
+
+        def updated(u) -> None:
+            console.print(f"updated: {u.encoded} file(s) encoded, {u.removed} removed, {u.bad} skipped "
+                          f"in {u.seconds:.1f} s" + (f" [red]{escape(u.error)}[/red]" if u.error else ""),
+                          highlight=False)
+
+        try:
+            watch_folder(folder, encoder, out, cfg, on_update=updated)
+        except KeyboardInterrupt:
+            pass
+
+
+def _parse_like(like: str) -> tuple[str, float | None]:
+    """``FILE`` or ``FILE@START`` (START in seconds or m:ss) -> (file, start or None)."""
+    head, sep, tail = like.rpartition("@")
+    if sep and head and re.fullmatch(r"(\d+:)?\d+(\.\d*)?", tail) and not Path(like).expanduser().exists():
+        minutes, _, seconds = tail.rpartition(":")
+        return head, (int(minutes) * 60 if minutes else 0) + float(seconds)
+    return like, None
 
 
 @app.command("search")
 def search_cmd(
     index: Path = typer.Argument(..., help="Index directory made by `earshot index`."),
-    query: Optional[str] = typer.Argument(None, help="What the sound is like, in words."),
+    query: Optional[str] = typer.Argument(None, help='What the sound is like, in words; "quoted words" must '
+                                          "appear (in names or tags), -word excludes."),
     k: int = typer.Option(10, "-k", "--top", min=1, max=1000, help="Number of results."),
     audio: Optional[Path] = typer.Option(None, "--audio", help="Query by example: rank by similarity to this clip."),
+    like: Optional[str] = typer.Option(None, "--like", metavar="FILE[@START]",
+                                       help="More like this indexed file (its window at START seconds or m:ss; "
+                                            "without START the whole file). Nothing is re-encoded."),
+    mode: str = typer.Option("hybrid", "--mode", help="hybrid (words and meaning fused by reciprocal rank), "
+                             "meaning (the model only) or words (file names, folders, tags only)."),
+    ranking: str = typer.Option("windows", "--ranking", help="windows: a file scores its best window, so a "
+                                "moment in a long recording is found; pooled: one mean vector per file."),
+    top_m: int = typer.Option(1, "--top-m", min=1, help="With --ranking windows: score = mean of the top m windows."),
+    where: Optional[str] = typer.Option(None, "--where", help='Filters, e.g. "duration<2 and channels=2"; fields: '
+                                        "duration, rate, channels, format, folder, modified, path, name, title, "
+                                        "artist, album, genre, comment, description."),
+    folder: Optional[str] = typer.Option(None, "--folder", help="Only files under this folder (relative to the "
+                                         "indexed folder), e.g. Foley/Doors."),
+    fmt: str = typer.Option("table", "--format", help="table, json, csv or m3u (a playlist)."),
+    as_json: bool = typer.Option(False, "--json", help="Same as --format json."),
+    copy_to: Optional[Path] = typer.Option(None, "--copy-to", help="Also copy the results' files into this folder."),
     model: Optional[Path] = typer.Option(None, "--model", help="A model: an earshot checkpoint folder, an ensemble manifest (.json/.yaml), a name from `earshot weights list`, a Hugging Face CLAP folder or hub id (laion/clap-htsat-unfused), or a published model file; prefix path:, registry: or hf-hub: to break a tie. Default: the one that built the index."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts instead of a table."),
 ) -> None:
-    """Search an index by text (QUERY) or by example (--audio clip.wav)."""
-    from earshot.index import Index
+    """Search an index by text (QUERY), by example (--audio clip.wav) or like an indexed file (--like).
 
-    if (query is None) == (audio is None):
-        raise EarshotError("give either a text QUERY or --audio CLIP, not both or neither")
+    Results list each file's moments: where in it the query matches (spans of windows).
+    """
+    from earshot.index import Index
+    from earshot.index import export as E
+    from earshot.index.filters import Filter
+
+    fmt = "json" if as_json else fmt
+    if fmt not in E.FORMATS:
+        raise EarshotError(f"--format {fmt!r}: expected one of {', '.join(E.FORMATS)}")
+    if sum(x is not None for x in (query, audio, like)) != 1:
+        raise EarshotError("give either a text QUERY or --audio CLIP (or --like FILE), exactly one")
+    opts = {"ranking": ranking, "top_m": top_m, "filter": Filter(where=where, folder=folder)}
     with Index.open(index, model) as ix:
         partial = ix.partial()
         if partial:
             Console(stderr=True).print(f"[yellow]{partial}[/yellow]", markup=True, highlight=False)
-        hits = ix.search(query, k) if query is not None else ix.search_audio(audio, k)  # type: ignore[arg-type]
-    if as_json:
-        doc = {"query": query, "audio": str(audio) if audio else None, "index": str(index), "partial": partial,
-               "results": [h.to_dict() for h in hits]}
-        typer.echo(json.dumps(doc, indent=2))
+        if query is not None:
+            note = ix.upgrade_note() if mode == "hybrid" else None
+            if note:
+                Console(stderr=True).print(f"[yellow]{escape(note)}; ranking by meaning only[/yellow]",
+                                           markup=True, highlight=False)
+            hits = ix.search(query, k, mode=mode, **opts)
+            title = repr(query)
+        elif audio is not None:
+            hits = ix.search_audio(audio, k, **opts)
+            title = f"like {audio}"
+        else:
+            file, start = _parse_like(like)  # type: ignore[arg-type]
+            hits = ix.search_like(file, start, k, **opts)
+            title = f"like {file}" + (f" @ {_fmt_time(start)}" if start is not None else "")
+        root = ix.settings.root
+    if copy_to is not None:
+        copied = E.copy_hits(hits, root, copy_to)
+        Console(stderr=True).print(f"copied {len(copied)} file(s) to {escape(str(copy_to))}", highlight=False)
+    if fmt == "json":
+        typer.echo(E.to_json(hits, root, query=query, audio=str(audio) if audio else None, like=like,
+                             index=str(index), mode=mode if query is not None else "meaning", ranking=ranking,
+                             partial=partial))
         return
-    table = Table(title=escape(f"{query!r}" if query is not None else f"like {audio}"))
-    for col, just in (("rank", "right"), ("score", "right"), ("file", "left"), ("best window", "left")):
+    if fmt in ("csv", "m3u"):
+        typer.echo(E.to_csv(hits, root) if fmt == "csv" else E.to_m3u(hits, root), nl=False)
+        return
+    table = Table(title=escape(title))
+    for col, just in (("rank", "right"), ("score", "right"), ("file", "left"), ("best window", "left"),
+                      ("moments", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
     for h in hits:
+        spans = ", ".join(f"{_fmt_time(m.start)}-{_fmt_time(m.end)}" for m in h.moments[:3])
         table.add_row(str(h.rank), f"{h.score:.3f}", Text(h.path),
-                      f"{_fmt_time(h.window_start)}-{_fmt_time(h.window_end)}")
+                      f"{_fmt_time(h.window_start)}-{_fmt_time(h.window_end)}", spans)
     Console().print(table)
 
 
@@ -158,6 +230,8 @@ def serve_cmd(
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest upload, MiB."),
     max_upload_minutes: float = typer.Option(10.0, "--max-upload-minutes", min=0.01,
                                              help="Longest upload, by the duration its header declares."),
+    watch: bool = typer.Option(False, "--watch", help="Also keep the index up to date with its folder while "
+                               "serving (new, changed, moved, deleted files); searches are answered throughout."),
 ) -> None:
     """Serve the search page and HTTP API (/health, /search, /search/audio, /audio/{id}).
 
@@ -170,7 +244,7 @@ def serve_cmd(
 
     hosts = [*LOCAL_NAMES, *([] if host in ("0.0.0.0", "::") else [host]), *allow_host]
     app_ = create_app(index, model=model, allowed_hosts=hosts, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                      max_upload_s=max_upload_minutes * 60)
+                      max_upload_s=max_upload_minutes * 60, watch=watch)
     partial = app_.state.live.partial
     typer.echo(f"ready: serving {index} at http://{host}:{port}/  (Ctrl+C to stop)" + (f"; {partial}" if partial else ""))
     uvicorn.run(app_, host=host, port=port, log_level="warning")

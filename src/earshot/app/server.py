@@ -45,6 +45,14 @@ MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around the uploaded b
 ECHO_CHARS = 100  # at most this much of a rejected input is echoed in a 422 body
 
 
+class MomentOut(BaseModel):
+    start: float  # seconds
+    end: float
+    score: float  # best window score in the span
+    peak_start: float  # where to start playing
+    peak_end: float
+
+
 class Result(BaseModel):
     rank: int
     score: float
@@ -58,12 +66,18 @@ class Result(BaseModel):
     window_score: float
     audio_url: str
     peaks: list[int]  # waveform envelope, 0..255 per equal slice of the file ([] if not stored)
+    moments: list[MomentOut] = []  # spans where the query matches, best first
+    words_score: float | None = None  # BM25 of the query's words (None: not found by words)
+    fused: float | None = None  # hybrid: the reciprocal-rank-fusion score the rank follows
+    also_at: list[str] = []  # other paths holding the same sound (same bytes or near duplicates)
 
 
 class SearchResponse(BaseModel):
     query: str
     k: int
     results: list[Result]
+    mode: str = "meaning"  # hybrid, meaning or words
+    ranking: str = "windows"  # windows or pooled
 
 
 class TextBatcher:
@@ -284,6 +298,7 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     preload: bool = True,
     poll_s: float = 1.0,
+    watch: bool | Any = False,
 ) -> FastAPI:
     """A FastAPI app serving index ``index_path``: the page at ``/`` and the JSON API.
 
@@ -292,7 +307,8 @@ def create_app(
     result count, upload bytes and upload duration; beyond them requests get a 4xx with a
     message. ``allowed_hosts`` are the Host names served (default: the localhost names; "*"
     accepts any, for use behind a proxy that checks). ``poll_s`` is how often a re-index is
-    looked for.
+    looked for. ``watch`` (True, or an :class:`earshot.index.watch.WatchConfig`) keeps the index
+    up to date with its folder in a background thread, using the loaded model.
     """
     from earshot.index import Index
     from earshot.index.decode import Limits
@@ -305,23 +321,43 @@ def create_app(
     limits = Limits(max_duration_s=max_upload_s)
     hosts = tuple(allowed_hosts) if allowed_hosts is not None else LOCAL_NAMES
 
+    watcher = None
+    if watch:
+        from earshot.index.watch import WatchConfig, Watcher
+
+        watcher = Watcher(live.index.settings.root, live.index.encoder, index_path,
+                          watch if isinstance(watch, WatchConfig) else WatchConfig())
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
         live.close()
         batcher.close()
+        if watcher is not None:
+            watcher.close()
 
     app = FastAPI(title="earshot", description="Search your sounds by text or by example.", lifespan=lifespan)
     app.add_middleware(GuardMiddleware, allowed_hosts=hosts, max_body=max_upload_bytes + MULTIPART_SLACK)
     app.state.live = live
     app.state.batcher = batcher
+    app.state.watcher = watcher
 
     def results(hits) -> list[Result]:
+        from earshot.index.duplicates import also_at
+
         env = live.index.peaks([h.id for h in hits])
+        copies = also_at(live.index, [h.id for h in hits])
         return [Result(rank=h.rank, score=h.score, id=h.id, name=Path(h.path).name, path=h.path,
                        folder=Path(h.path).parent.as_posix().lstrip("."), duration=h.duration,
                        window_start=h.window_start, window_end=h.window_end, window_score=h.window_score,
-                       audio_url=f"/audio/{h.id}", peaks=env.get(h.id, [])) for h in hits]
+                       audio_url=f"/audio/{h.id}", peaks=env.get(h.id, []),
+                       moments=[MomentOut(**vars(m)) for m in h.moments], words_score=h.words_score,
+                       fused=h.fused, also_at=copies.get(h.id, [])) for h in hits]
+
+    def options(ranking: str, top_m: int, where: str | None, folder: str | None) -> dict[str, Any]:
+        from earshot.index.filters import Filter
+
+        return {"ranking": ranking, "top_m": top_m, "filter": Filter(where=where or None, folder=folder or None)}
 
     @app.exception_handler(EarshotError)
     async def _earshot_error(_request, exc: EarshotError) -> JSONResponse:
@@ -340,6 +376,7 @@ def create_app(
         return {"status": "partial" if live.partial else ("empty" if len(ix) == 0 else "ok"),
                 "partial": live.partial, "updating": live.updating, "generation": ix.generation,
                 "restart_needed": live.error,
+                "watching": None if watcher is None else {"updates": len(watcher.updates), "error": watcher.error},
                 "items": len(ix), "index_type": ix.kind, "model_id": s.model_id,
                 "window_s": s.window_s, "hop_s": s.hop_s, "pooling": s.pooling,
                 "limits": {"max_query_chars": max_query_chars, "max_k": max_k,
@@ -349,17 +386,60 @@ def create_app(
     def search(
         q: str = Query(..., min_length=1, max_length=max_query_chars, description="What the sound is like."),
         k: int = Query(10, ge=1, le=max_k, description="Number of results."),
+        mode: str = Query("hybrid", pattern="^(hybrid|meaning|words)$",
+                          description="hybrid (words and meaning fused), meaning (the model) or words (names, tags)."),
+        ranking: str = Query("windows", pattern="^(windows|pooled)$",
+                             description="windows: a file scores its best window(s); pooled: its mean vector."),
+        top_m: int = Query(1, ge=1, le=100, description="With windows: mean of a file's top m windows."),
+        where: str | None = Query(None, max_length=max_query_chars, description='Filters, e.g. "duration<2 and channels=2".'),
+        folder: str | None = Query(None, max_length=max_query_chars, description="Only files under this folder."),
     ) -> SearchResponse:
+        from earshot.index import ranking as R
+        from earshot.index.words import parse_query
+
         if not q.strip():
             raise HTTPException(422, "query is blank: type some words describing the sound")
-        vec = batcher.embed(q)
-        return SearchResponse(query=q, k=k, results=results(live.index.search_vector(vec, k)))
+        opts = R.SearchOptions(k=k, mode=mode, **options(ranking, top_m, where, folder))  # type: ignore[arg-type]
+        vec = None
+        if mode != "words":
+            embedded = parse_query(q).text
+            if not embedded:
+                raise HTTPException(422, f"query {q!r} only excludes words; say what to look for too")
+            vec = batcher.embed(embedded)
+        hits = R.search(live.index, q, vec, opts)
+        return SearchResponse(query=q, k=k, results=results(hits), mode=mode, ranking=ranking)
+
+    @app.get("/search/like", response_model=SearchResponse)
+    def search_like(
+        id: int = Query(..., ge=0, description="An indexed file's id (from a result)."),
+        start: float | None = Query(None, ge=0, description="Seconds: query by the window there (default: whole file)."),
+        k: int = Query(10, ge=1, le=max_k),
+        ranking: str = Query("windows", pattern="^(windows|pooled)$"),
+        top_m: int = Query(1, ge=1, le=100),
+        where: str | None = Query(None, max_length=max_query_chars),
+        folder: str | None = Query(None, max_length=max_query_chars),
+    ) -> SearchResponse:
+        ix = live.index
+        found = ix.file(id)
+        if found is None:
+            raise HTTPException(404, f"no file with id {id} in this index")
+        hits = ix.search_like(id, start, k, **options(ranking, top_m, where, folder))
+        label = f"like {found[0].path}" + (f" @ {start:.1f} s" if start is not None else "")
+        return SearchResponse(query=label, k=k, results=results(hits), mode="meaning", ranking=ranking)
 
     @app.post("/search/audio", response_model=SearchResponse)
     def search_audio(
         file: UploadFile = File(..., description="An example clip (wav, flac, ogg, mp3, aiff)."),
         k: int = Query(10, ge=1, le=max_k),
+        ranking: str = Query("windows", pattern="^(windows|pooled)$"),
+        top_m: int = Query(1, ge=1, le=100),
+        where: str | None = Query(None, max_length=max_query_chars),
+        folder: str | None = Query(None, max_length=max_query_chars),
     ) -> SearchResponse:
+        opts = options(ranking, top_m, where, folder)
+        from earshot.index.filters import compile_filter
+
+        compile_filter(opts["filter"])  # a bad --where is a 400 before the upload is decoded
         name = Path(file.filename or "upload").name[:100] or "upload"
         suffix = Path(name).suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
@@ -375,7 +455,7 @@ def create_app(
                 file.file.seek(0)
                 shutil.copyfileobj(file.file, f, 1 << 20)
             try:
-                hits = live.index.search_audio(tmp, k, limits=limits)
+                hits = live.index.search_audio(tmp, k, limits=limits, **opts)
             except AudioError as e:
                 raise HTTPException(422, f"{name}: {e.reason.replace(tmp, name)}") from None
         finally:

@@ -21,6 +21,11 @@ _EXPORTS = {
     "Hit": "search",
     "Index": "search",
     "VectorConfig": "vectors",
+    "Filter": "filters",
+    "Moment": "moments",
+    "SearchOptions": "ranking",
+    "find_duplicates": "duplicates",
+    "watch_folder": "watch",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -26,7 +26,9 @@ from earshot.audio.io import SUPPORTED_SUFFIXES
 from earshot.errors import EarshotError
 from earshot.index import vectors as V
 from earshot.index.decode import Decoded, Framing, Limits, decode, decode_job, die_with_parent, is_candidate
+from earshot.index import words
 from earshot.index.encoder import Encoder
+from earshot.index.moments import write_windows
 from earshot.index.store import FAISS_FILE, IndexSettings, Store, index_lock
 
 Pooling = Literal["mean", "max"]
@@ -138,6 +140,10 @@ def index_folder(
             store.set_info("links_outside", cfg.links_outside)
             report = IndexReport(index=out, root=root)
             _update(store, root, out, encoder, settings, cfg, report, progress)
+            words.sync(store, root)  # names and tags of new files, for word search and filters
+            # every window, for moment ranking; before vectors.faiss, whose stamp tells a running
+            # server that the update is complete
+            write_windows(store, settings.dim, cfg.vectors)
             report.kind = write_vectors(store, settings.dim, cfg.vectors)
             report.items = store.count()
             report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())

@@ -38,6 +38,9 @@ class Hit:
     window_start: float  # seconds: the best-matching window of the file
     window_end: float  # seconds
     window_score: float  # similarity of the query and that window
+    moments: tuple = ()  # moments.Moment spans where the query matches, best first (text/vector queries)
+    words_score: float | None = None  # BM25 of the query's words (None: not found by words)
+    fused: float | None = None  # reciprocal-rank-fusion score in hybrid mode (what the rank follows)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +64,7 @@ class Index:
         self.links_outside = bool(store.get_info("links_outside"))  # symlinks out of root were allowed
         self._text_cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         self.cache_hits = 0  # text queries answered from the cache (for tests and /health)
+        self._windows = None  # moments.WindowVectors, loaded on the first window-ranked search
 
     @classmethod
     def open(cls, path: str | Path, model: str | Path | Encoder | None = None,
@@ -180,15 +184,32 @@ class Index:
         emb = self.encoder.embed_audio(windows, batch_size=16)  # (W, D); inference needs no lock
         return pool(emb, s.pooling, s.normalize)  # type: ignore[arg-type]
 
-    def search(self, text: str, k: int = 10) -> list[Hit]:
-        """The ``k`` files that best match a text query, best first."""
-        return self.search_vector(self.embed_query(text), k)
+    def search(self, text: str, k: int = 10, **options: Any) -> list[Hit]:
+        """The ``k`` files that best match a text query, best first.
+
+        ``options`` are :class:`earshot.index.ranking.SearchOptions` fields: ``mode``
+        (hybrid, meaning, words), ``ranking`` (windows, pooled), ``top_m``, ``filter``. The text
+        may hold "required words" and -excluded words; only the rest is embedded.
+        """
+        from earshot.index import ranking as R
+        from earshot.index.words import parse_query
+
+        opts = R.SearchOptions(k=k, **options)
+        vec = None
+        if opts.mode != "words":
+            embedded = parse_query(text).text
+            if text.strip() and not embedded:
+                raise EarshotError(f"query {text!r} only excludes words; say what to look for too")
+            vec = self.embed_query(embedded or text)
+        elif not text.strip():
+            raise EarshotError("empty query: type some words describing the sound")
+        return R.search(self, text, vec, opts)
 
     def search_audio(self, path: str | Path, k: int = 10, exclude_self: bool = False,
-                     limits: Limits = Limits()) -> list[Hit]:
+                     limits: Limits = Limits(), **options: Any) -> list[Hit]:
         """Query by example: the ``k`` files most similar to the clip at ``path``."""
         q = self.embed_audio_file(path, limits)
-        hits = self.search_vector(q, k + 1 if exclude_self else k)
+        hits = self.search_vector(q, k + 1 if exclude_self else k, **options)
         if exclude_self:
             try:
                 rel = Path(path).resolve().relative_to(Path(self.settings.root)).as_posix()
@@ -198,43 +219,59 @@ class Index:
             hits = [replace(h, rank=i + 1) for i, h in enumerate(hits)]
         return hits
 
-    def search_vector(self, query: np.ndarray, k: int = 10) -> list[Hit]:
-        """Rank by inner product with a (D,) query embedding; add each hit's best window."""
-        if k < 1:
-            raise EarshotError(f"k must be at least 1, got {k}")
-        q = np.asarray(query, dtype=np.float32).reshape(1, -1)
-        if q.shape[1] != self.settings.dim:
-            raise EarshotError(f"query has dimension {q.shape[1]}, index has {self.settings.dim}")
-        with self._lock:
-            if len(self) == 0:
-                raise EarshotError(f"{self.directory}: the index is empty (no file was indexed); "
-                                   "run `earshot index` on a folder with sounds")
-            scores, ids = V.search(self._faiss, q, k)
-            found = [(float(s), int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
-            rows = self._store.rows([i for _, i in found])
-            if len(rows) < min(k, len(self)):
-                # An approximate index visited too few cells, or the files changed under the
-                # vectors (a re-index): rank exactly from the database instead.
-                found, rows = self._exact(q[0], k)
-            hits = []
-            for score, fid in found:
-                row = rows.get(fid)
-                if row is None:
-                    continue
-                starts, ends, wins = self._store.windows(fid, self.settings.dim)
-                w = wins @ q[0]  # (W,)
-                best = int(np.argmax(w))
-                hits.append(Hit(len(hits) + 1, score, fid, row.path, row.duration,
-                                float(starts[best]), float(ends[best]), float(w[best])))
-        return hits
+    def search_vector(self, query: np.ndarray, k: int = 10, **options: Any) -> list[Hit]:
+        """Rank by inner product with a (D,) query embedding (by window unless
+        ``ranking="pooled"``); each hit carries its best window and its moments."""
+        from earshot.index import ranking as R
 
-    def _exact(self, q: np.ndarray, k: int) -> tuple[list[tuple[float, int]], dict[int, FileRow]]:
-        """Exact top-k over the clip vectors the database holds now (the fallback ranking)."""
-        ids, vecs = self._store.clip_vectors(self.settings.dim)
-        scores = vecs @ q  # (N,)
-        top = np.argsort(-scores, kind="stable")[:k]
-        found = [(float(scores[i]), int(ids[i])) for i in top]
-        return found, self._store.rows([i for _, i in found])
+        opts = R.SearchOptions(k=k, **{**options, "mode": "meaning"})
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        if q.shape[0] != self.settings.dim:
+            raise EarshotError(f"query has dimension {q.shape[0]}, index has {self.settings.dim}")
+        return R.search(self, None, q, opts)
+
+    def search_like(self, file: int | str, start: float | None = None, k: int = 10, **options: Any) -> list[Hit]:
+        """"More like this": files like an indexed file (by id or path relative to the root),
+        queried by its window at ``start`` seconds or, without ``start``, its pooled embedding.
+        Nothing is decoded or encoded; the file itself is left out."""
+        from earshot.index.moments import like_vector
+
+        with self._lock:
+            fid = self._file_id(file)
+            q = like_vector(self._store, fid, self.settings.dim, start)
+        hits = [h for h in self.search_vector(q, k + 1, **options) if h.id != fid][:k]
+        return [replace(h, rank=i + 1) for i, h in enumerate(hits)]
+
+    def _file_id(self, file: int | str) -> int:
+        if isinstance(file, int):
+            return file
+        rel = Path(file).expanduser()
+        if rel.is_absolute() or rel.exists():  # a path on disk; else one relative to the root
+            try:
+                rel = rel.resolve().relative_to(Path(self.settings.root))
+            except ValueError:
+                raise EarshotError(f"{file}: not inside the indexed folder {self.settings.root}") from None
+        row = self._store.conn.execute("SELECT id FROM files WHERE path = ?", (rel.as_posix(),)).fetchone()
+        if row is None:
+            raise EarshotError(f"{file}: not in this index (paths are relative to {self.settings.root})")
+        return int(row[0])
+
+    def upgrade_note(self) -> str | None:
+        """What to run when this index predates word search (hybrid then ranks by meaning only)."""
+        from earshot.index.words import UPGRADE, has_words
+
+        with self._lock:
+            return None if has_words(self._store.conn) else f"{self.directory}: {UPGRADE}"
+
+    @property
+    def window_vectors(self):
+        """Every window embedding, searchable (:class:`earshot.index.moments.WindowVectors`)."""
+        from earshot.index.moments import load_windows
+
+        with self._lock:
+            if self._windows is None:
+                self._windows = load_windows(self._store, self.settings.dim, self.directory)
+            return self._windows
 
     def peaks(self, file_ids: list[int]) -> dict[int, list[int]]:
         """Each file's waveform envelope (0..255 values) by id, for drawing result strips."""

@@ -1,6 +1,7 @@
 // earshot search page: plain JavaScript, no build step. Talks to /search, /search/audio, /audio/{id}.
 // Each result: name and folder, score, a waveform strip (peaks stored in the index) with the
-// best-matching window shaded, and a player that starts at that window.
+// best-matching window shaded and every matching moment marked, a player that starts at that
+// window, "also at" copies, "More like this", drag-out of the file, and exports of the list.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -59,6 +60,17 @@ function strip(r, audio) {
   head.className = "playhead";
   head.style.left = `${(100 * r.window_start) / dur}%`;
   box.append(canvas, win, head);
+  (r.moments || []).forEach((m, i) => {
+    // Each matching moment: a mark under the waveform; a click plays from its best window.
+    const mark = document.createElement("div");
+    mark.className = "moment";
+    mark.dataset.start = m.peak_start;
+    mark.style.left = `${(100 * m.start) / dur}%`;
+    mark.style.width = `${(100 * Math.max(m.end - m.start, 0)) / dur}%`;
+    mark.title = `moment ${i + 1}: ${fmtTime(m.start)}–${fmtTime(m.end)} (score ${m.score.toFixed(3)}); click to play`;
+    mark.addEventListener("click", (e) => { e.stopPropagation(); playFrom(audio, m.peak_start); });
+    box.append(mark);
+  });
   box.addEventListener("click", (e) => {
     const rect = box.getBoundingClientRect();
     const t = Math.min(Math.max((e.clientX - rect.left) / rect.width, 0), 1) * dur;
@@ -72,8 +84,110 @@ function strip(r, audio) {
   return box;
 }
 
+function playFrom(audio, t) {
+  audio.dataset.moved = "1";
+  audio.currentTime = t;
+  audio.play().catch(() => {});
+}
+
+const MEDIA = { wav: "audio/wav", flac: "audio/flac", ogg: "audio/ogg", mp3: "audio/mpeg", aif: "audio/aiff", aiff: "audio/aiff" };
+
+function extras(li, r, audio) {
+  // What a library needs after a result: its moments, its copies, more like it, and the file itself.
+  const parts = [];
+  if (r.also_at && r.also_at.length) {
+    const also = document.createElement("p");
+    also.className = "also";
+    also.textContent = `also at ${r.also_at.join(", ")}`;
+    parts.push(also);
+  }
+  const moments = document.createElement("div");  // buttons, not <li>s: results stay the only list items
+  moments.className = "moments";
+  moments.setAttribute("role", "group");
+  moments.hidden = true;
+  moments.setAttribute("aria-label", `moments in ${r.name}`);
+  (r.moments || []).forEach((m) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.dataset.start = m.peak_start;
+    b.textContent = `${fmtTime(m.start)}–${fmtTime(m.end)} · ${m.score.toFixed(3)}`;
+    b.addEventListener("click", () => playFrom(audio, m.peak_start));
+    moments.append(b);
+  });
+  const actions = document.createElement("div");
+  actions.className = "actions";
+  const like = document.createElement("button");
+  like.type = "button";
+  like.className = "like";
+  like.textContent = "More like this";
+  like.title = "find sounds like this file's best-matching moment";
+  like.addEventListener("click", () => searchLike(r));
+  const show = document.createElement("button");
+  show.type = "button";
+  show.className = "show-moments";
+  show.textContent = `Moments (${(r.moments || []).length})`;
+  show.disabled = !(r.moments || []).length;
+  show.addEventListener("click", () => { moments.hidden = !moments.hidden; });
+  actions.append(show, like);
+  parts.push(actions, moments);
+  // Drag out to a desktop or DAW: Chromium saves a DownloadURL drop as the file itself.
+  li.draggable = true;
+  li.addEventListener("dragstart", (e) => {
+    const url = new URL(r.audio_url, window.location.href).href;
+    const ext = r.name.split(".").pop().toLowerCase();
+    e.dataTransfer.setData("DownloadURL", `${MEDIA[ext] || "application/octet-stream"}:${r.name}:${url}`);
+    e.dataTransfer.setData("text/uri-list", url);
+    e.dataTransfer.setData("text/plain", url);
+    e.dataTransfer.effectAllowed = "copy";
+  });
+  return parts;
+}
+
+function exportLinks(data) {
+  // CSV, JSON and M3U of the shown results, made here from the response (no second request).
+  const box = $("export");
+  if (!box) return;
+  box.hidden = !data.results.length;
+  const abs = (r) => new URL(r.audio_url, window.location.href).href;
+  const q = (v) => `"${String(v).replace(/"/g, '""')}"`;
+  const csv = ["rank,score,path,duration,window_start,window_end,moments,url"].concat(data.results.map((r) =>
+    [r.rank, r.score.toFixed(6), q(r.path), r.duration.toFixed(3), r.window_start.toFixed(3), r.window_end.toFixed(3),
+     q((r.moments || []).map((m) => `${m.start.toFixed(2)}-${m.end.toFixed(2)}`).join(" ")), abs(r)].join(","))).join("\n") + "\n";
+  const m3u = ["#EXTM3U"].concat(data.results.flatMap((r) =>
+    [`#EXTINF:${Math.round(r.duration)},${r.name}`, abs(r)])).join("\n") + "\n";
+  const set = (id, text, type) => {
+    const a = $(id);
+    if (a.href.startsWith("blob:")) URL.revokeObjectURL(a.href);
+    a.href = URL.createObjectURL(new Blob([text], { type }));
+  };
+  set("export-csv", csv, "text/csv");
+  set("export-json", JSON.stringify(data, null, 2), "application/json");
+  set("export-m3u", m3u, "audio/x-mpegurl");
+}
+
+function filterParams() {
+  const p = new URLSearchParams();
+  const where = $("where") ? $("where").value.trim() : "";
+  const folder = $("folder") ? $("folder").value.trim() : "";
+  if (where) p.set("where", where);
+  if (folder) p.set("folder", folder);
+  return p;
+}
+
+async function searchLike(r) {
+  const p = filterParams();
+  p.set("id", r.id);
+  p.set("start", r.window_start);
+  p.set("k", $("k").value || "10");
+  setStatus(`searching for sounds like ${r.name}…`);
+  const resp = await fetch(`/search/like?${p}`);
+  if (!resp.ok) { clearResults(); setStatus(await errorText(resp), true); return; }
+  render(await resp.json());
+}
+
 function clearResults() {
   $("results").replaceChildren();
+  if ($("export")) $("export").hidden = true;
 }
 
 function render(data) {
@@ -114,9 +228,10 @@ function render(data) {
     audio.addEventListener("play", () => { toWindow(); audio.dataset.moved = "1"; });
     audio.addEventListener("seeking", () => { if (audio.currentTime !== Number(audio.dataset.start)) audio.dataset.moved = "1"; });
     li.peaks = r.peaks || [];
-    li.append(rank, title, meta, strip(r, audio), audio);
+    li.append(rank, title, meta, strip(r, audio), audio, ...extras(li, r, audio));
     list.append(li);
   });
+  exportLinks(data);
   setStatus(data.results.length ? `${data.results.length} result(s) for “${data.query}”` : `no results for “${data.query}”`);
   const first = list.querySelector("li");
   if (first) first.focus();
@@ -128,7 +243,11 @@ async function searchText(event) {
   if (!q) { setStatus("type some words describing the sound", true); return; }
   const k = $("k").value || "10";
   setStatus("searching…");
-  const resp = await fetch(`/search?q=${encodeURIComponent(q)}&k=${encodeURIComponent(k)}`);
+  const p = filterParams();
+  p.set("q", q);
+  p.set("k", k);
+  if ($("mode")) p.set("mode", $("mode").value);
+  const resp = await fetch(`/search?${p}`);
   if (!resp.ok) { clearResults(); setStatus(await errorText(resp), true); return; }
   render(await resp.json());
 }
@@ -142,7 +261,9 @@ async function searchAudio(event) {
   setStatus(`searching for sounds like ${file.name}…`);
   let resp;
   try {
-    resp = await fetch(`/search/audio?k=${encodeURIComponent($("k").value || "10")}`, { method: "POST", body });
+    const p = filterParams();
+    p.set("k", $("k").value || "10");
+    resp = await fetch(`/search/audio?${p}`, { method: "POST", body });
   } catch (err) {
     clearResults();
     setStatus(`upload failed: ${err.message}`, true);
@@ -161,7 +282,14 @@ function onKey(event) {
     event.preventDefault();
     const next = event.key === "ArrowDown" ? active.nextElementSibling : active.previousElementSibling;
     if (next) next.focus();
-  } else if (event.key === " " || event.key === "Enter") {
+  } else if (event.key === "Enter") {
+    event.preventDefault();
+    const moments = active.querySelector(".moments");
+    if (moments && moments.children.length) {
+      moments.hidden = !moments.hidden;
+      if (!moments.hidden) moments.querySelector("button").focus();
+    }
+  } else if (event.key === " ") {
     event.preventDefault();
     const audio = active.querySelector("audio");
     if (audio.paused) {

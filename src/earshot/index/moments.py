@@ -1,0 +1,254 @@
+"""Moment-level ranking: a vector index over every window embedding, and moments inside a file.
+
+A 3 s door slam in a 2 h field recording is 1/1440 of the file's mean embedding, so a ranking
+of pooled clip vectors never finds it. Here each window is a searchable vector: a file scores
+its best window (or the mean of its top ``m`` windows), and each hit lists its *moments*,
+runs of adjacent windows scoring near the file's best, merged into spans and ranked.
+
+The window vectors are derived data like ``vectors.faiss``: ``windows.npz`` holds the FAISS
+index over all windows (built with :func:`earshot.index.vectors.build`, so any index type that
+module offers serves windows too) and, per row, the file id and window number. It is written
+atomically after the database and stamped with the database generation; a stale or missing
+file (an index from before moments existed) is rebuilt in memory from the window embeddings
+SQLite already holds, so old indexes open and search by window without re-indexing.
+
+Filters restrict the search *before* top-k: a bitmap over rows (``faiss.IDSelectorBitmap``) is
+handed to FAISS, so k results come back whenever k matching files exist.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import faiss
+import numpy as np
+
+from earshot.errors import EarshotError
+from earshot.index import vectors as V
+from earshot.utils import atomic_write
+
+WINDOWS_FILE = "windows.npz"
+MOMENT_RHO = 0.25  # a window joins a moment when within 25% of the gap (file median -> best) of the best
+MAX_MOMENTS = 5  # moments listed per hit
+
+
+@dataclass(frozen=True)
+class Moment:
+    """A span of a file where the query matches: adjacent matching windows merged."""
+
+    start: float  # seconds, start of the span's first window
+    end: float  # seconds, end of its last window
+    score: float  # the best window score inside the span
+    peak_start: float  # seconds: start of that best window (where playback should begin)
+    peak_end: float
+
+
+def moments(starts: np.ndarray, ends: np.ndarray, scores: np.ndarray, rho: float = MOMENT_RHO,
+            limit: int = MAX_MOMENTS) -> list[Moment]:
+    """Spans of consecutive windows scoring at least ``best - rho * (best - median)``, best first.
+
+    The threshold is relative to the file's own scores, because cosines of one model can sit
+    anywhere in [-1, 1]: a window counts when it is nearly as good as the best, measured
+    against how the file scores typically. A file that scores the same everywhere is one span.
+    """
+    if len(scores) == 0:
+        return []
+    best = float(np.max(scores))
+    threshold = best - rho * (best - float(np.median(scores)))
+    above = scores >= threshold - 1e-7  # (W,)
+    spans: list[Moment] = []
+    i, n = 0, len(scores)
+    while i < n:
+        if not above[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < n and above[j + 1]:
+            j += 1
+        peak = i + int(np.argmax(scores[i:j + 1]))
+        spans.append(Moment(float(starts[i]), float(ends[j]), float(scores[peak]),
+                            float(starts[peak]), float(ends[peak])))
+        i = j + 1
+    spans.sort(key=lambda m: (-m.score, m.start))
+    return spans[:limit]
+
+
+def file_score(scores: np.ndarray, top_m: int) -> float:
+    """A file's score from its window scores: the best window, or the mean of the top ``m``."""
+    if top_m <= 1 or len(scores) == 1:
+        return float(np.max(scores))
+    m = min(top_m, len(scores))
+    return float(np.mean(np.partition(scores, len(scores) - m)[-m:]))
+
+
+class WindowVectors:
+    """Every window embedding of an index, searchable; row r is window ``idx[r]`` of ``file_ids[r]``."""
+
+    def __init__(self, index: faiss.Index, file_ids: np.ndarray, idx: np.ndarray):
+        self.index = index
+        self.file_ids = np.ascontiguousarray(file_ids, dtype=np.int64)  # (N,)
+        self.idx = np.ascontiguousarray(idx, dtype=np.int32)  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.file_ids)
+
+    @property
+    def kind(self) -> str:
+        return V.kind_of(self.index)
+
+    def nbytes(self) -> int:
+        """Bytes the index and the row map occupy (as serialised; memory is the same to within
+        FAISS's small per-object overhead)."""
+        return int(faiss.serialize_index(self.index).nbytes + self.file_ids.nbytes + self.idx.nbytes)
+
+    # -- building and storing -------------------------------------------------------------------
+    @classmethod
+    def from_store(cls, conn, dim: int, cfg: V.VectorConfig = V.VectorConfig()) -> "WindowVectors":
+        """Build from the window embeddings in an index database (``Store.conn``)."""
+        fids, idxs, parts = [], [], []
+        cur = conn.execute("SELECT file_id, idx, embedding FROM windows ORDER BY file_id, idx")
+        while rows := cur.fetchmany(65536):
+            fids.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+            idxs.append(np.fromiter((r[1] for r in rows), dtype=np.int32, count=len(rows)))
+            parts.append(np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim))
+        file_ids = np.concatenate(fids) if fids else np.zeros(0, dtype=np.int64)
+        idx = np.concatenate(idxs) if idxs else np.zeros(0, dtype=np.int32)
+        vecs = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+        return cls.build(vecs, file_ids, idx, cfg)
+
+    @classmethod
+    def build(cls, vecs: np.ndarray, file_ids: np.ndarray, idx: np.ndarray,
+              cfg: V.VectorConfig = V.VectorConfig()) -> "WindowVectors":
+        """Index ``vecs (N, D)``; the FAISS ids are row numbers, mapped back by ``file_ids``/``idx``."""
+        index = V.build(vecs, np.arange(len(vecs), dtype=np.int64), cfg)
+        return cls(index, file_ids, idx)
+
+    def save(self, path: str | Path, generation: int) -> None:
+        """Write atomically: a crash leaves the old file, never half a new one."""
+        buf = io.BytesIO()
+        np.savez(buf, faiss=faiss.serialize_index(self.index), file_ids=self.file_ids, idx=self.idx,
+                 generation=np.int64(generation))
+        with atomic_write(path) as f:
+            f.write(buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple["WindowVectors", int]:
+        """(vectors, the database generation they were built from)."""
+        try:
+            with np.load(str(path)) as z:
+                index = faiss.deserialize_index(z["faiss"])
+                return cls(index, z["file_ids"], z["idx"]), int(z["generation"])
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise EarshotError(f"{path}: cannot read window vectors: {e}") from None
+
+    # -- searching ------------------------------------------------------------------------------
+    def rows_of(self, allowed_files: np.ndarray) -> np.ndarray:
+        """Boolean (N,) mask of the rows belonging to ``allowed_files``."""
+        return np.isin(self.file_ids, np.asarray(allowed_files, dtype=np.int64))
+
+    def best_files(self, q: np.ndarray, n_files: int, allowed_files: np.ndarray | None = None
+                   ) -> list[tuple[int, float]]:
+        """The ``n_files`` files whose best window scores highest: [(file id, best score)].
+
+        Asks FAISS for the top windows and widens the request until ``n_files`` distinct files
+        appear (or every allowed window was seen). With exact search this is exactly the top
+        files by best window: a file not yet seen has no window above the last one returned.
+        """
+        q = np.ascontiguousarray(np.asarray(q, dtype=np.float32).reshape(1, -1))
+        mask = None if allowed_files is None else self.rows_of(allowed_files)
+        total = len(self) if mask is None else int(mask.sum())
+        if total == 0 or n_files < 1:
+            return []
+        params = None if mask is None else search_params(self.index, mask)
+        want = min(total, max(4 * n_files, 64))
+        while True:
+            scores, rows = self.index.search(q, min(want, len(self)), params=params)
+            best: dict[int, float] = {}
+            for s, r in zip(scores[0], rows[0]):
+                if r < 0:
+                    continue
+                fid = int(self.file_ids[r])
+                if fid not in best:
+                    best[fid] = float(s)
+            got = int((rows[0] >= 0).sum())
+            if len(best) >= n_files or want >= total or got < want:
+                break
+            want = min(total, want * 4)
+        return sorted(best.items(), key=lambda t: -t[1])[:n_files]
+
+
+def search_params(index: faiss.Index, mask: np.ndarray) -> faiss.SearchParameters:
+    """FAISS search parameters that only admit ids whose ``mask`` entry is true (ids are
+    row numbers here), keeping the index's own query-time knobs (nprobe, efSearch)."""
+    bits = np.packbits(mask.astype(np.uint8), bitorder="little")
+    sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    if isinstance(inner, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=inner.nprobe)
+    elif isinstance(inner, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=inner.hnsw.efSearch)
+    else:
+        params = faiss.SearchParameters(sel=sel)
+    params._keep = (bits, sel)  # the selector reads these buffers during the search
+    return params
+
+
+def id_params(index: faiss.Index, allowed_ids: Sequence[int]) -> faiss.SearchParameters:
+    """Search parameters admitting only the given external ids (for the pooled file index)."""
+    ids = np.ascontiguousarray(np.asarray(allowed_ids, dtype=np.int64))
+    sel = faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    if isinstance(inner, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=inner.nprobe)
+    elif isinstance(inner, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=inner.hnsw.efSearch)
+    else:
+        params = faiss.SearchParameters(sel=sel)
+    params._keep = (ids, sel)
+    return params
+
+
+def write_windows(store, dim: int, cfg: V.VectorConfig) -> str:
+    """Rebuild ``windows.npz`` from the database if it is stale; return its index type."""
+    gen = store.generation()
+    path = store.directory / WINDOWS_FILE
+    if store.get_info("windows_generation") == gen and path.is_file():
+        return str(store.get_info("windows_kind"))
+    wv = WindowVectors.from_store(store.conn, dim, cfg)
+    wv.save(path, gen)
+    with store.transaction():
+        store.set_info("windows_generation", gen)
+        store.set_info("windows_kind", wv.kind)
+    return wv.kind
+
+
+def load_windows(store, dim: int, directory: Path) -> WindowVectors:
+    """The window vectors on disk if they match the database, else rebuilt in memory."""
+    path = directory / WINDOWS_FILE
+    gen = store.generation()
+    if path.is_file() and store.get_info("windows_generation") == gen:
+        wv, stamped = WindowVectors.load(path)
+        if stamped == gen:
+            return wv
+    doc = store.get_info("vector_config") or {}
+    return WindowVectors.from_store(store.conn, dim, V.VectorConfig(**doc))
+
+
+def like_vector(store, file_id: int, dim: int, start: float | None = None) -> np.ndarray:
+    """The query for "more like this": the window of ``file_id`` that contains ``start``
+    seconds (the one starting closest before it), or the file's pooled embedding without one."""
+    if start is None:
+        vec = store.clip_vector(int(file_id), dim)
+        if vec is None:
+            raise EarshotError(f"no file with id {file_id} in this index")
+        return vec
+    starts, _, wins = store.windows(int(file_id), dim)
+    if not len(wins):
+        raise EarshotError(f"no file with id {file_id} in this index")
+    if start < 0:
+        raise EarshotError(f"start must be >= 0 seconds, got {start}")
+    i = max(0, int(np.searchsorted(starts, start, side="right")) - 1)
+    return wins[i].copy()
