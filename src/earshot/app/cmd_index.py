@@ -57,7 +57,9 @@ def index_cmd(
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
                                   "fp32) | fp32 | bf16: the audio tower's arithmetic."),
     index_type: str = typer.Option("auto", "--index-type",
-                                   help="auto (exact below 100k files, else IVF), flat, hnsw or ivf."),
+                                   help="auto (exact below 100k files, IVF above, compressed IVF-PQ once the "
+                                   "vectors pass 2 GB), flat, hnsw, ivf or ivfpq (re-ranked exactly from disk)."),
+    shards: int = typer.Option(1, "--shards", min=1, help="Split the vectors into N shards searched in parallel."),
     max_hours: float = typer.Option(4.0, "--max-hours", min=0.001,
                                     help="Skip files whose header declares more audio than this."),
     links_outside: bool = typer.Option(False, "--links-outside",
@@ -98,7 +100,7 @@ def index_cmd(
         typer.echo(f"{folder}: no audio files to index ({', '.join(sorted(SUPPORTED_SUFFIXES))})", err=True)
         raise typer.Exit(1)
     cfg = IndexConfig(window_s=window, hop_s=hop, pooling=pooling, workers=workers,  # type: ignore[arg-type]
-                      batch_size=batch_size, vectors=VectorConfig(kind=index_type),  # type: ignore[arg-type]
+                      batch_size=batch_size, vectors=VectorConfig(kind=index_type, shards=shards),  # type: ignore[arg-type]
                       limits=Limits(max_duration_s=max_hours * 3600), links_outside=links_outside)
     if engine not in ENGINES:
         raise EarshotError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")

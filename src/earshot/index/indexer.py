@@ -391,7 +391,7 @@ def write_vectors(store: Store, dim: int, cfg: V.VectorConfig) -> str:
     gen = store.generation()
     path = store.directory / FAISS_FILE
     ids, vecs = store.clip_vectors(dim)
-    kind = V.resolve_kind(cfg, len(ids))
+    kind = V.describe(cfg, len(ids), dim)
     if store.get_info("faiss_generation") == gen and store.get_info("faiss_kind") == kind and path.is_file():
         return kind
     index = V.build(vecs, ids, cfg)
