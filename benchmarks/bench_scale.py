@@ -102,11 +102,13 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
     ids = np.arange(n, dtype=np.int64)
 
     t = time.perf_counter()
-    one = CompressedIndex.build(items, ids, cfg)
+    trained = CompressedIndex.train(items, cfg)
+    res["train_s"] = time.perf_counter() - t
+    one = trained.filled(items, ids)
     res["build_1_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    many = ShardedIndex.build(items, ids, shards, lambda v, i: CompressedIndex.build(v, i, cfg))
-    res[f"build_{shards}_s"] = time.perf_counter() - t
+    many = ShardedIndex.build(items, ids, shards, trained.filled)  # one training, as vectors.build does
+    res[f"build_{shards}_s"] = res["train_s"] + time.perf_counter() - t
     res["bytes_per_vector"] = one.nbytes_in_ram() / n
     res[f"bytes_per_vector_{shards}_shards"] = sum(s.nbytes_in_ram() for s in many.shards) / n
     res["float_bytes_on_disk_per_vector"] = 4 * d
@@ -147,7 +149,8 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
         figure(f"ivfpq {size}x{d}: recall@10 vs exact", res["recall@10"], goal=">= 0.95", n=queries,
                context=", ".join(f"nprobe {p}: {res[f'nprobe{p}/recall@10']:.3f}" for p in nprobes)),
         figure(f"ivfpq {size}x{d}: build time", res["build_1_s"], unit="s",
-               context=f"train on {min(n, cfg.train_points)} vectors, add all; {shards} shards: {res[f'build_{shards}_s']:.0f} s"),
+               context=f"train {res['train_s']:.0f} s on {min(n, cfg.train_points)} vectors, then add all; "
+                       f"{shards} shards (same training): {res[f'build_{shards}_s']:.0f} s"),
         figure(f"{shards} shards vs 1: latency ratio", ratios.median, spread=ratios.iqr, n=ratios.n,
                context=f"{shards} shards p50 {s4.median:.2f} ms, p99 {res[f'{shards}_shards/p99_ms']:.2f} ms, "
                        f"recall@10 {res[f'{shards}_shards/recall@10']:.3f}; shard threads on 2 cores"),

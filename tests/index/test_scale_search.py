@@ -105,3 +105,20 @@ def test_an_index_with_compressed_shards_answers_like_the_exact_one(tmp_path, en
             # six files, re-rank depth 256: every vector is re-ranked exactly, so the ranking is exact
             assert [h.path for h in ha] == [h.path for h in hb]
             assert [h.score for h in ha] == pytest.approx([h.score for h in hb], abs=1e-5)
+
+
+def test_compressed_shards_sharing_one_training_never_rank_worse_than_one_index():
+    # Same codebooks, so each shard's candidate list holds every vector of that shard that the
+    # single index's list holds (its top-R within the shard): the merged exact re-ranking sees a
+    # superset, and its k-th best exact score can only be higher or equal.
+    n, d = 4000, 16
+    x, q = clustered(n, d, 4), clustered(30, d, 5)
+    ids = np.arange(n, dtype=np.int64)
+    cfg = PQConfig(pq_bytes=4, nprobe=4, rerank=20, opq_iterations=3)
+    trained = CompressedIndex.train(x, cfg)
+    one = trained.filled(x, ids)
+    four = ShardedIndex.build(x, ids, 4, trained.filled)
+    s1, _ = one.search(q, 10)
+    s4, _ = four.search(q, 10)
+    assert np.all(s4 >= s1 - 1e-6)
+    assert np.any(s4 > s1 + 1e-6)  # with a shallow re-rank the shards do find better ones

@@ -104,9 +104,14 @@ class CompressedIndex:
               seed: int = 0) -> "CompressedIndex":
         """Train on a sample of ``vectors (N, D)`` (an array or a memmap), then add all of them
         in chunks (so a memmap is never read whole into RAM)."""
+        if len(ids) != len(vectors):
+            raise EarshotError(f"ivfpq: {len(vectors)} vectors but {len(ids)} ids")
+        return cls.train(vectors, cfg, seed).filled(vectors, ids, chunk)
+
+    @classmethod
+    def train(cls, vectors: np.ndarray, cfg: PQConfig = PQConfig(), seed: int = 0) -> "CompressedIndex":
+        """An empty index trained on a sample of ``vectors (N, D)``; sized (cells) for N vectors."""
         n, d = vectors.shape
-        if len(ids) != n:
-            raise EarshotError(f"ivfpq: {n} vectors but {len(ids)} ids")
         if n == 0:
             raise EarshotError("ivfpq: no vectors to index")
         cells, m, d2 = layout(n, d, cfg)
@@ -124,10 +129,20 @@ class CompressedIndex:
         take = min(n, cfg.train_points)
         rows = np.sort(np.random.default_rng(seed).choice(n, take, replace=False)) if take < n else np.arange(n)
         index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
-        for lo in range(0, n, chunk):
-            index.add(np.ascontiguousarray(vectors[lo : lo + chunk], dtype=np.float32))
         faiss.extract_index_ivf(index).nprobe = min(cfg.nprobe, cells)
-        return cls(index, vectors, np.ascontiguousarray(ids, dtype=np.int64), cfg.rerank)
+        return cls(index, np.zeros((0, d), np.float32), np.zeros(0, np.int64), cfg.rerank)
+
+    def filled(self, vectors: np.ndarray, ids: np.ndarray, chunk: int = 65536) -> "CompressedIndex":
+        """A new index with this one's training (rotation, cells, codebooks) holding ``vectors``
+        instead: shards of one collection share one training, so only adding costs per shard."""
+        if len(vectors) != len(ids) or vectors.shape[1] != self.d:
+            raise EarshotError(f"ivfpq: need (N, {self.d}) vectors and N ids, got {vectors.shape} and {len(ids)}")
+        index = faiss.clone_index(self.index)
+        index.reset()
+        for lo in range(0, len(vectors), chunk):
+            index.add(np.ascontiguousarray(vectors[lo : lo + chunk], dtype=np.float32))
+        faiss.extract_index_ivf(index).nprobe = self.ivf.nprobe
+        return CompressedIndex(index, vectors, np.ascontiguousarray(ids, dtype=np.int64), self.rerank)
 
     def set_nprobe(self, nprobe: int) -> None:
         self.ivf.nprobe = max(1, min(int(nprobe), self.ivf.nlist))

@@ -83,7 +83,7 @@ class EncoderSpec:
 class RayConfig:
     address: str | None = None  # None: start a local cluster (or RAY_ADDRESS); "auto" / "ray://host:10001"
     workers: int = 2  # embedding actors, each holding the model once
-    cpus_per_worker: float = 1.0  # CPUs each embedding actor reserves (its torch threads)
+    cpus_per_worker: float = 0.0  # CPUs each embedding actor reserves (its torch threads); 0 = half the cluster's CPUs shared by the workers
     gpus_per_worker: float = 0.0  # GPUs each embedding actor reserves (0: CPU only)
     files_per_shard: int = 64  # files per shard: the unit written, resumed and merged
     files_per_task: int = 8  # files per decode task and per embedding call
@@ -91,8 +91,8 @@ class RayConfig:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.files_per_shard < 1 or self.files_per_task < 1:
             raise EarshotError("Ray engine: workers, files_per_shard and files_per_task must be >= 1")
-        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
-            raise EarshotError("Ray engine: cpus_per_worker must be > 0 and gpus_per_worker >= 0")
+        if self.cpus_per_worker < 0 or self.gpus_per_worker < 0:
+            raise EarshotError("Ray engine: cpus_per_worker and gpus_per_worker must be >= 0")
 
 
 @dataclass
@@ -225,9 +225,18 @@ class _Embedder:
 def _run(shards: list[list[tuple]], todo: list[int], paths: list[Path], model: EncoderFactory, cfg: IndexConfig,
          rc: RayConfig, dim: int, progress: Callable[[Progress], None] | None, done: int, total: int) -> None:
     """Decode and embed the files of shards ``todo`` on the cluster; write each shard when complete."""
+    import ray
+
     started = _connect(rc.address)
     try:
         import ray.data
+
+        cpus = float(ray.cluster_resources().get("CPU", 0))
+        per_worker = rc.cpus_per_worker or max(0.25, cpus / (2 * rc.workers))  # the other half decodes
+        if rc.workers * per_worker + 1 > cpus:
+            raise EarshotError(
+                f"Ray engine: {rc.workers} workers x {per_worker:g} CPUs leave no CPU for decoding on a "
+                f"cluster of {cpus:g} CPUs; use fewer --workers")
 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # earshot reports progress itself
@@ -235,9 +244,9 @@ def _run(shards: list[list[tuple]], todo: list[int], paths: list[Path], model: E
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // rc.files_per_task))
         ds = ds.map_batches(_decode_batch, batch_size=rc.files_per_task, batch_format="numpy", num_cpus=1)
         gpu = {"num_gpus": rc.gpus_per_worker} if rc.gpus_per_worker else {}
-        ds = ds.map_batches(_Embedder, fn_constructor_args=(model, cfg.batch_size, int(rc.cpus_per_worker)),
+        ds = ds.map_batches(_Embedder, fn_constructor_args=(model, cfg.batch_size, int(per_worker)),
                             batch_size=rc.files_per_task, batch_format="numpy",
-                            compute=ray.data.ActorPoolStrategy(size=rc.workers), num_cpus=rc.cpus_per_worker, **gpu)
+                            compute=ray.data.ActorPoolStrategy(size=rc.workers), num_cpus=per_worker, **gpu)
         pending: dict[int, dict[int, tuple[Decoded, np.ndarray | None]]] = {}
         audio_s = 0.0
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -256,8 +265,6 @@ def _run(shards: list[list[tuple]], todo: list[int], paths: list[Path], model: E
             raise EarshotError(f"Ray engine: {len(pending)} shard(s) came back incomplete; rerun to finish them")
     finally:
         if started:
-            import ray
-
             ray.shutdown()
 
 

@@ -86,6 +86,11 @@ def build(vectors: np.ndarray, ids: np.ndarray, cfg: VectorConfig = VectorConfig
         from earshot.index.sharded import ShardedIndex
 
         one = replace(cfg, kind=kind, shards=1)  # every shard of the kind the whole would get
+        if kind == "ivfpq":  # trained once on a sample of all vectors; each shard only adds its own
+            from earshot.index.compressed import CompressedIndex
+
+            trained = CompressedIndex.train(vectors, _pq(cfg))
+            return ShardedIndex.build(vectors, ids, cfg.shards, trained.filled)
         return ShardedIndex.build(vectors, ids, cfg.shards, lambda v, i: build(v, i, one))
     if kind == "ivfpq" and n > 0:
         from earshot.index.compressed import CompressedIndex
