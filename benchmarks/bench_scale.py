@@ -32,7 +32,7 @@ import numpy as np
 from common import figure, peak_rss_mib, summarize
 
 from earshot.index.compressed import CompressedIndex, PQConfig, layout
-from earshot.index.sharded import ShardedIndex
+from earshot.index.sharded import ShardedIndex, split
 
 OUT = Path(__file__).resolve().parent / "out" / "bench_scale"
 CHUNK = 65536
@@ -107,8 +107,13 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
     one = trained.filled(items, ids)
     res["build_1_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    many = ShardedIndex.build(items, ids, shards, trained.filled)  # one training, as vectors.build does
-    res[f"build_{shards}_s"] = res["train_s"] + time.perf_counter() - t
+    # the single index split into shards (same codes, no re-encoding; equal to shards filled one by
+    # one from the same training, as vectors.build makes them: tests/index/test_scale_search.py)
+    many = ShardedIndex([one.subset(lo, hi) for lo, hi in split(n, shards)])
+    res[f"split_{shards}_s"] = time.perf_counter() - t
+    light = ShardedIndex([one.subset(lo, hi) for lo, hi in split(n, shards)])
+    for sh in light.shards:
+        sh.rerank = max(k, cfg.rerank // shards)  # the same total re-ranking work as one index
     res["bytes_per_vector"] = one.nbytes_in_ram() / n
     res[f"bytes_per_vector_{shards}_shards"] = sum(s.nbytes_in_ram() for s in many.shards) / n
     res["float_bytes_on_disk_per_vector"] = 4 * d
@@ -119,16 +124,16 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
         found = one.search(q, k)[1]
         res[f"nprobe{p}/recall@10"] = recall(found, truth)
     one.set_nprobe(cfg.nprobe)
-    for s in many.shards:
-        s.set_nprobe(cfg.nprobe)
+    for sh in [*many.shards, *light.shards]:
+        sh.set_nprobe(cfg.nprobe)
 
     # interleaved per query: each query once through each index, in a shuffled order
-    t1, t4 = [], []
-    f1, f4 = np.empty((queries, k), np.int64), np.empty((queries, k), np.int64)
-    one.search(q[:5], k), many.search(q[:5], k)  # warm-up (page cache, thread pool)
+    t1, t4, tl = [], [], []
+    f1, f4, fl = (np.empty((queries, k), np.int64) for _ in range(3))
+    one.search(q[:5], k), many.search(q[:5], k), light.search(q[:5], k)  # warm-up (page cache, threads)
     order = random.Random(0)
     for i in range(queries):
-        pair = [(one, t1, f1), (many, t4, f4)]
+        pair = [(one, t1, f1), (many, t4, f4), (light, tl, fl)]
         order.shuffle(pair)
         for index, times, found in pair:
             t = time.perf_counter()
@@ -136,6 +141,10 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
             times.append(1000 * (time.perf_counter() - t))
     s1, s4 = summarize(t1), summarize(t4)
     ratios = summarize([a / b for a, b in zip(t4, t1)])
+    ratios_l = summarize([a / b for a, b in zip(tl, t1)])
+    res.update({f"{shards}_shards_rerank_split/p50_ms": summarize(tl).median,
+                f"{shards}_shards_rerank_split/recall@10": recall(fl, truth),
+                f"{shards}_vs_1_rerank_split/latency_ratio": ratios_l.median})
     res.update({"p50_ms": s1.median, "p99_ms": float(np.percentile(t1, 99)), "recall@10": recall(f1, truth),
                 f"{shards}_shards/p50_ms": s4.median, f"{shards}_shards/p99_ms": float(np.percentile(t4, 99)),
                 f"{shards}_shards/recall@10": recall(f4, truth), f"{shards}_vs_1/latency_ratio": ratios.median,
@@ -150,10 +159,14 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
                context=", ".join(f"nprobe {p}: {res[f'nprobe{p}/recall@10']:.3f}" for p in nprobes)),
         figure(f"ivfpq {size}x{d}: build time", res["build_1_s"], unit="s",
                context=f"train {res['train_s']:.0f} s on {min(n, cfg.train_points)} vectors, then add all; "
-                       f"{shards} shards (same training): {res[f'build_{shards}_s']:.0f} s"),
+                       f"split into {shards} shards: {res[f'split_{shards}_s']:.1f} s"),
         figure(f"{shards} shards vs 1: latency ratio", ratios.median, spread=ratios.iqr, n=ratios.n,
                context=f"{shards} shards p50 {s4.median:.2f} ms, p99 {res[f'{shards}_shards/p99_ms']:.2f} ms, "
                        f"recall@10 {res[f'{shards}_shards/recall@10']:.3f}; shard threads on 2 cores"),
+        figure(f"{shards} shards (re-rank {cfg.rerank // shards} each) vs 1: latency ratio", ratios_l.median,
+               spread=ratios_l.iqr, n=ratios_l.n,
+               context=f"p50 {res[f'{shards}_shards_rerank_split/p50_ms']:.2f} ms, recall@10 "
+                       f"{res[f'{shards}_shards_rerank_split/recall@10']:.3f}: the same total re-ranking as 1 index"),
     ]
     return res
 

@@ -122,3 +122,19 @@ def test_compressed_shards_sharing_one_training_never_rank_worse_than_one_index(
     s4, _ = four.search(q, 10)
     assert np.all(s4 >= s1 - 1e-6)
     assert np.any(s4 > s1 + 1e-6)  # with a shallow re-rank the shards do find better ones
+
+
+def test_a_built_index_splits_into_shards_without_re_encoding():
+    n, d = 3000, 16
+    x, q = clustered(n, d, 6), clustered(20, d, 7)
+    ids = np.arange(n, dtype=np.int64) + 50
+    trained = CompressedIndex.train(x, PQConfig(pq_bytes=4, nprobe=8, rerank=30, opq_iterations=2))
+    one = trained.filled(x, ids)
+    parts = [(0, 1000), (1000, 2000), (2000, 3000)]
+    split_ = ShardedIndex([one.subset(lo, hi) for lo, hi in parts])
+    rebuilt = ShardedIndex([trained.filled(x[lo:hi], ids[lo:hi]) for lo, hi in parts])
+    assert [s.ntotal for s in split_.shards] == [1000, 1000, 1000]
+    s1, i1 = split_.search(q, 10)
+    s2, i2 = rebuilt.search(q, 10)
+    np.testing.assert_array_equal(i1, i2)  # the same codes in the same cells: the same answers
+    np.testing.assert_allclose(s1, s2, atol=1e-6)

@@ -144,6 +144,18 @@ class CompressedIndex:
         faiss.extract_index_ivf(index).nprobe = self.ivf.nprobe
         return CompressedIndex(index, vectors, np.ascontiguousarray(ids, dtype=np.int64), self.rerank)
 
+    def subset(self, lo: int, hi: int) -> "CompressedIndex":
+        """A shard holding rows [lo, hi) of this index, without re-encoding: its inverted lists
+        are copied (FAISS ``copy_subset_to`` by id range) and it shares this index's float
+        vectors and ids, so splitting a built index into shards costs a copy of its codes."""
+        index = faiss.clone_index(self.index)
+        index.reset()
+        ivf = faiss.extract_index_ivf(index)
+        self.ivf.copy_subset_to(ivf, 0, int(lo), int(hi))  # 0 = InvertedLists::SUBSET_TYPE_ID_RANGE
+        index.ntotal = ivf.ntotal  # the pre-transform wrapper keeps its own count
+        ivf.nprobe = self.ivf.nprobe
+        return CompressedIndex(index, self.floats, self.ids, self.rerank)
+
     def set_nprobe(self, nprobe: int) -> None:
         self.ivf.nprobe = max(1, min(int(nprobe), self.ivf.nlist))
 

@@ -30,9 +30,9 @@ import hashlib
 import json
 import pickle
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -102,7 +102,6 @@ class RayIndexReport(IndexReport):
     shards: int = 0  # shards this run needed (new or changed files only)
     shards_reused: int = 0  # of those, found finished on disk (a killed run's work)
     workers: int = 0  # embedding actors
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def index_folder_ray(
@@ -225,8 +224,10 @@ class _Embedder:
 def _run(shards: list[list[tuple]], todo: list[int], paths: list[Path], model: EncoderFactory, cfg: IndexConfig,
          rc: RayConfig, dim: int, progress: Callable[[Progress], None] | None, done: int, total: int) -> None:
     """Decode and embed the files of shards ``todo`` on the cluster; write each shard when complete."""
-    import ray
-
+    try:
+        import ray
+    except ImportError:
+        raise EarshotError("the Ray engine needs Ray: pip install 'earshot[ray]' (ray[data]==2.60.0)") from None
     started = _connect(rc.address)
     try:
         import ray.data
