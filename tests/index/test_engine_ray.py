@@ -97,8 +97,8 @@ class CrashOnce:
     flag: str
     precision: str = "fp32"
 
-    def open(self):
-        inner = EncoderSpec(self.model, self.precision).open()
+    def open(self, device="cpu"):
+        inner = EncoderSpec(self.model, self.precision).open(device)
         flag = self.flag
 
         class Crashing:
@@ -160,8 +160,8 @@ DRIVER = textwrap.dedent("""
     class Slow:  # each embedding call takes a second, so the driver can be killed mid-run
         model: str
         precision: str = "fp32"
-        def open(self):
-            inner = EncoderSpec(self.model, self.precision).open()
+        def open(self, device="cpu"):
+            inner = EncoderSpec(self.model, self.precision).open(device)
             class S:
                 model_id, model_path = inner.model_id, inner.model_path
                 sample_rate, dim, normalize = inner.sample_rate, inner.dim, inner.normalize
@@ -186,7 +186,7 @@ def test_a_killed_driver_resumes_with_only_the_unfinished_shards(tmp_path, clust
     proc = subprocess.Popen([sys.executable, str(script), str(root), str(model_dir), str(out), cluster],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     shards = out / SHARD_DIR
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 300  # generous: a loaded machine starts workers slowly
     while time.monotonic() < deadline and len(list(shards.glob("*.npz"))) < 2 and proc.poll() is None:
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)

@@ -91,13 +91,19 @@ class RetrieverEncoder:
         return np.ascontiguousarray(out.detach().cpu().numpy(), dtype=np.float32)
 
 
-def open_encoder(path: str | Path, precision: str = "auto") -> RetrieverEncoder:
+def open_encoder(path: str | Path, precision: str = "auto", device: str = "cpu") -> RetrieverEncoder:
     """Load the model at ``path`` (checkpoint dir or ensemble manifest) for indexing/search,
-    prepared for inference at ``precision`` (see :mod:`earshot.models.inference`)."""
+    on ``device`` ("cpu", "cuda"), prepared for inference at ``precision`` (see
+    :mod:`earshot.models.inference`)."""
     from earshot.models.inference import prepare_for_inference
     from earshot.models.loading import load_retriever
 
-    retriever = prepare_for_inference(load_retriever(path), precision)
+    retriever = load_retriever(path)
+    if device != "cpu":
+        if not hasattr(retriever, "to"):
+            raise WeightsError(f"{path}: this model cannot be moved to {device}")
+        retriever = retriever.to(device)
+    retriever = prepare_for_inference(retriever, precision)
     if hasattr(retriever, "eval"):  # searches share it across threads: never toggle its mode mid-query
         retriever.eval()
     return RetrieverEncoder(retriever, model_identity(path), _where(path))

@@ -63,7 +63,7 @@ class EncoderFactory(Protocol):
 
     precision: str
 
-    def open(self) -> Encoder: ...
+    def open(self, device: str = "cpu") -> Encoder: ...
 
 
 @dataclass(frozen=True)
@@ -73,10 +73,10 @@ class EncoderSpec:
     model: str  # checkpoint dir, ensemble manifest, CLAP folder or registry name
     precision: str = "auto"  # the audio tower's arithmetic (see earshot.models.inference)
 
-    def open(self) -> Encoder:
+    def open(self, device: str = "cpu") -> Encoder:
         from earshot.index.encoder import open_encoder
 
-        return open_encoder(self.model, self.precision)
+        return open_encoder(self.model, self.precision, device)
 
 
 @dataclass(frozen=True)
@@ -200,11 +200,11 @@ def _decode_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 class _Embedder:
     """Ray actor: holds the model, embeds decoded files; returns their rows without the audio."""
 
-    def __init__(self, model: EncoderFactory, batch_size: int, threads: int):
+    def __init__(self, model: EncoderFactory, batch_size: int, threads: int, gpu: bool):
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.encoder = model.open()
+        self.encoder = model.open("cuda" if gpu else "cpu")  # Ray sets CUDA_VISIBLE_DEVICES to its GPUs
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -245,7 +245,7 @@ def _run(shards: list[list[tuple]], todo: list[int], paths: list[Path], model: E
         ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // rc.files_per_task))
         ds = ds.map_batches(_decode_batch, batch_size=rc.files_per_task, batch_format="numpy", num_cpus=1)
         gpu = {"num_gpus": rc.gpus_per_worker} if rc.gpus_per_worker else {}
-        ds = ds.map_batches(_Embedder, fn_constructor_args=(model, cfg.batch_size, int(per_worker)),
+        ds = ds.map_batches(_Embedder, fn_constructor_args=(model, cfg.batch_size, int(per_worker), bool(rc.gpus_per_worker)),
                             batch_size=rc.files_per_task, batch_format="numpy",
                             compute=ray.data.ActorPoolStrategy(size=rc.workers), num_cpus=per_worker, **gpu)
         pending: dict[int, dict[int, tuple[Decoded, np.ndarray | None]]] = {}
