@@ -10,7 +10,8 @@ real size (transformers' ClapConfig defaults = HTSAT-tiny + RoBERTa-base, LAION'
   modules) in float32, and again under CPU bf16 autocast when the CPU has native bf16.
 
 Repeats are interleaved (peer, earshot, earshot-bf16, peer, ...); each ratio is the median of
-per-repeat ratios. Goals: earshot / transformers >= 2 (speed), bf16 cosine to fp32 >= 0.999.
+per-repeat ratios. Goals: cosines only (bf16 to fp32 >= 0.999); the speed ratios are context
+(the old ">= 2x transformers" goal was dropped in issue 22: fp32 is bounded near 2.2x by the matmul peak).
 """
 
 from __future__ import annotations
@@ -112,8 +113,10 @@ def run(quick: bool = False, n: int | None = None, repeats: int | None = None) -
     # transformers' extractor is float64 numpy, ours float32 torch: same model, ~1e-6 apart.
     cos_peer = float(F.cosine_similarity(outputs["earshot"], F.normalize(outputs["transformers"], dim=-1)).min())
     figures = [
+        # no goal (issue 22): fp32 is near the matmul peak, so ">= 2x transformers" cannot be met;
+        # the tower's goals are fractions of the peak measured beside it (bench_encoders)
         figure("earshot / transformers ClapProcessor+ClapModel audio speed (fp32)", ratio.median,
-               goal=">= 2", spread=ratio.iqr, n=ratio.n,
+               spread=ratio.iqr, n=ratio.n,
                context=f"{rates['earshot'].median:.2f} vs {rates['transformers'].median:.2f} clips/s"),
         figure("min cosine earshot fp32 vs transformers", cos_peer, goal=">= 0.99999"),
     ]
@@ -121,7 +124,7 @@ def run(quick: bool = False, n: int | None = None, repeats: int | None = None) -
         r16 = summarize(times["transformers"][i] / times["earshot_bf16"][i] for i in range(repeats))
         cos16 = float(F.cosine_similarity(outputs["earshot_bf16"].float(), outputs["earshot"]).min())
         figures += [
-            figure("earshot bf16 / transformers fp32 audio speed", r16.median, goal=">= 2",
+            figure("earshot bf16 / transformers fp32 audio speed", r16.median,
                    spread=r16.iqr, n=r16.n, context=f"{rates['earshot_bf16'].median:.2f} clips/s"),
             figure("min cosine earshot bf16 vs fp32", cos16, goal=">= 0.999"),
         ]

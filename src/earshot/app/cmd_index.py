@@ -40,6 +40,9 @@ def report_table(report) -> Table:
     return table
 
 
+ENGINES = ("local", "ray")  # earshot.index.indexer.index_folder | earshot.index.engine_ray.index_folder_ray
+
+
 @app.command("index")
 def index_cmd(
     folder: Path = typer.Argument(..., help="Folder of sounds, walked recursively."),
@@ -48,18 +51,29 @@ def index_cmd(
     window: float = typer.Option(10.0, "--window", help="Window length in seconds for long recordings."),
     hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
     pooling: str = typer.Option("mean", "--pooling", help="Window embeddings -> clip: mean or max."),
-    workers: int = typer.Option(2, "--workers", min=0, help="Decoding processes (0: decode inline)."),
+    workers: int = typer.Option(2, "--workers", min=0, help="local engine: decoding processes (0: decode "
+                                "inline); ray engine: embedding workers, each holding the model once."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
-                                  "fp32) | fp32 | bf16: the audio tower's arithmetic."),
+                                  "fp32) | fp32 | bf16 | int8 (dynamic int8 linears, CPU): the audio tower's arithmetic."),
     index_type: str = typer.Option("auto", "--index-type",
-                                   help="auto (exact below 100k files, else IVF), flat, hnsw or ivf."),
+                                   help="auto (exact below 100k files, IVF above, compressed IVF-PQ once the "
+                                   "vectors pass 2 GB), flat, hnsw, ivf or ivfpq (re-ranked exactly from disk)."),
+    shards: int = typer.Option(1, "--shards", min=1, help="Split the vectors into N shards searched in parallel."),
     max_hours: float = typer.Option(4.0, "--max-hours", min=0.001,
                                     help="Skip files whose header declares more audio than this."),
     links_outside: bool = typer.Option(False, "--links-outside",
                                        help="Also index symlinks pointing outside FOLDER (refused by default)."),
     watch: bool = typer.Option(False, "--watch", help="After indexing, keep watching FOLDER: new, changed, moved "
                                "and deleted files reach the index within seconds (Ctrl+C to stop)."),
+    engine: str = typer.Option("local", "--engine", help="local (this machine) or ray (a Ray cluster: decode "
+                               "as CPU tasks, embed in a pool of model workers, merge shards; same index)."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray engine: the cluster (auto = the one "
+                                          "`ray start` runs here, ray://HOST:10001); default: a new local one."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", min=0.0,
+                                          help="ray engine: GPUs each embedding worker reserves."),
+    files_per_shard: int = typer.Option(64, "--files-per-shard", min=1,
+                                        help="ray engine: files per shard (the unit a rerun resumes)."),
 ) -> None:
     """Index a folder of sounds so it can be searched by text or by example.
 
@@ -90,10 +104,15 @@ def index_cmd(
         typer.echo(f"{folder}: no audio files to index ({', '.join(sorted(SUPPORTED_SUFFIXES))})", err=True)
         raise typer.Exit(1)
     cfg = IndexConfig(window_s=window, hop_s=hop, pooling=pooling, workers=workers,  # type: ignore[arg-type]
-                      batch_size=batch_size, vectors=VectorConfig(kind=index_type),  # type: ignore[arg-type]
+                      batch_size=batch_size, vectors=VectorConfig(kind=index_type, shards=shards),  # type: ignore[arg-type]
                       limits=Limits(max_duration_s=max_hours * 3600), links_outside=links_outside)
+    if engine not in ENGINES:
+        raise EarshotError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "local" and (address or gpus_per_worker):
+        raise EarshotError("--address and --gpus-per-worker need --engine ray")
+    if engine == "ray" and watch:
+        raise EarshotError("--watch keeps this machine's index up to date: use it with --engine local")
     console = Console()
-    encoder = open_encoder(model, precision)  # ~ is expanded where the model is opened
     columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
@@ -105,13 +124,25 @@ def index_cmd(
             rate = f"{p.audio_s / elapsed:.0f}x real time" if elapsed > 0 and p.audio_s else ""
             bar.update(task, completed=p.done, total=p.total, rate=rate)
 
-        report = index_folder(folder, encoder, out, cfg, progress)
+        if engine == "ray":
+            from earshot.index.engine_ray import EncoderSpec, RayConfig, index_folder_ray
+
+            ray_cfg = RayConfig(address=address, workers=max(1, workers), gpus_per_worker=gpus_per_worker,
+                                files_per_shard=files_per_shard)
+            report = index_folder_ray(folder, EncoderSpec(str(model.expanduser()), precision), out, cfg, ray_cfg,
+                                      progress)
+        else:
+            encoder = open_encoder(model, precision)
+            report = index_folder(folder, encoder, out, cfg, progress)
     console.print(
         f"indexed {len(report.encoded)} new or changed file(s) ({_fmt_time(report.audio_s)} of audio, "
         f"{report.windows} windows), kept {report.unchanged} unchanged, removed {len(report.removed)}, "
         f"skipped {len(report.bad)}; {report.items} file(s) in {escape(str(report.index))} "
         f"({report.kind}) in {report.seconds:.1f} s"
     )
+    if engine == "ray":
+        console.print(f"ray: {report.shards} shard(s) this run, {report.shards_reused} reused from an "
+                      f"interrupted run, {report.workers} embedding worker(s)")
     if report.bad:
         console.print(report_table(report))
     if watch:

@@ -50,14 +50,20 @@ def RetrieverEncoder(retriever: Any, model_id: str, model_path: str = "") -> Any
     return Model(retriever, model_path, identity=model_id, unit=False)
 
 
-def open_encoder(path: str | Path, precision: str = "auto") -> Any:
+def open_encoder(path: str | Path, precision: str = "auto", device: str = "cpu") -> Any:
     """Load the model at ``path`` (anything :func:`~earshot.loading.resolve.resolve` knows) for
-    indexing/search, prepared for inference at ``precision`` (see :mod:`earshot.models.inference`)."""
+    indexing/search, on ``device`` ("cpu", "cuda"), prepared for inference at ``precision``
+    (see :mod:`earshot.models.inference`)."""
     from earshot.loading.resolve import OpenOptions, open_ref, resolve
     from earshot.models.inference import prepare_for_inference
 
     ref = resolve(path)
-    retriever = prepare_for_inference(open_ref(ref, OpenOptions()), precision)
+    retriever = open_ref(ref, OpenOptions())
+    if device != "cpu":
+        if not hasattr(retriever, "to"):
+            raise WeightsError(f"{path}: this model cannot be moved to {device}")
+        retriever = retriever.to(device)
+    retriever = prepare_for_inference(retriever, precision)
     if hasattr(retriever, "eval"):  # searches share it across threads: never toggle its mode mid-query
         retriever.eval()
     return RetrieverEncoder(retriever, ref.identity(), _where(path, ref))

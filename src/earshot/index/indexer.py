@@ -119,24 +119,14 @@ def index_folder(
     out = Path(out).expanduser().resolve()
     if not root.is_dir():
         raise EarshotError(f"{root}: not a folder")
-    settings = IndexSettings(
-        model_id=encoder.model_id,
-        model_path=getattr(encoder, "model_path", ""),
-        dim=encoder.dim,
-        sample_rate=encoder.sample_rate,
-        normalize=encoder.normalize,
-        window_s=cfg.window_s,
-        hop_s=cfg.hop_s,
-        pooling=cfg.pooling,
-        root=str(root),
-    )
+    settings = settings_for(encoder, cfg, root)
     with index_lock(out):
         for stale in out.glob(f".{FAISS_FILE}.*.tmp"):  # left by a run killed mid-write
             with contextlib.suppress(OSError):
                 stale.unlink()
         store = Store.open(out, create=True)
         try:
-            _check_settings(store, settings, out)
+            check_settings(store, settings, out)
             store.set_info("links_outside", cfg.links_outside)
             report = IndexReport(index=out, root=root)
             _update(store, root, out, encoder, settings, cfg, report, progress)
@@ -155,7 +145,22 @@ def index_folder(
     return report
 
 
-def _check_settings(store: Store, new: IndexSettings, out: Path) -> None:
+def settings_for(encoder: Encoder, cfg: IndexConfig, root: Path) -> IndexSettings:
+    """What an index of ``root`` built by ``encoder`` under ``cfg`` records (and a rerun must match)."""
+    return IndexSettings(
+        model_id=encoder.model_id,
+        model_path=getattr(encoder, "model_path", ""),
+        dim=encoder.dim,
+        sample_rate=encoder.sample_rate,
+        normalize=encoder.normalize,
+        window_s=cfg.window_s,
+        hop_s=cfg.hop_s,
+        pooling=cfg.pooling,
+        root=str(root),
+    )
+
+
+def check_settings(store: Store, new: IndexSettings, out: Path) -> None:
     old = store.settings()
     if old is None:
         store.set_settings(new)
@@ -185,6 +190,33 @@ def _update(
     report: IndexReport,
     progress: Callable[[Progress], None] | None,
 ) -> None:
+    files, jobs = plan_update(store, root, out, settings, cfg, report)
+    done = len(files) - len(jobs)
+    if progress:
+        progress(Progress(done, len(files), 0.0))
+    batch: list[Decoded] = []
+    for item in _decoded(jobs, cfg.workers):
+        batch.append(item)
+        if sum(len(d.windows or ()) for d in batch) >= cfg.batch_size:
+            done += _commit(store, encoder, batch, cfg, report)
+            batch = []
+            if progress:
+                progress(Progress(done, len(files), report.audio_s))
+    if batch:
+        done += _commit(store, encoder, batch, cfg, report)
+        if progress:
+            progress(Progress(done, len(files), report.audio_s))
+
+
+def plan_update(
+    store: Store, root: Path, out: Path, settings: IndexSettings, cfg: IndexConfig, report: IndexReport
+) -> tuple[list[Path], list[tuple]]:
+    """Walk ``root`` against the index: (files found, decode jobs for new or changed files).
+
+    Commits what needs no decoding at once (deleted files dropped, unreadable or unsupported
+    ones recorded as bad) and fills ``report.found/unchanged/removed``. Both engines (local and
+    Ray, :mod:`earshot.index.engine_ray`) plan through here, so they skip and report alike.
+    """
     files = walk(root, exclude=out)
     report.found = len(files)
     with store.transaction():
@@ -238,22 +270,7 @@ def _update(
         if gone:
             store.bump_generation()
     report.removed = [g for g in gone if g in known]
-
-    done = len(files) - len(jobs)
-    if progress:
-        progress(Progress(done, len(files), 0.0))
-    batch: list[Decoded] = []
-    for item in _decoded(jobs, cfg.workers):
-        batch.append(item)
-        if sum(len(d.windows or ()) for d in batch) >= cfg.batch_size:
-            done += _commit(store, encoder, batch, cfg, report)
-            batch = []
-            if progress:
-                progress(Progress(done, len(files), report.audio_s))
-    if batch:
-        done += _commit(store, encoder, batch, cfg, report)
-        if progress:
-            progress(Progress(done, len(files), report.audio_s))
+    return files, jobs
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -316,39 +333,59 @@ def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
 
 def _commit(store: Store, encoder: Encoder, batch: list[Decoded], cfg: IndexConfig, report: IndexReport) -> int:
     """Encode a batch of decoded files and commit them (and any bad ones) in one transaction."""
+    emb = embed_decoded(encoder, batch, cfg.batch_size)
+    with store.transaction():
+        store_decoded(store, batch, emb, cfg.pooling, encoder.normalize, report)
+    return len(batch)
+
+
+def embed_decoded(encoder: Encoder, batch: list[Decoded], batch_size: int) -> np.ndarray:
+    """(W, D) embeddings of the windows of every good file in ``batch``, in order.
+
+    A file the model fails on gets ``error`` set (the others still go in), so the failure is
+    reported like a decoding failure. Shared by the local indexer and the Ray embedding actors.
+    """
     todo = [d for d in batch if d.error is None and not d.unchanged]
     waves = [w for d in todo for w in d.windows or ()]
     try:
-        emb = encoder.embed_audio(waves, batch_size=cfg.batch_size) if waves else np.empty((0, encoder.dim))
+        return encoder.embed_audio(waves, batch_size=batch_size) if waves else np.empty((0, encoder.dim), np.float32)
     except Exception:  # noqa: BLE001 - find the file the model fails on; the others go in
         parts = []
         for d in todo:
             try:
-                parts.append(encoder.embed_audio(d.windows or [], batch_size=cfg.batch_size))
+                parts.append(encoder.embed_audio(d.windows or [], batch_size=batch_size))
             except Exception as e:  # noqa: BLE001
                 d.error = f"the model failed on this file: {type(e).__name__}: {e}"[:300]
-        todo = [d for d in todo if d.error is None]
-        emb = np.concatenate(parts) if parts else np.empty((0, encoder.dim))
-    with store.transaction():
-        pos = 0
-        for d in batch:
-            if d.error is not None:
-                store.put_bad(d.rel, d.size, d.mtime_ns, d.error)
-            elif d.unchanged:
-                store.touch_file(d.rel, d.size, d.mtime_ns)
-                report.unchanged += 1
-            else:
-                n = len(d.windows or ())
-                win = emb[pos : pos + n]  # (W, D)
-                pos += n
-                store.put_file(d.rel, d.size, d.mtime_ns, d.sha256, d.duration, d.sample_rate, d.channels,
-                               pool(win, cfg.pooling, encoder.normalize), d.starts, d.ends, win, d.peaks)
-                report.encoded.append(d.rel)
-                report.audio_s += d.duration
-                report.windows += n
-        if todo:
-            store.bump_generation()
-    return len(batch)
+        return np.concatenate(parts) if parts else np.empty((0, encoder.dim), np.float32)
+
+
+def store_decoded(store: Store, batch: list[Decoded], emb: np.ndarray, pooling: Pooling, normalize: bool,
+                  report: IndexReport) -> None:
+    """Write a batch (good files with their rows of ``emb``, bad and unchanged ones) to ``store``.
+
+    Call inside a transaction. ``d.windows`` is not read (a shard from the Ray engine carries
+    only ``d.starts``), so the local and Ray paths write identical rows.
+    """
+    pos = 0
+    wrote = False
+    for d in batch:
+        if d.error is not None:
+            store.put_bad(d.rel, d.size, d.mtime_ns, d.error)
+        elif d.unchanged:
+            store.touch_file(d.rel, d.size, d.mtime_ns)
+            report.unchanged += 1
+        else:
+            n = len(d.starts if d.starts is not None else ())
+            win = emb[pos : pos + n]  # (W, D)
+            pos += n
+            store.put_file(d.rel, d.size, d.mtime_ns, d.sha256, d.duration, d.sample_rate, d.channels,
+                           pool(win, pooling, normalize), d.starts, d.ends, win, d.peaks)
+            report.encoded.append(d.rel)
+            report.audio_s += d.duration
+            report.windows += n
+            wrote = True
+    if wrote:
+        store.bump_generation()
 
 
 def write_vectors(store: Store, dim: int, cfg: V.VectorConfig) -> str:
@@ -360,7 +397,7 @@ def write_vectors(store: Store, dim: int, cfg: V.VectorConfig) -> str:
     gen = store.generation()
     path = store.directory / FAISS_FILE
     ids, vecs = store.clip_vectors(dim)
-    kind = V.resolve_kind(cfg, len(ids))
+    kind = V.describe(cfg, len(ids), dim)
     if store.get_info("faiss_generation") == gen and store.get_info("faiss_kind") == kind and path.is_file():
         return kind
     index = V.build(vecs, ids, cfg)

@@ -5,6 +5,12 @@ where it is already fast. Above it (or by choice) an approximate index is built:
 (k-means cells; quick to build, which matters because the vectors are rebuilt from SQLite after
 every update; the default) or HNSW (no training, good latency/recall, much slower to build).
 Every index is wrapped in ``IndexIDMap2`` so hits come back as file ids, not row numbers.
+
+At scale (issue 22): ``ivfpq`` is the compressed index of :mod:`earshot.index.compressed` (OPQ +
+IVF-PQ codes in RAM, exact re-ranking from the float vectors memory-mapped from disk), which
+``auto`` picks once the float vectors alone would take ``compress_above_bytes`` of RAM (2 GB, about
+10^6 vectors of 512 dims; IVF-Flat would hold all of them); ``shards > 1`` splits any kind into
+shards searched in parallel and merged (:mod:`earshot.index.sharded`).
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ import numpy as np
 from earshot.errors import EarshotError
 from earshot.utils import atomic_write
 
-IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
-KINDS: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf")
+IndexKind = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
+KINDS: tuple[str, ...] = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 
 
 @dataclass(frozen=True)
@@ -32,18 +38,38 @@ class VectorConfig:
     hnsw_ef_construction: int = 80  # HNSW build-time beam width
     hnsw_ef_search: int = 96  # HNSW query-time beam width (recall vs latency)
     ivf_nprobe: int = 32  # IVF cells visited per query (recall vs latency)
-    ivf_cells: int = 0  # IVF cells; 0 = 2·sqrt(N), clamped so each cell gets >= 39 training points
+    ivf_cells: int = 0  # IVF cells; 0 = 2·sqrt(N) (ivfpq: sqrt(N)), clamped so each cell gets >= 39 training points
+    compress_above_bytes: int = 2_000_000_000  # "auto" picks ivfpq once N x D float32 vectors reach this (2 GB)
+    pq_bytes: int = 48  # ivfpq: code bytes per vector (plus FAISS's 8-byte id)
+    pq_rerank: int = 256  # ivfpq: candidates re-ranked exactly from the float vectors on disk
+    shards: int = 1  # split the vectors into this many shards, searched in parallel and merged
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise EarshotError(f"index type {self.kind!r}: expected one of {', '.join(KINDS)}")
+        if self.shards < 1 or self.pq_bytes < 1 or self.pq_rerank < 1:
+            raise EarshotError("vector index: shards, pq_bytes and pq_rerank must be >= 1")
 
 
-def resolve_kind(cfg: VectorConfig, n: int) -> str:
-    """The concrete index type for ``n`` items under ``cfg`` (never "auto")."""
+def _pq(cfg: VectorConfig):
+    from earshot.index.compressed import PQConfig
+
+    return PQConfig(pq_bytes=cfg.pq_bytes, cells=cfg.ivf_cells, nprobe=cfg.ivf_nprobe, rerank=cfg.pq_rerank)
+
+
+def resolve_kind(cfg: VectorConfig, n: int, dim: int = 0) -> str:
+    """The concrete index type for ``n`` items of ``dim`` dimensions under ``cfg`` (never "auto")."""
     if cfg.kind != "auto":
         return cfg.kind
-    return "flat" if n < cfg.auto_threshold else "ivf"
+    if n < cfg.auto_threshold:
+        return "flat"
+    return "ivfpq" if n * dim * 4 >= cfg.compress_above_bytes else "ivf"
+
+
+def describe(cfg: VectorConfig, n: int, dim: int) -> str:
+    """What :func:`build` makes: the kind, and the shard count when sharded ("ivfpq x4")."""
+    kind = resolve_kind(cfg, n, dim)
+    return kind if cfg.shards == 1 else f"{kind} x{cfg.shards}"
 
 
 def build(vectors: np.ndarray, ids: np.ndarray, cfg: VectorConfig = VectorConfig()) -> faiss.Index:
@@ -53,7 +79,23 @@ def build(vectors: np.ndarray, ids: np.ndarray, cfg: VectorConfig = VectorConfig
     if vectors.ndim != 2 or len(vectors) != len(ids):
         raise EarshotError(f"need (N, D) vectors and N ids, got {vectors.shape} and {ids.shape}")
     n, d = vectors.shape
-    kind = resolve_kind(cfg, n)
+    kind = resolve_kind(cfg, n, d)
+    if cfg.shards > 1 and n > 0:
+        from dataclasses import replace
+
+        from earshot.index.sharded import ShardedIndex
+
+        one = replace(cfg, kind=kind, shards=1)  # every shard of the kind the whole would get
+        if kind == "ivfpq":  # trained once on a sample of all vectors; each shard only adds its own
+            from earshot.index.compressed import CompressedIndex
+
+            trained = CompressedIndex.train(vectors, _pq(cfg))
+            return ShardedIndex.build(vectors, ids, cfg.shards, trained.filled)
+        return ShardedIndex.build(vectors, ids, cfg.shards, lambda v, i: build(v, i, one))
+    if kind == "ivfpq" and n > 0:
+        from earshot.index.compressed import CompressedIndex
+
+        return CompressedIndex.build(vectors, ids, _pq(cfg))
     if kind == "hnsw" and n > 0:
         inner = faiss.IndexHNSWFlat(d, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = cfg.hnsw_ef_construction
@@ -77,7 +119,14 @@ def build(vectors: np.ndarray, ids: np.ndarray, cfg: VectorConfig = VectorConfig
 
 
 def kind_of(index: faiss.Index) -> str:
-    """"flat", "hnsw" or "ivf": what an index (possibly read from disk) does."""
+    """"flat", "hnsw", "ivf" or "ivfpq": what an index (possibly read from disk) does."""
+    from earshot.index.compressed import CompressedIndex
+    from earshot.index.sharded import ShardedIndex
+
+    if isinstance(index, ShardedIndex):
+        return kind_of(index.shards[0])
+    if isinstance(index, CompressedIndex):
+        return "ivfpq"
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     if isinstance(inner, faiss.IndexHNSW):
         return "hnsw"
@@ -96,6 +145,15 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
 
 def save(index: faiss.Index, path: str | Path) -> None:
     """Write an index atomically: a crash leaves the previous file, never half of a new one."""
+    from earshot.index.compressed import CompressedIndex
+    from earshot.index.sharded import ShardedIndex
+
+    if isinstance(index, ShardedIndex):
+        index.save(path, save)
+        return
+    if isinstance(index, CompressedIndex):
+        index.save(path)
+        return
     data = faiss.serialize_index(index)
     with atomic_write(path) as f:
         f.write(data.tobytes())
@@ -103,11 +161,20 @@ def save(index: faiss.Index, path: str | Path) -> None:
 
 def load(path: str | Path, ef_search: int | None = None, nprobe: int | None = None) -> faiss.Index:
     """Read an index written by :func:`save`; query-time knobs can be changed on the way in."""
+    from earshot.index import compressed, sharded
+
     try:
+        if sharded.is_manifest(path):
+            return sharded.ShardedIndex.load(path, lambda p: load(p, ef_search, nprobe))
         data = np.fromfile(str(path), dtype=np.uint8)
         index = faiss.deserialize_index(data)
     except (OSError, RuntimeError) as e:
         raise EarshotError(f"{path}: cannot read FAISS index: {e}") from None
+    if compressed.is_compressed(index):
+        ci = compressed.CompressedIndex.from_faiss(index, path)
+        if nprobe is not None:
+            ci.set_nprobe(nprobe)
+        return ci
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     if ef_search is not None and isinstance(inner, faiss.IndexHNSW):
         inner.hnsw.efSearch = ef_search

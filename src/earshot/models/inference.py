@@ -12,6 +12,12 @@ Two steps, both confined to inference so training and checkpoints never see them
   because the benchmark (``benchmarks/bench_encoders.py``) measures a cosine >= 0.999 between
   bf16 and fp32 embeddings of every registered encoder on its clips; ``--precision fp32`` gives
   the exact numbers back. Text towers stay fp32: queries are short and few.
+* ``"int8"`` (CPU only, an option, never chosen by ``auto``): every ``nn.Linear`` of the audio
+  towers replaced by PyTorch's dynamic int8 quantisation (weights int8 per tensor, activations
+  quantised per batch on the fly; convolutions, norms and the front end stay float32). Meant for
+  transformer towers (HTSAT, PaSST), whose time is mostly linear layers; the test bound is a
+  cosine >= 0.99 to fp32 on a tiny CLAP tower (``tests/models/test_inference.py``). Its speed on
+  the real CLAP tower was not measured in issue 22 (see docs/SCALE.md).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from earshot.threads import use_threads
 
 __all__ = ["PRECISIONS", "native_bf16_cpu", "prepare_for_inference", "resolve_precision"]
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -50,6 +56,8 @@ def resolve_precision(precision: str, device_type: str = "cpu") -> str:
     explicit choice is returned as is; anything else is a ConfigError."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and device_type != "cpu":
+        raise ConfigError(f"precision 'int8' (dynamic quantisation) runs on the CPU only, not on {device_type}")
     if precision != "auto":
         return precision
     if device_type == "cpu":
@@ -80,6 +88,22 @@ def _inference_forward(forward: Callable[..., torch.Tensor], bf16: bool) -> Call
     return run
 
 
+def quantize_linears(module: nn.Module) -> nn.Module:
+    """Every ``nn.Linear`` inside ``module`` -> dynamic int8 (in place); returns ``module``.
+
+    ``torch.ao.quantization.quantize_dynamic`` warns that it is deprecated in favour of torchao;
+    those warnings are silenced here only, as this is the call that raises them.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    return module
+
+
 def prepare_for_inference(retriever: Any, precision: str = "auto") -> Any:
     """Fuse the retriever's PANNs towers and apply ``precision`` to its audio towers, whose
     forward then runs on the thread policy's ``encode`` count (:mod:`earshot.threads`), in place
@@ -95,6 +119,8 @@ def prepare_for_inference(retriever: Any, precision: str = "auto") -> Any:
                 continue  # prepared already
             if isinstance(tower, PannsEncoder):
                 fuse_for_inference(tower, inplace=True)
+            if chosen == "int8":
+                quantize_linears(tower)
             tower.forward = _inference_forward(tower.forward, chosen == "bf16")
             tower.inference_precision = chosen
     return retriever

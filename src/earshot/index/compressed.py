@@ -1,0 +1,220 @@
+"""A compressed vector index for 10^6-10^9 vectors: OPQ + IVF-PQ in RAM, exact re-ranking from disk.
+
+Why: IVF-Flat keeps every float (2 KiB per 512-d vector; 20 GiB at 10^7), so above a few
+million vectors the index no longer fits beside the model. Here each vector costs ``pq_bytes``
+bytes of product-quantisation code plus FAISS's 8-byte id in its inverted list (56 B at the
+default 48), and the float vectors stay in one ``.npy`` file on disk, memory-mapped. A query
+
+1. rotates the query with the trained OPQ matrix (which balances variance across the PQ
+   sub-spaces, so the codes lose less), visits ``nprobe`` IVF cells and ranks their codes by
+   approximate inner product, keeping the best ``rerank`` candidates;
+2. reads those candidates' float vectors from the memory-mapped file (sorted by row, so reads
+   are in file order) and ranks them exactly; the top k of the exact scores are returned.
+
+So the scores returned are exact inner products; only which candidates reach step 2 is
+approximate (recall against exact search is measured in ``benchmarks/bench_scale.py``).
+Training (OPQ, k-means, PQ codebooks) uses a sample of at most ``train_points`` vectors.
+
+On disk beside the FAISS file ``P`` (which holds the OPQ + IVF-PQ index over row numbers):
+``P.floats.npy`` (N, D) float32, ``P.ids.npy`` (N,) int64 (row -> file id) and ``P.pq.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from earshot.errors import EarshotError
+from earshot.utils import atomic_write
+
+FLOATS_SUFFIX = ".floats.npy"
+IDS_SUFFIX = ".ids.npy"
+META_SUFFIX = ".pq.json"  # query-time settings that FAISS does not store (re-rank depth)
+
+
+@dataclass(frozen=True)
+class PQConfig:
+    pq_bytes: int = 48  # PQ sub-quantisers (1 byte each): 48 -> 56 B/vector with FAISS's id
+    cells: int = 0  # IVF cells; 0 = sqrt(N) rounded to a power of two (1024 at 10^6, 4096 at 10^7)
+    nprobe: int = 32  # cells visited per query
+    rerank: int = 256  # candidates re-ranked exactly from the float vectors (>= k)
+    train_points: int = 65536  # training sample size (OPQ, IVF k-means, PQ codebooks)
+    opq: bool = True  # learn a rotation before PQ (helps anisotropic embeddings)
+    opq_iterations: int = 8  # OPQ's alternations (FAISS's 50 buys little on embeddings, costs most of training)
+    opq_train_points: int = 16384  # OPQ's rotation is learnt on at most this many of the training vectors
+
+    def __post_init__(self) -> None:
+        if self.pq_bytes < 1 or self.nprobe < 1 or self.rerank < 1 or self.train_points < 1 or self.cells < 0:
+            raise EarshotError("ivfpq: pq_bytes, nprobe, rerank and train_points must be >= 1, cells >= 0")
+
+
+def layout(n: int, d: int, cfg: PQConfig) -> tuple[int, int, int]:
+    """(IVF cells, PQ sub-quantisers m, rotated dimension d2, a multiple of m and <= d).
+
+    Without OPQ (asked for, or too few vectors to train its 256-centroid sub-quantisers), m is
+    the largest divisor of d not above ``pq_bytes``, so no transform is needed.
+    """
+    if use_opq(n, cfg):
+        m = max(1, min(cfg.pq_bytes, d))
+        d2 = m * (d // m)
+    else:
+        m = max(x for x in range(1, min(cfg.pq_bytes, d) + 1) if d % x == 0)
+        d2 = d
+    cells = cfg.cells or 2 ** max(0, round(math.log2(max(1.0, math.sqrt(n)))))
+    cells = max(1, min(cells, n // 39 or 1))  # k-means wants >= 39 points per cell
+    return cells, m, d2
+
+
+def use_opq(n: int, cfg: PQConfig) -> bool:
+    return cfg.opq and n >= 256  # OPQ trains 256-centroid sub-quantisers whatever the code size
+
+
+class CompressedIndex:
+    """OPQ + IVF-PQ candidates, exact re-ranking from (memory-mapped) float vectors.
+
+    Quacks like the FAISS indexes earshot uses: ``ntotal`` and ``search(q (Q, D), k) ->
+    (scores (Q, k), ids (Q, k))`` with id -1 for a missing hit.
+    """
+
+    def __init__(self, index: faiss.Index, floats: np.ndarray, ids: np.ndarray, rerank: int):
+        self.index = index  # over row numbers 0..N-1
+        self.floats = floats  # (N, D) float32, an np.memmap when loaded from disk
+        self.ids = ids  # (N,) int64
+        self.rerank = rerank
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def d(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def ivf(self) -> faiss.IndexIVF:
+        return faiss.extract_index_ivf(self.index)
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, ids: np.ndarray, cfg: PQConfig = PQConfig(), chunk: int = 65536,
+              seed: int = 0) -> "CompressedIndex":
+        """Train on a sample of ``vectors (N, D)`` (an array or a memmap), then add all of them
+        in chunks (so a memmap is never read whole into RAM)."""
+        if len(ids) != len(vectors):
+            raise EarshotError(f"ivfpq: {len(vectors)} vectors but {len(ids)} ids")
+        return cls.train(vectors, cfg, seed).filled(vectors, ids, chunk)
+
+    @classmethod
+    def train(cls, vectors: np.ndarray, cfg: PQConfig = PQConfig(), seed: int = 0) -> "CompressedIndex":
+        """An empty index trained on a sample of ``vectors (N, D)``; sized (cells) for N vectors."""
+        n, d = vectors.shape
+        if n == 0:
+            raise EarshotError("ivfpq: no vectors to index")
+        cells, m, d2 = layout(n, d, cfg)
+        nbits = 8 if n >= 256 * 39 else max(1, int(math.log2(max(2, n // 39))))  # small sets: fewer centroids
+        quantizer = faiss.IndexFlatIP(d2)
+        ivfpq = faiss.IndexIVFPQ(quantizer, d2, cells, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        if use_opq(n, cfg):
+            opq = faiss.OPQMatrix(d, m, d2)
+            opq.niter = cfg.opq_iterations
+            opq.niter_pq_0 = 4  # FAISS's first alternation runs 40 k-means rounds; 4 is as good a start here
+            opq.max_train_points = cfg.opq_train_points
+            index: faiss.Index = faiss.IndexPreTransform(opq, ivfpq)
+        else:
+            index = ivfpq
+        take = min(n, cfg.train_points)
+        rows = np.sort(np.random.default_rng(seed).choice(n, take, replace=False)) if take < n else np.arange(n)
+        index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+        faiss.extract_index_ivf(index).nprobe = min(cfg.nprobe, cells)
+        return cls(index, np.zeros((0, d), np.float32), np.zeros(0, np.int64), cfg.rerank)
+
+    def filled(self, vectors: np.ndarray, ids: np.ndarray, chunk: int = 65536) -> "CompressedIndex":
+        """A new index with this one's training (rotation, cells, codebooks) holding ``vectors``
+        instead: shards of one collection share one training, so only adding costs per shard."""
+        if len(vectors) != len(ids) or vectors.shape[1] != self.d:
+            raise EarshotError(f"ivfpq: need (N, {self.d}) vectors and N ids, got {vectors.shape} and {len(ids)}")
+        index = faiss.clone_index(self.index)
+        index.reset()
+        for lo in range(0, len(vectors), chunk):
+            index.add(np.ascontiguousarray(vectors[lo : lo + chunk], dtype=np.float32))
+        faiss.extract_index_ivf(index).nprobe = self.ivf.nprobe
+        return CompressedIndex(index, vectors, np.ascontiguousarray(ids, dtype=np.int64), self.rerank)
+
+    def subset(self, lo: int, hi: int) -> "CompressedIndex":
+        """A shard holding rows [lo, hi) of this index, without re-encoding: its inverted lists
+        are copied (FAISS ``copy_subset_to`` by id range) and it shares this index's float
+        vectors and ids, so splitting a built index into shards costs a copy of its codes."""
+        index = faiss.clone_index(self.index)
+        index.reset()
+        ivf = faiss.extract_index_ivf(index)
+        self.ivf.copy_subset_to(ivf, 0, int(lo), int(hi))  # 0 = InvertedLists::SUBSET_TYPE_ID_RANGE
+        index.ntotal = ivf.ntotal  # the pre-transform wrapper keeps its own count
+        ivf.nprobe = self.ivf.nprobe
+        return CompressedIndex(index, self.floats, self.ids, self.rerank)
+
+    def set_nprobe(self, nprobe: int) -> None:
+        self.ivf.nprobe = max(1, min(int(nprobe), self.ivf.nlist))
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (Q, D)
+        k = max(1, int(k))
+        _, cand = self.index.search(q, max(k, self.rerank))  # (Q, R) row numbers, -1 = none
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(q), k), -1, dtype=np.int64)
+        for i, row in enumerate(cand):
+            rows = np.unique(row[row >= 0])  # sorted: the memmap is read in file order
+            if rows.size == 0:
+                continue
+            exact = np.asarray(self.floats[rows], dtype=np.float32) @ q[i]  # (R,)
+            top = np.argsort(-exact, kind="stable")[:k]
+            scores[i, : len(top)] = exact[top]
+            ids[i, : len(top)] = self.ids[rows[top]]
+        return scores, ids
+
+    # -- files -----------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """The FAISS file at ``path`` and its two siblings, each written atomically."""
+        path = Path(path)
+        for suffix, array in ((FLOATS_SUFFIX, self.floats), (IDS_SUFFIX, self.ids)):
+            target = Path(str(path) + suffix)
+            if isinstance(array, np.memmap) and Path(array.filename).resolve() == target.resolve():
+                continue  # already that file
+            with atomic_write(target) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(array))
+        with atomic_write(Path(str(path) + META_SUFFIX), "w") as f:
+            json.dump({"rerank": self.rerank}, f)
+        data = faiss.serialize_index(self.index)
+        with atomic_write(path) as f:
+            f.write(data.tobytes())
+
+    @classmethod
+    def from_faiss(cls, index: faiss.Index, path: str | Path) -> "CompressedIndex":
+        """Attach the float vectors, ids and re-rank depth saved beside ``path`` to its deserialised index."""
+        try:
+            floats = np.load(str(path) + FLOATS_SUFFIX, mmap_mode="r")
+            ids = np.load(str(path) + IDS_SUFFIX)
+            rerank = int(json.loads(Path(str(path) + META_SUFFIX).read_text())["rerank"])
+        except (OSError, ValueError, KeyError) as e:
+            raise EarshotError(f"{path}: compressed index without its float vectors or ids: {e}") from None
+        if floats.shape != (index.ntotal, index.d) or ids.shape != (index.ntotal,):
+            raise EarshotError(f"{path}: float vectors {floats.shape} / ids {ids.shape} do not match the "
+                               f"index ({index.ntotal} x {index.d}); rebuild it")
+        return cls(index, floats, ids, rerank)
+
+    def nbytes_in_ram(self) -> int:
+        """Bytes the compressed index itself holds (codes, ids, centroids, rotation)."""
+        return int(faiss.serialize_index(self.index).nbytes)
+
+
+def is_compressed(index: faiss.Index) -> bool:
+    """A deserialised FAISS index of this module's kind (IVF-PQ over row numbers, no id map)."""
+    if isinstance(index, faiss.IndexIDMap):
+        return False
+    try:
+        return isinstance(faiss.downcast_index(faiss.extract_index_ivf(index)), faiss.IndexIVFPQ)
+    except RuntimeError:
+        return False
