@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -26,9 +26,9 @@ from earshot.errors import EarshotError
 from earshot.index import moments as M
 from earshot.index import words as W
 from earshot.index.filters import Filter, compile_filter
+from earshot.index.hits import Hit
 
-if TYPE_CHECKING:
-    from earshot.index.search import Hit, Index
+# "Index" in annotations is earshot.index.search.Index, which imports this module (so not imported here).
 
 Mode = Literal["hybrid", "meaning", "words"]
 Ranking = Literal["windows", "pooled"]
@@ -98,7 +98,6 @@ def allowed_files(ix: "Index", opts: SearchOptions, query: W.Query | None) -> tu
 def search(ix: "Index", text: str | None, vector: np.ndarray | None, opts: SearchOptions) -> list["Hit"]:
     """Rank the index for a text query (parsed for "required" and -excluded words) and/or a
     query vector; see the module docstring for the steps."""
-    from earshot.index.search import Hit
 
     query = W.parse_query(text) if text is not None else None
     mode = opts.mode if query is not None else "meaning"  # a vector alone has no words
