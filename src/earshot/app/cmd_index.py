@@ -42,8 +42,8 @@ def report_table(report) -> Table:
 
 @app.command("index")
 def index_cmd(
-    folder: Path = typer.Argument(..., help="Folder of sounds, walked recursively."),
-    model: Path = typer.Option(..., "--model", help="Checkpoint directory or ensemble manifest."),
+    folder: Optional[Path] = typer.Argument(None, help="Folder of sounds, walked recursively."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint directory or ensemble manifest."),
     out: Path = typer.Option(..., "--out", help="Index directory (created; rerun to update or resume)."),
     window: float = typer.Option(10.0, "--window", help="Window length in seconds for long recordings."),
     hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
@@ -58,14 +58,23 @@ def index_cmd(
                                     help="Skip files whose header declares more audio than this."),
     links_outside: bool = typer.Option(False, "--links-outside",
                                        help="Also index symlinks pointing outside FOLDER (refused by default)."),
+    verify: bool = typer.Option(False, "--verify",
+                                help="Only check the index at --out (database, vector digests, rows, left-over "
+                                     "files) and report; changes nothing. Exit 1 if it is damaged."),
 ) -> None:
     """Index a folder of sounds so it can be searched by text or by example.
 
     Decodes in worker processes while the model encodes, keeps each file's per-window
     embeddings (so results can say where in a long file the match is), skips bad files and lists
     them, and resumes or updates incrementally: only new or changed files are encoded, deleted
-    ones are dropped.
+    ones are dropped. A damaged vector file or damaged rows are rebuilt from the database and
+    reported. ``--verify --out IDX`` checks an index without changing it.
     """
+    if verify:
+        _verify(out.expanduser())
+        return
+    if folder is None or model is None:
+        raise EarshotError("give the FOLDER of sounds and --model (or --verify --out IDX to check an index)")
     folder, out = folder.expanduser(), out.expanduser()
     if not folder.is_dir():
         raise EarshotError(f"{folder}: no such folder")
@@ -108,8 +117,26 @@ def index_cmd(
         f"skipped {len(report.bad)}; {report.items} file(s) in {escape(str(report.index))} "
         f"({report.kind}) in {report.seconds:.1f} s"
     )
+    for note in report.repaired:
+        console.print(f"repaired: {escape(note)}", highlight=False)
     if report.bad:
         console.print(report_table(report))
+
+
+def _verify(out: Path) -> None:
+    """`earshot index --verify`: print what :func:`earshot.index.integrity.verify` found."""
+    from earshot.index.integrity import verify
+
+    report = verify(out)
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    for problem in report.problems:
+        typer.echo(f"problem: {problem}")
+    if report.ok:
+        typer.echo(f"ok: {out} ({report.files} file(s), {report.windows} window(s)) is sound")
+        return
+    typer.echo(f"damaged: {out}", err=True)
+    raise typer.Exit(1)
 
 
 @app.command("search")

@@ -78,6 +78,7 @@ class IndexReport:
     windows: int = 0  # windows encoded this run
     seconds: float = 0.0  # wall time
     kind: str = "flat"  # FAISS index type written
+    repaired: list[str] = field(default_factory=list)  # what was found damaged and rebuilt
 
 
 def pool(window_embeddings: np.ndarray, how: Pooling, normalize: bool) -> np.ndarray:
@@ -138,7 +139,7 @@ def index_folder(
             store.set_info("links_outside", cfg.links_outside)
             report = IndexReport(index=out, root=root)
             _update(store, root, out, encoder, settings, cfg, report, progress)
-            report.kind = write_vectors(store, settings.dim, cfg.vectors)
+            report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
             report.items = store.count()
             report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
             with store.transaction():
@@ -183,6 +184,14 @@ def _update(
     report.found = len(files)
     with store.transaction():
         store.set_info("run", {"found": len(files), "finished": False})
+    damaged = store.damaged_files(settings.dim)
+    if damaged:  # rows that are not whole: drop them, so the files are encoded again below
+        with store.transaction():
+            for rel in damaged:
+                store.remove(rel)
+            store.bump_generation()
+        report.repaired.append(f"{len(damaged)} file(s) had damaged rows in the database "
+                               f"({', '.join(damaged[:3])}{', ...' if len(damaged) > 3 else ''}); encoded them again")
     known = store.files()
     bad = store.bad()
     present: set[str] = set()
@@ -345,22 +354,32 @@ def _commit(store: Store, encoder: Encoder, batch: list[Decoded], cfg: IndexConf
     return len(batch)
 
 
-def write_vectors(store: Store, dim: int, cfg: V.VectorConfig) -> str:
-    """Rebuild the FAISS file from the database if it is stale; return its index type.
+def write_vectors(store: Store, dim: int, cfg: V.VectorConfig, notes: list[str] | None = None) -> str:
+    """Rebuild the FAISS file from the database if it is stale or not the file that was written;
+    return its index type.
 
-    The file is written atomically first and stamped in the database after, so a crash in
-    between leaves a stamp that does not match and the next reader rebuilds.
+    The file is written atomically first and stamped in the database after (generation plus
+    its size and digest, see :mod:`earshot.index.integrity`), so a crash in between leaves a
+    stamp that does not match and the next reader rebuilds. A file that fails its digest
+    (damaged, truncated, copied from another index) is rebuilt, and ``notes`` says so.
     """
+    from earshot.index import integrity
+
     gen = store.generation()
     path = store.directory / FAISS_FILE
     ids, vecs = store.clip_vectors(dim)
     kind = V.resolve_kind(cfg, len(ids))
     if store.get_info("faiss_generation") == gen and store.get_info("faiss_kind") == kind and path.is_file():
-        return kind
+        why = integrity.check_vectors(store, path)
+        if why is None:
+            return kind
+        if notes is not None:
+            notes.append(f"{FAISS_FILE}: {why}; rebuilt it from the database")
     index = V.build(vecs, ids, cfg)
     V.save(index, path)
     with store.transaction():
         store.set_info("faiss_generation", gen)
         store.set_info("faiss_kind", kind)
         store.set_info("vector_config", {k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
+    integrity.record_vectors(store, path, gen)
     return kind

@@ -21,7 +21,7 @@ from earshot.index import vectors as V
 from earshot.index.decode import Framing, Limits, frame, load_checked
 from earshot.index.encoder import Encoder, open_encoder, open_text_encoder
 from earshot.index.indexer import pool
-from earshot.index.store import FAISS_FILE, FileRow, IndexSettings, Store
+from earshot.index.store import FAISS_FILE, DamagedIndex, FileRow, IndexSettings, Store
 
 TEXT_CACHE_SIZE = 1024  # distinct recent queries whose embeddings are kept
 
@@ -70,8 +70,12 @@ class Index:
         directory = Path(path).expanduser()
         if not directory.exists():
             raise EarshotError(f"{directory}: no such index")
-        store = Store.open(directory)
-        settings = store.settings()
+        store = Store.open(directory, readonly=True)
+        try:
+            settings = store.settings()
+        except EarshotError:
+            store.close()
+            raise
         if settings is None:
             store.close()
             raise EarshotError(f"{directory}: index has never been built (no settings)")
@@ -272,11 +276,21 @@ def _check_model(model_id: str, settings: IndexSettings, directory: Path) -> Non
 
 def _load_vectors(store: Store, settings: IndexSettings, directory: Path,
                   ef_search: int | None, nprobe: int | None):
-    """The FAISS index on disk if it matches the database; otherwise rebuilt in memory."""
+    """The FAISS index on disk if it matches the database and its recorded digest; rebuilt in
+    memory when it is merely stale (an interrupted run) or has no digest (an older earshot);
+    refused when it is damaged or another index's file."""
+    from earshot.index import integrity
+
     path = directory / FAISS_FILE
     if path.is_file() and store.get_info("faiss_generation") == store.generation():
-        return V.load(path, ef_search, nprobe)
-    # A run was interrupted between committing files and writing vectors: rebuild from SQLite.
+        why = integrity.check_vectors(store, path)
+        if why is None:
+            return V.load(path, ef_search, nprobe)
+        if store.get_info(integrity.RECORD) is not None:
+            raise DamagedIndex(f"{path}: refusing to search with it: {why}; {store.repair_hint()} "
+                               "(it rebuilds the vectors from the database)")
+    # Stale vectors (a run interrupted between committing files and writing them) or a file
+    # without a digest: rank from what SQLite holds.
     doc = store.get_info("vector_config") or {}
     cfg = V.VectorConfig(**doc)
     ids, vecs = store.clip_vectors(settings.dim)
