@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 SR = 16000
@@ -56,3 +57,9 @@ def build(root: Path, out: Path, model: Path, **cfg) -> "object":
 def cli(*args: str, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
     env = {**os.environ, "COLUMNS": "250", "NO_COLOR": "1", **kw.pop("env", {})}
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+@pytest.fixture(scope="session")
+def rel_model(tmp_path_factory) -> Path:
+    """A tiny untrained checkpoint (import this fixture into a test module to use it)."""
+    return save_model(tmp_path_factory.mktemp("rel_model") / "tiny", seed=0)

@@ -14,7 +14,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from rel_util import build, cli, write_sounds
+from rel_util import build, cli, rel_model, write_sounds  # noqa: F401 - rel_model is a fixture
 
 from earshot.errors import EarshotError
 from earshot.index import Index

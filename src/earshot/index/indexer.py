@@ -27,7 +27,7 @@ from earshot.errors import EarshotError
 from earshot.index import vectors as V
 from earshot.index.decode import Decoded, Framing, Limits, decode, decode_job, die_with_parent, is_candidate
 from earshot.index.encoder import Encoder
-from earshot.index.store import FAISS_FILE, IndexSettings, Store, index_lock
+from earshot.index.store import DB_FILE, FAISS_FILE, LOCK_FILE, IndexSettings, Store, index_lock
 
 Pooling = Literal["mean", "max"]
 
@@ -129,24 +129,79 @@ def index_folder(
         pooling=cfg.pooling,
         root=str(root),
     )
-    with index_lock(out):
-        for stale in out.glob(f".{FAISS_FILE}.*.tmp"):  # left by a run killed mid-write
-            with contextlib.suppress(OSError):
-                stale.unlink()
-        store = Store.open(out, create=True)
-        try:
-            _check_settings(store, settings, out)
-            store.set_info("links_outside", cfg.links_outside)
-            report = IndexReport(index=out, root=root)
-            _update(store, root, out, encoder, settings, cfg, report, progress)
-            report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
-            report.items = store.count()
-            report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
-            with store.transaction():
-                store.set_info("run", {"found": report.found, "finished": True})
-        finally:
-            store.close()
+    if (out / DB_FILE).is_file():  # an update: in place, one transaction per batch
+        with index_lock(out):
+            report = _run(out, out, root, encoder, settings, cfg, progress)
+    else:  # a new index: built beside --out and renamed into place whole
+        staging = building_dir(out)
+        with _lock_if_exists(out), index_lock(staging):
+            try:
+                report = _run(staging, out, root, encoder, settings, cfg, progress)
+            except BaseException:  # interrupted: what was finished goes in place, resumable
+                with contextlib.suppress(Exception):
+                    if (staging / DB_FILE).is_file():
+                        _swap_in(staging, out)
+                raise
+            _swap_in(staging, out)
     report.seconds = time.perf_counter() - t0
+    return report
+
+
+def building_dir(out: Path) -> Path:
+    """Where a new index for ``out`` is built before it is renamed into place (hidden, beside it).
+
+    A reader of ``out`` sees either no index or a complete one, never a database under
+    construction; a server still holding a deleted index keeps answering from it until then.
+    A run killed by a signal that cannot be caught leaves this folder, and the same command
+    resumes from it.
+    """
+    return out.parent / f".{out.name}.building"
+
+
+@contextlib.contextmanager
+def _lock_if_exists(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock while building its replacement, when ``out`` exists (an empty folder
+    or a bare lock file): a second indexer on it is refused as for an update."""
+    if out.exists():
+        with index_lock(out):
+            yield
+    else:
+        yield
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Rename the finished ``staging`` folder to ``out``; an ``out`` holding only a lock file and
+    stale temporary files (what a refused or killed run leaves) is replaced."""
+    if out.exists():
+        leftovers = [p for p in out.iterdir() if p.name != LOCK_FILE and not p.name.endswith(".tmp")]
+        if leftovers:
+            raise EarshotError(f"{out}: something was written there while the index was built; "
+                               f"the new index is in {staging}")
+        for p in out.iterdir():
+            p.unlink()
+        out.rmdir()
+    os.rename(staging, out)
+
+
+def _run(where: Path, out: Path, root: Path, encoder: Encoder, settings: IndexSettings, cfg: IndexConfig,
+         progress: Callable[[Progress], None] | None) -> IndexReport:
+    """One indexing run writing into directory ``where`` (``out`` itself or its building folder)."""
+    for stale in where.glob(f".{FAISS_FILE}.*.tmp"):  # left by a run killed mid-write
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    store = Store.open(where, create=True)
+    try:
+        _check_settings(store, settings, out)
+        store.set_info("links_outside", cfg.links_outside)
+        report = IndexReport(index=out, root=root)
+        _update(store, root, out, encoder, settings, cfg, report, progress)
+        report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
+        report.items = store.count()
+        report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
+        with store.transaction():
+            store.set_info("run", {"found": report.found, "finished": True})
+    finally:
+        store.close()
     return report
 
 

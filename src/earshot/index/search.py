@@ -58,6 +58,7 @@ class Index:
         self._lock = threading.RLock()  # SQLite connection, FAISS, the query cache and model loading
         self.generation = store.generation()  # of the database when the vectors were loaded
         self.uid = store.get_info("uid")  # which database (a deleted and rebuilt index gets a new one)
+        self.inode = store.inode  # (st_dev, st_ino) of the database file this view reads
         self.links_outside = bool(store.get_info("links_outside"))  # symlinks out of root were allowed
         self._text_cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         self.cache_hits = 0  # text queries answered from the cache (for tests and /health)
