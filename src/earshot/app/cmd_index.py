@@ -183,6 +183,7 @@ def serve_cmd(
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest upload, MiB."),
     max_upload_minutes: float = typer.Option(10.0, "--max-upload-minutes", min=0.01,
                                              help="Longest upload, by the duration its header declares."),
+    docs: bool = typer.Option(False, "--docs", help="Also serve the interactive API docs at /docs and /redoc."),
 ) -> None:
     """Serve the search page and HTTP API (/health, /search, /search/audio, /audio/{id}).
 
@@ -195,7 +196,7 @@ def serve_cmd(
 
     hosts = [*LOCAL_NAMES, *([] if host in ("0.0.0.0", "::") else [host]), *allow_host]
     app_ = create_app(index, model=model, allowed_hosts=hosts, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                      max_upload_s=max_upload_minutes * 60)
+                      max_upload_s=max_upload_minutes * 60, docs=docs)
     partial = app_.state.live.partial
     typer.echo(f"ready: serving {index} at http://{host}:{port}/  (Ctrl+C to stop)" + (f"; {partial}" if partial else ""))
     uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -33,6 +33,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from earshot.app.security import BrowserFenceMiddleware
 from earshot.audio.io import SUPPORTED_SUFFIXES
 from earshot.errors import AudioError, EarshotError
 
@@ -274,6 +275,7 @@ def create_app(
     allowed_hosts: Sequence[str] | None = None,
     preload: bool = True,
     poll_s: float = 1.0,
+    docs: bool = False,
 ) -> FastAPI:
     """A FastAPI app serving index ``index_path``: the page at ``/`` and the JSON API.
 
@@ -282,7 +284,8 @@ def create_app(
     result count, upload bytes and upload duration; beyond them requests get a 4xx with a
     message. ``allowed_hosts`` are the Host names served (default: the localhost names; "*"
     accepts any, for use behind a proxy that checks). ``poll_s`` is how often a re-index is
-    looked for.
+    looked for. ``docs`` serves the interactive API docs (``/docs``, ``/redoc``, the OpenAPI
+    schema); off by default, so another page cannot use them to learn the API.
     """
     from earshot.index import Index
     from earshot.index.decode import Limits
@@ -302,8 +305,11 @@ def create_app(
         live.close()
         batcher.close()
 
-    app = FastAPI(title="earshot", description="Search your sounds by text or by example.", lifespan=lifespan)
+    app = FastAPI(title="earshot", description="Search your sounds by text or by example.", lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
     app.add_middleware(GuardMiddleware, allowed_hosts=hosts, max_body=max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(BrowserFenceMiddleware, csp_exempt=("/docs", "/redoc") if docs else ())  # outermost: its headers go on every answer, 403s included
     app.state.live = live
     app.state.batcher = batcher
 
