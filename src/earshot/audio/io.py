@@ -73,6 +73,12 @@ def _check_readable(path: Path) -> str:
     return fmt
 
 
+def check_readable(path: str | Path) -> str:
+    """Raise :class:`AudioError` unless ``path`` is a regular file of a readable format (and,
+    for WAV, whole); return soundfile's format name. Reads only headers."""
+    return _check_readable(Path(path))
+
+
 def _check_wav_complete(path: Path) -> None:
     """Raise if a RIFF/WAVE file's data chunk claims more bytes than the file holds.
 

@@ -16,16 +16,17 @@ import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
 import numpy as np
 
 from earshot.audio.io import SUPPORTED_SUFFIXES
-from earshot.errors import EarshotError
+from earshot.errors import AudioError, EarshotError
 from earshot.index import vectors as V
-from earshot.index.decode import Decoded, Framing, Limits, decode, decode_job, die_with_parent, is_candidate
+from earshot.index.decode import (Decoded, Framing, Limits, WindowStream, decode, decode_job, die_with_parent,
+                                   is_candidate)
 from earshot.index.encoder import Encoder
 from earshot.index.store import DB_FILE, FAISS_FILE, LOCK_FILE, IndexSettings, Store, index_lock
 
@@ -43,6 +44,7 @@ class IndexConfig:
     vectors: V.VectorConfig = field(default_factory=V.VectorConfig)  # FAISS index type
     limits: Limits = field(default_factory=Limits)  # what a header may declare (4 h, 64 ch, 1-768 kHz)
     links_outside: bool = False  # index symlinks whose target lies outside the folder (refused by default)
+    stream_after_s: float = 120.0  # longer files are decoded, resampled and embedded block by block
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "max"):
@@ -251,7 +253,7 @@ def _update(
     bad = store.bad()
     present: set[str] = set()
     jobs = []
-    framing = Framing(settings.sample_rate, cfg.window_s, cfg.hop_s, cfg.min_s, cfg.limits)
+    framing = Framing(settings.sample_rate, cfg.window_s, cfg.hop_s, cfg.min_s, cfg.limits, cfg.stream_after_s)
     skipped_now: list[tuple[str, int, int, str]] = []
     for path in files:
         rel = path.relative_to(root).as_posix()
@@ -301,7 +303,14 @@ def _update(
     if progress:
         progress(Progress(done, len(files), 0.0))
     batch: list[Decoded] = []
+    where = {job[1]: job[0] for job in jobs}
     for item in _decoded(jobs, cfg.workers):
+        if item.long:  # too long to hand over whole: streamed here, window block by window block
+            _commit_streamed(store, encoder, where[item.rel], item, framing, cfg, report)
+            done += 1
+            if progress:
+                progress(Progress(done, len(files), report.audio_s))
+            continue
         batch.append(item)
         if sum(len(d.windows or ()) for d in batch) >= cfg.batch_size:
             done += _commit(store, encoder, batch, cfg, report)
@@ -407,6 +416,35 @@ def _commit(store: Store, encoder: Encoder, batch: list[Decoded], cfg: IndexConf
         if todo:
             store.bump_generation()
     return len(batch)
+
+
+def _commit_streamed(store: Store, encoder: Encoder, path: str, d: Decoded, framing: Framing, cfg: IndexConfig,
+                     report: IndexReport) -> None:
+    """Decode, resample, frame and embed one long file block by block (:class:`WindowStream`),
+    keeping only its window embeddings, then commit it (or its reason) in one transaction."""
+    stream = WindowStream(path, replace(framing, stream_after_s=None))
+    embs, starts, ends = [], [], []
+    try:
+        for windows, s, e in stream.windows(cfg.batch_size):
+            embs.append(encoder.embed_audio(windows, batch_size=cfg.batch_size))  # (n, D)
+            starts.append(s)
+            ends.append(e)
+    except AudioError as e:
+        d.error = e.reason
+    except Exception as e:  # noqa: BLE001 - the model failed on this file: it is named, the run goes on
+        d.error = f"the model failed on this file: {type(e).__name__}: {e}"[:300]
+    with store.transaction():
+        if d.error is not None:
+            store.put_bad(d.rel, d.size, d.mtime_ns, d.error)
+            return
+        win = np.concatenate(embs)  # (W, D)
+        store.put_file(d.rel, d.size, d.mtime_ns, d.sha256, stream.duration, stream.sample_rate, stream.channels,
+                       pool(win, cfg.pooling, encoder.normalize), np.concatenate(starts), np.concatenate(ends), win,
+                       stream.peaks())
+        store.bump_generation()
+    report.encoded.append(d.rel)
+    report.audio_s += stream.duration
+    report.windows += len(win)
 
 
 def write_vectors(store: Store, dim: int, cfg: V.VectorConfig, notes: list[str] | None = None) -> str:

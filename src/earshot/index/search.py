@@ -18,7 +18,7 @@ import numpy as np
 
 from earshot.errors import EarshotError
 from earshot.index import vectors as V
-from earshot.index.decode import Framing, Limits, frame, load_checked
+from earshot.index.decode import Framing, Limits, WindowStream
 from earshot.index.encoder import Encoder, open_encoder, open_text_encoder
 from earshot.index.indexer import pool
 from earshot.index.store import FAISS_FILE, DamagedIndex, FileRow, IndexSettings, Store
@@ -177,12 +177,13 @@ class Index:
     def embed_audio_file(self, path: str | Path, limits: Limits = Limits()) -> np.ndarray:
         """(D,) embedding of an example clip, framed and pooled exactly as indexed files are.
 
-        The clip's header is checked against ``limits`` before anything is decoded.
+        The clip's header is checked against ``limits`` before anything is decoded, and it is
+        decoded, resampled and embedded block by block (:class:`WindowStream`): memory follows
+        the window, not the clip's length.
         """
         s = self.settings
-        wave, _, _ = load_checked(path, s.sample_rate, limits)
-        windows, _, _ = frame(wave, Framing(s.sample_rate, s.window_s, s.hop_s))
-        emb = self.encoder.embed_audio(windows, batch_size=16)  # (W, D); inference needs no lock
+        stream = WindowStream(path, Framing(s.sample_rate, s.window_s, s.hop_s, limits=limits))
+        emb = np.concatenate([self.encoder.embed_audio(w, batch_size=16) for w, _, _ in stream.windows(16)])  # (W, D)
         return pool(emb, s.pooling, s.normalize)  # type: ignore[arg-type]
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
