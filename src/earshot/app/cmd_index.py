@@ -184,19 +184,27 @@ def serve_cmd(
     max_upload_minutes: float = typer.Option(10.0, "--max-upload-minutes", min=0.01,
                                              help="Longest upload, by the duration its header declares."),
     docs: bool = typer.Option(False, "--docs", help="Also serve the interactive API docs at /docs and /redoc."),
+    max_decoding: int = typer.Option(2, "--max-decoding", min=1,
+                                     help="Uploads decoded at once; more are answered 503 with Retry-After."),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, help="Connections served at once."),
 ) -> None:
     """Serve the search page and HTTP API (/health, /search, /search/audio, /audio/{id}).
 
     Only requests addressed to this machine's local names (and --host, --allow-host) are
     answered, and uploads only from the page itself, so other web pages cannot use the server.
+    Slow clients are cut off: a request head must arrive within 10 s, an upload may stall 10 s
+    (120 s in all), idle connections close after 5 s.
     """
     import uvicorn
 
+    from earshot.app.limits import ServeLimits, uvicorn_options
     from earshot.app.server import LOCAL_NAMES, create_app
 
     hosts = [*LOCAL_NAMES, *([] if host in ("0.0.0.0", "::") else [host]), *allow_host]
+    limits = ServeLimits(max_decoding=max_decoding, max_connections=max_connections)
     app_ = create_app(index, model=model, allowed_hosts=hosts, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                      max_upload_s=max_upload_minutes * 60, docs=docs)
+                      max_upload_s=max_upload_minutes * 60, docs=docs,
+                      serve_limits=limits)
     partial = app_.state.live.partial
     typer.echo(f"ready: serving {index} at http://{host}:{port}/  (Ctrl+C to stop)" + (f"; {partial}" if partial else ""))
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", **uvicorn_options(limits))

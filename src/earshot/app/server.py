@@ -33,6 +33,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from earshot.app.limits import BodyDeadlineMiddleware, DecodeSlots, ServeLimits
 from earshot.app.security import BrowserFenceMiddleware
 from earshot.audio.io import SUPPORTED_SUFFIXES
 from earshot.errors import AudioError, EarshotError
@@ -276,6 +277,7 @@ def create_app(
     preload: bool = True,
     poll_s: float = 1.0,
     docs: bool = False,
+    serve_limits: ServeLimits = ServeLimits(),
 ) -> FastAPI:
     """A FastAPI app serving index ``index_path``: the page at ``/`` and the JSON API.
 
@@ -286,6 +288,8 @@ def create_app(
     accepts any, for use behind a proxy that checks). ``poll_s`` is how often a re-index is
     looked for. ``docs`` serves the interactive API docs (``/docs``, ``/redoc``, the OpenAPI
     schema); off by default, so another page cannot use them to learn the API.
+    ``serve_limits`` bounds slow uploads (408) and concurrent decoding (503 + Retry-After); its
+    connection bounds apply where uvicorn runs (:func:`earshot.app.limits.uvicorn_options`).
     """
     from earshot.index import Index
     from earshot.index.decode import Limits
@@ -308,9 +312,11 @@ def create_app(
     app = FastAPI(title="earshot", description="Search your sounds by text or by example.", lifespan=lifespan,
                   docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
                   openapi_url="/openapi.json" if docs else None)
+    app.add_middleware(BodyDeadlineMiddleware, idle_s=serve_limits.body_idle_s, total_s=serve_limits.body_total_s)
     app.add_middleware(GuardMiddleware, allowed_hosts=hosts, max_body=max_upload_bytes + MULTIPART_SLACK)
     app.add_middleware(BrowserFenceMiddleware, csp_exempt=("/docs", "/redoc") if docs else ())  # outermost: its headers go on every answer, 403s included
     app.state.live = live
+    slots = app.state.decode_slots = DecodeSlots(serve_limits.max_decoding)
     app.state.batcher = batcher
 
     def results(hits, ix) -> list[Result]:
@@ -372,6 +378,9 @@ def create_app(
             raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
         if file.size == 0:
             raise HTTPException(422, f"{name}: empty file")
+        if not slots.try_enter():
+            raise HTTPException(503, f"busy: {slots.n} uploads are being decoded; try again in a moment",
+                                headers={"Retry-After": "2"})
         fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="earshot-query-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -384,6 +393,7 @@ def create_app(
                 raise HTTPException(422, f"{name}: {e.reason.replace(tmp, name)}") from None
         finally:
             os.unlink(tmp)
+            slots.leave()
         return SearchResponse(query=name, k=k, results=results(hits, ix))
 
     @app.get("/audio/{file_id}")
