@@ -140,3 +140,16 @@ def test_verify_reports_a_sound_index_and_left_over_temp_files(idx, rel_model):
     with Index.open(idx, rel_model) as ix:  # serve/search ignore it
         assert len(ix.search("a tone", k=6)) == 6
     assert np.isfinite([s for _, s in _ranking(idx, rel_model)]).all()
+
+
+def test_audio_ids_are_canonical_decimal_only(idx, rel_model):
+    from fastapi.testclient import TestClient
+
+    from earshot.app.server import create_app
+
+    c = TestClient(create_app(idx, allowed_hosts=("testserver",)))
+    assert c.get("/audio/1").status_code == 200
+    # before: /audio/10_0 served id 100; +10, %2010, 010 and 10.0 served id 10
+    for bad in ("10_0", "+1", "%201", "01", "1.0", "1e0", "0x1", "%2B1"):
+        r = c.get(f"/audio/{bad}")
+        assert r.status_code == 404 and "plain decimal" in r.json()["detail"], (bad, r.status_code)

@@ -61,7 +61,7 @@ def servers(tmp_path, rel_model):
 
     write_sounds(tmp_path / "s", n=3)
     build(tmp_path / "s", tmp_path / "ix", rel_model)
-    app = create_app(tmp_path / "ix")
+    app = create_app(tmp_path / "ix", poll_s=3600)  # no poll: a test sets the index state itself
     rec = Recorder(app)
     port = _port()
     srv = uvicorn.Server(uvicorn.Config(rec, host="127.0.0.1", port=port, log_level="warning"))
@@ -86,7 +86,7 @@ fetch("{target}/search?q=a+dog&k=3", {{mode: "no-cors"}})
     handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(page), **k)  # noqa: E731
     evil = http.server.ThreadingHTTPServer(("127.0.0.1", other), handler)
     threading.Thread(target=evil.serve_forever, daemon=True).start()
-    yield target, f"http://127.0.0.1:{other}", rec, app
+    yield target, f"http://127.0.0.1:{other}", rec, app, srv
     evil.shutdown()
     srv.should_exit = True
 
@@ -121,7 +121,7 @@ def test_another_origin_cannot_embed_frame_or_search_but_the_page_works(servers,
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
-    target, evil, rec, app = servers
+    target, evil, rec, app, _ = servers
     calls = app.state.batcher.calls
     browser.get(evil + "/index.html")
     wait = WebDriverWait(browser, 20)
@@ -165,3 +165,25 @@ def test_security_headers_and_docs_only_on_request(tmp_path, rel_model):
     assert [c.get(p).status_code for p in ("/docs", "/redoc", "/openapi.json")] == [404, 404, 404]
     d = TestClient(create_app(tmp_path / "ix", allowed_hosts=("testserver",), docs=True))
     assert [d.get(p).status_code for p in ("/docs", "/redoc", "/openapi.json")] == [200, 200, 200]
+
+
+def test_the_page_shows_a_failed_search_and_the_index_state(servers, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    target, _, _, app, srv = servers
+    app.state.live.partial = "partial: 2 of 3 files (indexing in progress)"
+    browser.get(target + "/")
+    wait = WebDriverWait(browser, 20)
+    wait.until(lambda d: "partial: 2 of 3 files" in d.find_element(By.ID, "index-state").text)
+    box = browser.find_element(By.ID, "q")
+    box.send_keys("a low tone", Keys.ENTER)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li")) == 3)
+    srv.should_exit = True  # the server goes away
+    time.sleep(1.5)
+    box.clear()
+    box.send_keys("another query", Keys.ENTER)
+    # before: stuck on "searching…" with the old results (Uncaught TypeError: Failed to fetch)
+    wait.until(lambda d: "search failed" in d.find_element(By.ID, "status").text)
+    assert browser.find_elements(By.CSS_SELECTOR, "#results li") == []

@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import os
 import queue
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -43,6 +45,7 @@ _MEDIA = {".wav": "audio/wav", ".wave": "audio/wav", ".flac": "audio/flac", ".og
           ".oga": "audio/ogg", ".mp3": "audio/mpeg", ".aif": "audio/aiff", ".aiff": "audio/aiff"}
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around the uploaded bytes
+_CANONICAL_ID = re.compile(r"0|[1-9][0-9]{0,39}")  # what /search returns for an id, nothing else
 ECHO_CHARS = 100  # at most this much of a rejected input is echoed in a 422 body
 
 
@@ -397,9 +400,14 @@ def create_app(
         return SearchResponse(query=name, k=k, results=results(hits, ix))
 
     @app.get("/audio/{file_id}")
-    def audio(file_id: int) -> FileResponse:
+    def audio(file_id: str = FastApiPath(..., description="A file id as /search returned it (plain decimal).")
+              ) -> FileResponse:
         from earshot.index.status import NotPlayable, playable
 
+        if not _CANONICAL_ID.fullmatch(file_id):  # int() would take "010", "+10", "10_0", " 10"
+            raise HTTPException(404, f"no file with id {_short(file_id)!r}: ids are plain decimal numbers "
+                                     "as /search returns them")
+        file_id = int(file_id)  # type: ignore[assignment]
         ix = live.current()
         found = ix.file(file_id)
         try:
