@@ -110,7 +110,12 @@ def index_cmd(
             rate = f"{p.audio_s / elapsed:.0f}x real time" if elapsed > 0 and p.audio_s else ""
             bar.update(task, completed=p.done, total=p.total, rate=rate)
 
-        report = index_folder(folder, encoder, out, cfg, progress)
+        try:
+            report = index_folder(folder, encoder, out, cfg, progress)
+        except KeyboardInterrupt:
+            bar.stop()
+            typer.echo(f"interrupted: {_files_kept(out)} files kept; run the same command to continue", err=True)
+            raise typer.Exit(130) from None
     console.print(
         f"indexed {len(report.encoded)} new or changed file(s) ({_fmt_time(report.audio_s)} of audio, "
         f"{report.windows} windows), kept {report.unchanged} unchanged, removed {len(report.removed)}, "
@@ -121,6 +126,24 @@ def index_cmd(
         console.print(f"repaired: {escape(note)}", highlight=False)
     if report.bad:
         console.print(report_table(report))
+
+
+def _files_kept(out: Path) -> int | str:
+    """How many files an interrupted run left in the index at ``out`` (or its building folder)."""
+    from earshot.index.indexer import building_dir
+    from earshot.index.store import DB_FILE, Store
+
+    for where in (out, building_dir(out.resolve())):
+        if (where / DB_FILE).is_file():
+            try:
+                store = Store.open(where, readonly=True, check=False)
+                try:
+                    return store.count()
+                finally:
+                    store.close()
+            except Exception:  # noqa: BLE001 - interrupted before the first commit: nothing kept
+                return 0
+    return 0
 
 
 def _verify(out: Path) -> None:

@@ -534,6 +534,9 @@ def die_with_parent(parent_pid: int) -> None:
     by ``kill -9``; elsewhere (or should prctl fail) a daemon thread polls the parent pid once a
     second. Both check that the parent is not already gone (the race before prctl).
     """
+    # Ctrl-C reaches the whole process group: the indexer decides what happens (it stops the
+    # workers); a worker dying of KeyboardInterrupt mid-call would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG

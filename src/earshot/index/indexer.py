@@ -13,8 +13,10 @@ import collections
 import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,21 +134,64 @@ def index_folder(
         root=str(root),
     )
     if (out / DB_FILE).is_file():  # an update: in place, one transaction per batch
-        with index_lock(out):
+        with index_lock(out), _deferred_sigint():
             report = _run(out, out, root, encoder, settings, cfg, progress)
     else:  # a new index: built beside --out and renamed into place whole
         staging = building_dir(out)
-        with _lock_if_exists(out), index_lock(staging):
+        with _lock_if_exists(out), index_lock(staging), _deferred_sigint():
             try:
                 report = _run(staging, out, root, encoder, settings, cfg, progress)
             except BaseException:  # interrupted: what was finished goes in place, resumable
                 with contextlib.suppress(Exception):
-                    if (staging / DB_FILE).is_file():
+                    if _has_files(staging):
                         _swap_in(staging, out)
                 raise
             _swap_in(staging, out)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+_STOP = threading.Event()  # set by the first Ctrl-C during index_folder (see _deferred_sigint)
+
+
+def _checkpoint() -> None:
+    """Stop here if Ctrl-C was pressed: between files, batches and window blocks, never inside
+    a transaction or the process pool's own bookkeeping (where an interrupt could deadlock)."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _deferred_sigint() -> Iterator[None]:
+    """While indexing in the main thread, the first SIGINT only asks to stop (checked at the
+    next :func:`_checkpoint`, well within a second); a second one interrupts at once."""
+    _STOP.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum, frame) -> None:
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        _STOP.set()
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _STOP.clear()
+
+
+def _has_files(directory: Path) -> bool:
+    try:
+        store = Store.open(directory, readonly=True, check=False)
+    except EarshotError:
+        return False
+    try:
+        return store.count() > 0
+    finally:
+        store.close()
 
 
 def building_dir(out: Path) -> Path:
@@ -256,6 +301,7 @@ def _update(
     framing = Framing(settings.sample_rate, cfg.window_s, cfg.hop_s, cfg.min_s, cfg.limits, cfg.stream_after_s)
     skipped_now: list[tuple[str, int, int, str]] = []
     for path in files:
+        _checkpoint()
         rel = path.relative_to(root).as_posix()
         try:
             rel.encode("utf-8")
@@ -305,6 +351,7 @@ def _update(
     batch: list[Decoded] = []
     where = {job[1]: job[0] for job in jobs}
     for item in _decoded(jobs, cfg.workers):
+        _checkpoint()
         if item.long:  # too long to hand over whole: streamed here, window block by window block
             _commit_streamed(store, encoder, where[item.rel], item, framing, cfg, report)
             done += 1
@@ -340,6 +387,7 @@ def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
     """
     if workers == 0:
         for job in jobs:
+            _checkpoint()
             yield decode(*job)
         return
     # fork starts workers at once and works from any script (spawn re-imports ``__main__``);
@@ -354,6 +402,7 @@ def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
     pool_ = new_pool()
     queue: collections.deque[tuple[tuple, Future]] = collections.deque()
     it = iter(jobs)
+    finished = False
     try:
         for job in it:
             queue.append((job, pool_.submit(decode_job, job)))
@@ -362,7 +411,13 @@ def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
         while queue:
             job, fut = queue.popleft()
             try:
-                result = fut.result()
+                while True:  # poll, so Ctrl-C is seen while a worker decodes a long file
+                    _checkpoint()
+                    try:
+                        result = fut.result(timeout=0.1)
+                        break
+                    except TimeoutError:
+                        continue
             except BrokenProcessPool:
                 result = Decoded(rel=job[1], size=job[2], mtime_ns=job[3],
                                  error="the decoder crashed on this file (its worker process died)")
@@ -375,14 +430,35 @@ def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
             if nxt is not None:
                 queue.append((nxt, pool_.submit(decode_job, nxt)))
             yield result
+        finished = True
     finally:
         for _, f in queue:
             f.cancel()
-        pool_.shutdown(wait=True, cancel_futures=True)
+        if finished:
+            pool_.shutdown(wait=True, cancel_futures=True)
+        else:  # Ctrl-C or an error: the workers hold nothing worth waiting for (nothing is committed there)
+            _stop_workers(pool_)
+
+
+def _stop_workers(pool_: ProcessPoolExecutor) -> None:
+    """End a pool at once: kill its workers, then shut it down without waiting.
+
+    ``shutdown(wait=True)`` would join workers still decoding (or blocked on a pipe), which is
+    what made Ctrl-C hang in multiprocessing's exit handler.
+    """
+    procs = list(getattr(pool_, "_processes", {}).values())  # the executor's own map of workers
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.kill()
+    pool_.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(1.0)
 
 
 def _commit(store: Store, encoder: Encoder, batch: list[Decoded], cfg: IndexConfig, report: IndexReport) -> int:
     """Encode a batch of decoded files and commit them (and any bad ones) in one transaction."""
+    _checkpoint()
     todo = [d for d in batch if d.error is None and not d.unchanged]
     waves = [w for d in todo for w in d.windows or ()]
     try:
@@ -426,6 +502,7 @@ def _commit_streamed(store: Store, encoder: Encoder, path: str, d: Decoded, fram
     embs, starts, ends = [], [], []
     try:
         for windows, s, e in stream.windows(cfg.batch_size):
+            _checkpoint()
             embs.append(encoder.embed_audio(windows, batch_size=cfg.batch_size))  # (n, D)
             starts.append(s)
             ends.append(e)

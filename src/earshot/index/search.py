@@ -183,7 +183,8 @@ class Index:
         """
         s = self.settings
         stream = WindowStream(path, Framing(s.sample_rate, s.window_s, s.hop_s, limits=limits))
-        emb = np.concatenate([self.encoder.embed_audio(w, batch_size=16) for w, _, _ in stream.windows(16)])  # (W, D)
+        # 8 windows a pass: the model's activations, not the clip, set the memory of an upload
+        emb = np.concatenate([self.encoder.embed_audio(w, batch_size=8) for w, _, _ in stream.windows(8)])  # (W, D)
         return pool(emb, s.pooling, s.normalize)  # type: ignore[arg-type]
 
     def search(self, text: str, k: int = 10) -> list[Hit]:
