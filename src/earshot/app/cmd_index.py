@@ -124,6 +124,8 @@ def index_cmd(
     )
     for note in report.repaired:
         console.print(f"repaired: {escape(note)}", highlight=False)
+    for path, note in report.notes:
+        console.print(f"note: {escape(path)}: {escape(note)}", highlight=False)
     if report.bad:
         console.print(report_table(report))
 

@@ -27,7 +27,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from earshot.audio.framing import pad_end, seconds_to_samples, sliding_windows
-from earshot.audio.io import check_readable, resample
+from earshot.audio.io import check_readable, resample, wav_data_shortfall
 from earshot.errors import AudioError
 from earshot.utils import sha256_file
 
@@ -81,6 +81,7 @@ class Decoded:
     error: str | None = None  # why the file was skipped
     unchanged: bool = False  # same content hash as already indexed: nothing to encode
     long: bool = False  # longer than Framing.stream_after_s: the indexer streams it (WindowStream)
+    note: str | None = None  # indexed, but not as the header says (a truncated WAV)
 
 
 def fmt_duration(seconds: float) -> str:
@@ -185,6 +186,7 @@ class _Opened:
     rate: int
     channels: int
     declared: int | None  # frames the header declares (None: not in the header)
+    note: str | None = None  # indexed, but not as the header says (a truncated WAV)
 
 
 def _open_checked(path: Path, limits: Limits) -> _Opened:
@@ -206,9 +208,17 @@ def _open_checked(path: Path, limits: Limits) -> _Opened:
             if why:
                 raise AudioError(path, why)
     try:
-        check_readable(path)
+        check_readable(path, whole_wav=False)
+        short = wav_data_shortfall(path) if path.suffix.lower() in (".wav", ".wave") else None
     except AudioError as e:
         raise AudioError(path, human(e.reason)) from None
+    note = None
+    if short is not None:  # libsndfile reads what is there; index that and say so
+        declared_bytes, present = short
+        note = (f"data chunk size unknown ({declared_bytes:#x} in header, a streaming writer's placeholder); "
+                f"indexed the {present} bytes present" if declared_bytes in (0, 0xFFFFFFFF) else
+                f"truncated WAV: header declares {declared_bytes} bytes of audio, only {present} are present; "
+                "indexed what is there")
     # libsndfile copies the name into a 1024-byte buffer ("Supplied filename too long"): a
     # longer path is opened by Python and handed over as a file object.
     raw = open(path, "rb") if len(os.fsencode(str(path))) >= LONG_PATH else None
@@ -223,7 +233,7 @@ def _open_checked(path: Path, limits: Limits) -> _Opened:
     if why:
         _close(f, raw)
         raise AudioError(path, why)
-    return _Opened(f, raw, int(f.samplerate), int(f.channels), declared)
+    return _Opened(f, raw, int(f.samplerate), int(f.channels), declared, note)
 
 
 def _close(f: Any, raw: Any) -> None:
@@ -274,18 +284,21 @@ def _guarded(path: Path, run):
 
 
 def load_checked(path: str | Path, sample_rate: int, limits: Limits = Limits(),
-                 stream_after_s: float | None = None) -> tuple[np.ndarray, int, int]:
+                 stream_after_s: float | None = None, notes: list[str] | None = None
+                 ) -> tuple[np.ndarray, int, int]:
     """Decode ``path`` to mono float32 at ``sample_rate``: (wave (T,), file's rate, channels).
 
     Raises :class:`AudioError` with a human reason for every bad input, whatever went wrong
     inside the decoder; nothing is allocated from what the header merely claims. Whole files
     only: long recordings go through :class:`WindowStream` (``stream_after_s`` raises
-    :class:`LongFile` for them).
+    :class:`LongFile` for them). What was odd but usable (a truncated WAV) goes to ``notes``.
     """
     path = Path(path)
 
     def run():
         opened = _open_checked(path, limits)
+        if opened.note and notes is not None:
+            notes.append(opened.note)
         try:
             wave = np.concatenate(list(_mono_blocks(path, opened, limits, stream_after_s)))  # (T,)
         finally:
@@ -314,6 +327,7 @@ class WindowStream:
         self.duration = 0.0
         self.sample_rate = 0
         self.channels = 0
+        self.note: str | None = None  # indexed, but not as the header says (a truncated WAV)
         self._env = _Envelope()
 
     def windows(self, max_windows: int = 16) -> Iterator[tuple[list[np.ndarray], np.ndarray, np.ndarray]]:
@@ -325,7 +339,7 @@ class WindowStream:
         win = seconds_to_samples(fr.window_s, sr)
         hop = seconds_to_samples(fr.hop_s, sr)
         opened = _guarded(self.path, lambda: _open_checked(self.path, fr.limits))
-        self.sample_rate, self.channels = opened.rate, opened.channels
+        self.sample_rate, self.channels, self.note = opened.rate, opened.channels, opened.note
         rs = None if opened.rate == sr else soxr.ResampleStream(opened.rate, sr, 1, dtype="float32", quality="HQ")
         buf = np.zeros(0, dtype=np.float32)  # samples from absolute index `offset` on
         offset = 0
@@ -499,9 +513,11 @@ def decode(path: str, rel: str, size: int, mtime_ns: int, known_sha256: str | No
         if known_sha256 is not None and out.sha256 == known_sha256:
             out.unchanged = True
             return out
+        notes: list[str] = []
         with captured_stderr() as chatter:
             wave, out.sample_rate, out.channels = load_checked(path, framing.sample_rate, framing.limits,
-                                                               framing.stream_after_s)
+                                                               framing.stream_after_s, notes)
+        out.note = notes[0] if notes else None
     except LongFile:
         out.long = True
         return out

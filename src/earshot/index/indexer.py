@@ -83,6 +83,7 @@ class IndexReport:
     seconds: float = 0.0  # wall time
     kind: str = "flat"  # FAISS index type written
     repaired: list[str] = field(default_factory=list)  # what was found damaged and rebuilt
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note): indexed, but not as declared
 
 
 def pool(window_embeddings: np.ndarray, how: Pooling, normalize: bool) -> np.ndarray:
@@ -489,6 +490,8 @@ def _commit(store: Store, encoder: Encoder, batch: list[Decoded], cfg: IndexConf
                 report.encoded.append(d.rel)
                 report.audio_s += d.duration
                 report.windows += n
+                if d.note:
+                    report.notes.append((d.rel, d.note))
         if todo:
             store.bump_generation()
     return len(batch)
@@ -522,6 +525,8 @@ def _commit_streamed(store: Store, encoder: Encoder, path: str, d: Decoded, fram
     report.encoded.append(d.rel)
     report.audio_s += stream.duration
     report.windows += len(win)
+    if stream.note:
+        report.notes.append((d.rel, stream.note))
 
 
 def write_vectors(store: Store, dim: int, cfg: V.VectorConfig, notes: list[str] | None = None) -> str:
