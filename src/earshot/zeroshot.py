@@ -60,14 +60,17 @@ _FILE_COLUMNS = ("filename", "file_name", "file", "path")
 _LABEL_COLUMNS = ("category", "label", "class")
 
 
-def read_labelled_csv(path: str | Path, audio_dir: str | Path | None = None) -> list[Labelled]:
+def read_labelled_csv(path: str | Path, audio_dir: str | Path | None = None,
+                      folds: Sequence[int] | None = None) -> list[Labelled]:
     """Rows of a labelled CSV: a file column (``filename``, ESC-50's ``meta/esc50.csv``, or
     ``file_name``/``file``/``path``) and a label column (``category``/``label``/``class``).
-    Files are relative to ``audio_dir`` (default: the CSV's folder)."""
+    Files are relative to ``audio_dir`` (default: the CSV's folder). ``folds`` keeps the rows
+    of those folds only (ESC-50's ``fold`` column), so the official CSV works with one fold's
+    audio. A byte-order mark (spreadsheet exports) is ignored."""
     path = Path(path).expanduser()
     base = Path(audio_dir).expanduser() if audio_dir is not None else path.parent
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             cols = reader.fieldnames or []
             fcol = next((c for c in _FILE_COLUMNS if c in cols), None)
@@ -75,7 +78,13 @@ def read_labelled_csv(path: str | Path, audio_dir: str | Path | None = None) -> 
             if fcol is None or lcol is None:
                 raise DataError(f"{path}: needs a file column ({'/'.join(_FILE_COLUMNS)}) and a "
                                 f"label column ({'/'.join(_LABEL_COLUMNS)}); found {cols}")
-            rows = [Labelled(base / r[fcol], r[lcol].strip()) for r in reader]
+            if folds and "fold" not in cols:
+                raise DataError(f"{path}: --fold needs a 'fold' column (as ESC-50's meta/esc50.csv); found {cols}")
+            wanted = {str(int(k)) for k in folds} if folds else None
+            rows = [Labelled(base / r[fcol], r[lcol].strip()) for r in reader
+                    if wanted is None or str(r["fold"]).strip() in wanted]
+        if wanted is not None and not rows:
+            raise DataError(f"{path}: no rows in fold(s) {', '.join(sorted(wanted))}")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     if not rows:

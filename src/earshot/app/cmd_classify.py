@@ -27,6 +27,8 @@ def classify_command(
                                         "meta/esc50.csv, or file/label columns): print accuracy."),
     audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Folder of --data's files "
                                              "(default: the CSV's folder)."),
+    fold: Optional[List[int]] = typer.Option(None, "--fold", help="With --data: only rows of this fold "
+                                             "(ESC-50's fold column; repeatable), e.g. --fold 1."),
     batch_size: int = typer.Option(16, "--batch-size", help="Clips per batch."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -35,7 +37,7 @@ def classify_command(
     from earshot import zeroshot
     from earshot.errors import DataError
 
-    rows = zeroshot.read_labelled_csv(data, audio_dir) if data is not None else []
+    rows = zeroshot.read_labelled_csv(data, audio_dir, fold) if data is not None else []
     if labels_file is not None:
         label_list = zeroshot.parse_labels(Path(labels_file).expanduser().read_text(), sep="\n")
     elif labels is not None:

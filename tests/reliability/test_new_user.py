@@ -1,0 +1,48 @@
+"""Issue 21 §6: a new user's walk with ESC-50's own files.
+
+`earshot classify --data` rejected a CSV starting with a byte-order mark
+(``found ['\\ufefffilename', ...]``) and had no way to take one fold of ESC-50's official CSV
+(every other fold's audio was reported missing).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from earshot.errors import DataError
+from earshot.zeroshot import read_labelled_csv
+
+HEADER = "filename,fold,target,category,esc10,src_file,take\n"
+
+
+def _esc50(tmp_path, bom: bool):
+    rows = [("1-100032-A-0.wav", 1, "dog"), ("1-100038-A-14.wav", 1, "chirping_birds"),
+            ("2-100648-A-43.wav", 2, "chainsaw"), ("5-9032-A-0.wav", 5, "dog")]
+    text = HEADER + "".join(f"{f},{fold},0,{cat},False,x,A\n" for f, fold, cat in rows)
+    csv = tmp_path / "esc50.csv"
+    csv.write_bytes(("\ufeff" if bom else "").encode("utf-8") + text.encode("utf-8"))
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for f, fold, _ in rows:
+        if fold == 1:  # only fold 1's audio is here
+            (audio / f).write_bytes(b"RIFF")
+    return csv, audio
+
+
+@pytest.mark.parametrize("bom", [True, False])
+def test_a_bom_csv_and_one_fold_of_esc50(tmp_path, bom):
+    csv, audio = _esc50(tmp_path, bom)
+    rows = read_labelled_csv(csv, audio, folds=[1])
+    assert [(r.path.name, r.label) for r in rows] == [("1-100032-A-0.wav", "dog"),
+                                                      ("1-100038-A-14.wav", "chirping_birds")]
+    with pytest.raises(DataError, match="2 audio file"):  # every fold: folds 2 and 5 are missing
+        read_labelled_csv(csv, audio)
+    with pytest.raises(DataError, match=r"no rows in fold\(s\) 3"):
+        read_labelled_csv(csv, audio, folds=[3])
+
+
+def test_fold_needs_a_fold_column(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"RIFF")
+    (tmp_path / "t.csv").write_text("file,label\na.wav,dog\n")
+    with pytest.raises(DataError, match="--fold needs a 'fold' column"):
+        read_labelled_csv(tmp_path / "t.csv", folds=[1])
