@@ -46,3 +46,24 @@ def test_fold_needs_a_fold_column(tmp_path):
     (tmp_path / "t.csv").write_text("file,label\na.wav,dog\n")
     with pytest.raises(DataError, match="--fold needs a 'fold' column"):
         read_labelled_csv(tmp_path / "t.csv", folds=[1])
+
+
+def test_evaluate_frames_as_the_checkpoint_was_validated_unless_told(tmp_path):
+    # before: evaluate framed whole clips while the demo preset validated 30 s crops (0.292 vs 0.415)
+    import torch
+
+    from earshot.app.cmd_eval import evaluation_framing
+    from earshot.models import checkpoint
+    from earshot.models.biencoder import create_model
+
+    from rel_util import MODEL
+
+    torch.manual_seed(0)
+    model = create_model(MODEL)
+    framed = checkpoint.save(model, tmp_path / "framed", {"eval_seconds": 30.0})
+    whole = checkpoint.save(model, tmp_path / "whole", {"eval_seconds": None})
+    seconds, why = evaluation_framing(framed, None)
+    assert seconds == 30.0 and "as this checkpoint was validated" in why
+    assert evaluation_framing(framed, 0)[0] is None and evaluation_framing(framed, 5.0) == (5.0, "5 s crops (--seconds)")
+    assert evaluation_framing(whole, None) == (None, "whole clips (--seconds N to frame them)")
+    assert checkpoint.load(framed) is not None  # the extra key does not disturb loading

@@ -137,7 +137,8 @@ def evaluate_command(
     data: Path = typer.Option(..., "--data", help="Caption table of the evaluation split."),
     fmt: str = typer.Option("clotho", "--format", help="clotho | audiocaps | pairs"),
     audio_dir: Path = typer.Option(None, "--audio-dir", help="Audio folder (default: the table's folder)."),
-    seconds: float = typer.Option(None, "--seconds", help="Frame clips to this length (default: whole clips)."),
+    seconds: float = typer.Option(None, "--seconds", help="Frame clips to this length; 0 = whole clips "
+                                  "(default: the framing the checkpoint was validated with, else whole clips)."),
     map_k: int = typer.Option(16, "--map-k", help="Also report the multi-relevant mAP@k (DCASE 2025: 16)."),
     out: Path = typer.Option(None, "--out", help="Write metrics.json and ranks.csv (rank of each query's clip) here."),
     submission: Path = typer.Option(None, "--submission", help="Also write a DCASE submission CSV (top 10 per caption)."),
@@ -167,6 +168,8 @@ def evaluate_command(
 
     from earshot.models.inference import prepare_for_inference
 
+    seconds, why = evaluation_framing(model, seconds)
+    typer.echo(f"framing: {why}", err=True)
     retriever = prepare_for_inference(load_retriever(model), precision)
     result = evaluate(retriever, table, root, clip_seconds=seconds, num_workers=workers, extra_map_k=map_k,
                       relevance=relevance, progress=sys.stderr.isatty() if progress is None else progress)
@@ -187,6 +190,22 @@ def evaluate_command(
                                 result.similarity)
     typer.echo(json.dumps(result.metrics, indent=2) if as_json
                else format_eval_table(result.metrics, run_label(model), map_k))
+
+
+def evaluation_framing(model: Path, seconds: float | None) -> tuple[float | None, str]:
+    """(clip seconds or None for whole clips, a line saying which and why): ``--seconds`` when
+    given (0 = whole clips), else the ``eval_seconds`` a trained checkpoint carries, so evaluate
+    reproduces the validation figure it logged."""
+    if seconds is not None:
+        return (None, "whole clips (--seconds 0)") if seconds <= 0 else (seconds, f"{seconds:g} s crops (--seconds)")
+    from earshot.models import checkpoint
+
+    if model.is_dir() and checkpoint.is_checkpoint(model):
+        stored = checkpoint.read_config(model).get("eval_seconds")
+        if stored:
+            return float(stored), (f"{float(stored):g} s crops, as this checkpoint was validated "
+                                   "(--seconds 0 for whole clips)")
+    return None, "whole clips (--seconds N to frame them)"
 
 
 def write_ranked_submission(path: Path, captions: list[str], file_names: list[str], similarity) -> None:
