@@ -67,3 +67,16 @@ def test_evaluate_frames_as_the_checkpoint_was_validated_unless_told(tmp_path):
     assert evaluation_framing(framed, 0)[0] is None and evaluation_framing(framed, 5.0) == (5.0, "5 s crops (--seconds)")
     assert evaluation_framing(whole, None) == (None, "whole clips (--seconds N to frame them)")
     assert checkpoint.load(framed) is not None  # the extra key does not disturb loading
+
+
+def test_score_intervals_stay_within_0_and_1():
+    from earshot.app.cmd_eval import _METRICS, format_score_table
+
+    scores = {"n_queries": 250}
+    for name in _METRICS:
+        scores[name], scores[f"{name}/ci95"] = 0.5, 0.01
+    scores["R@1"], scores["R@1/ci95"] = 0.004, 0.0045  # before: printed [-0.0005, 0.0085]
+    scores["R@10"], scores["R@10/ci95"] = 0.998, 0.004
+    table = format_score_table(scores)
+    assert "R@1       0.0040  [0.0000, 0.0085]" in table
+    assert "R@10      0.9980  [0.9940, 1.0000]" in table

@@ -19,11 +19,14 @@ _RELEVANCE_HELP = ("Which clips a query finds relevant, the same rule in evaluat
 
 
 def format_score_table(scores: dict[str, float]) -> str:
-    """The scores as an aligned text table, four decimals, with the jackknife 95% interval."""
+    """The scores as an aligned text table, four decimals, with the jackknife 95% interval
+    clipped to [0, 1] (every metric here is a proportion; the normal interval of a small mean
+    can reach below 0, which no score can). The JSON keeps the unclipped half-width."""
     lines = [f"{'metric':<8}{'value':>8}  95% CI"]
     for name in _METRICS:
         value, half = scores[name], scores[f"{name}/ci95"]
-        lines.append(f"{name:<8}{value:>8.4f}  [{value - half:.4f}, {value + half:.4f}]")
+        lo, hi = max(0.0, value - half), min(1.0, value + half)
+        lines.append(f"{name:<8}{value:>8.4f}  [{lo:.4f}, {hi:.4f}]")
     lines.append(f"{int(scores['n_queries'])} queries")
     return "\n".join(lines)
 
