@@ -80,3 +80,32 @@ def test_score_intervals_stay_within_0_and_1():
     table = format_score_table(scores)
     assert "R@1       0.0040  [0.0000, 0.0085]" in table
     assert "R@10      0.9980  [0.9940, 1.0000]" in table
+
+
+def test_ensemble_search_output_names_members_whole_and_comments_on_a_better_single(tmp_path):
+    import io
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from earshot.app.cmd_ensemble import best_line, results_table
+    from earshot.ensemble.search import ComboScore, SearchReport
+
+    models = [Path("/very/long/path/to/runs/2026-12-01/experiment-with-a-long-name/seed%d/averaged" % i)
+              for i in range(3)]
+
+    def combo(members, m):
+        return ComboScore(members=tuple(members), metrics={c: m for c in
+                                                           ("t2a/mAP@10", "t2a/R@1", "t2a/R@5", "t2a/R@10", "a2t/mAP@10")})
+
+    results = [combo([2], 0.41), combo([0, 1], 0.39), combo([0], 0.30), combo([1], 0.29)]
+    report = SearchReport(models=models, results=results, rule="zmean", rrf_k=60.0, metric="t2a/mAP@10", data="val")
+    line = best_line(report, tmp_path / "ensemble.json")
+    assert line.startswith(f"best: {models[0]} + {models[1]}  t2a/mAP@10 0.3900")
+    assert f"note: {models[2]} alone scores t2a/mAP@10 0.4100" in line  # before: no comment
+    out = io.StringIO()
+    Console(file=out, width=80).print(results_table(report))
+    text = out.getvalue()
+    assert "…" not in text  # before: member names cut to "…"
+    members = "".join(ln.split("│")[2].strip() for ln in text.splitlines() if ln.count("│") >= 3)
+    assert all(str(m) in members for m in models)  # folded over lines, but whole
