@@ -152,4 +152,5 @@ def test_audio_ids_are_canonical_decimal_only(idx, rel_model):
     # before: /audio/10_0 served id 100; +10, %2010, 010 and 10.0 served id 10
     for bad in ("10_0", "+1", "%201", "01", "1.0", "1e0", "0x1", "%2B1"):
         r = c.get(f"/audio/{bad}")
-        assert r.status_code == 404 and "plain decimal" in r.json()["detail"], (bad, r.status_code)
+        assert r.status_code == 422 and "plain decimal" in r.json()["detail"], (bad, r.status_code)
+    assert c.get("/audio/-1").status_code == 404 and c.get(f"/audio/{10**30}").status_code == 404

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -115,7 +117,11 @@ def index_cmd(
         except KeyboardInterrupt:
             bar.stop()
             typer.echo(f"interrupted: {_files_kept(out)} files kept; run the same command to continue", err=True)
-            raise typer.Exit(130) from None
+            # Everything is committed and the workers are gone; skip the interpreter's exit
+            # handlers, where multiprocessing can wait for ever on a dead worker's pipe.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
     console.print(
         f"indexed {len(report.encoded)} new or changed file(s) ({_fmt_time(report.audio_s)} of audio, "
         f"{report.windows} windows), kept {report.unchanged} unchanged, removed {len(report.removed)}, "

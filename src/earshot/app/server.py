@@ -45,7 +45,7 @@ _MEDIA = {".wav": "audio/wav", ".wave": "audio/wav", ".flac": "audio/flac", ".og
           ".oga": "audio/ogg", ".mp3": "audio/mpeg", ".aif": "audio/aiff", ".aiff": "audio/aiff"}
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around the uploaded bytes
-_CANONICAL_ID = re.compile(r"0|[1-9][0-9]{0,39}")  # what /search returns for an id, nothing else
+_CANONICAL_ID = re.compile(r"-?(0|[1-9][0-9]{0,39})")  # an integer written as /search writes ids
 ECHO_CHARS = 100  # at most this much of a rejected input is echoed in a 422 body
 
 
@@ -405,7 +405,7 @@ def create_app(
         from earshot.index.status import NotPlayable, playable
 
         if not _CANONICAL_ID.fullmatch(file_id):  # int() would take "010", "+10", "10_0", " 10"
-            raise HTTPException(404, f"no file with id {_short(file_id)!r}: ids are plain decimal numbers "
+            raise HTTPException(422, f"{_short(file_id)!r} is not a file id: ids are plain decimal numbers "
                                      "as /search returns them")
         file_id = int(file_id)  # type: ignore[assignment]
         ix = live.current()

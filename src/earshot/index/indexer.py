@@ -451,6 +451,9 @@ def _stop_workers(pool_: ProcessPoolExecutor) -> None:
     for p in procs:
         with contextlib.suppress(Exception):
             p.kill()
+    for q in (getattr(pool_, "_call_queue", None),):  # its feeder thread must not block the exit
+        with contextlib.suppress(Exception):
+            q.cancel_join_thread()
     pool_.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         with contextlib.suppress(Exception):
