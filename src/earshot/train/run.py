@@ -42,7 +42,7 @@ from earshot.train.data import (
     resolve_split,
 )
 from earshot.train.module import MONITOR, RetrievalModule
-from earshot.train.progress import KeepingCSVLogger, quiet_third_party
+from earshot.train.progress import KeepingCSVLogger, checkpoint_step, quiet_third_party
 from earshot.utils import cache_dir
 
 
@@ -177,7 +177,9 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         precision=_precision(cfg), gradient_clip_val=cfg.optim.grad_clip,
         callbacks=cbs + list(callbacks or []), plugins=[AtomicCheckpointIO()],
-        logger=[KeepingCSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
+        logger=[KeepingCSVLogger(out, name="logs", version="",
+                                 resume_step=checkpoint_step(last) if resume and last.is_file() else None),
+                TensorBoardLogger(out, name="logs", version="")],
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=cfg.log_every_n_steps,
         num_sanity_val_steps=0, deterministic=_deterministic(cfg),
         # earshot's own samplers split batches and validation across ranks (train/data.py)
