@@ -218,6 +218,9 @@ def serve_cmd(
     max_decoding: int = typer.Option(2, "--max-decoding", min=1,
                                      help="Uploads decoded at once; more are answered 503 with Retry-After."),
     max_connections: int = typer.Option(64, "--max-connections", min=1, help="Connections served at once."),
+    log_level: str = typer.Option("warning", "--log-level",
+                                  help="debug | info | warning | error: the server log (stderr); decoder "
+                                       "notes on uploads are info records of earshot.decoder."),
 ) -> None:
     """Serve the search page and HTTP API (/health, /search, /search/audio, /audio/{id}).
 
@@ -226,9 +229,18 @@ def serve_cmd(
     Slow clients are cut off: a request head must arrive within 10 s, an upload may stall 10 s
     (120 s in all), idle connections close after 5 s.
     """
+    import logging
+
     import uvicorn
 
     from earshot.app.limits import ServeLimits, uvicorn_options
+    from earshot.app.logs import route_native_stderr
+
+    level = log_level.lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise EarshotError(f"--log-level {log_level!r}: expected debug, info, warning or error")
+    route_native_stderr()
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     from earshot.app.server import LOCAL_NAMES, create_app
 
     hosts = [*LOCAL_NAMES, *([] if host in ("0.0.0.0", "::") else [host]), *allow_host]
@@ -238,4 +250,4 @@ def serve_cmd(
                       serve_limits=limits)
     partial = app_.state.live.partial
     typer.echo(f"ready: serving {index} at http://{host}:{port}/  (Ctrl+C to stop)" + (f"; {partial}" if partial else ""))
-    uvicorn.run(app_, host=host, port=port, log_level="warning", **uvicorn_options(limits))
+    uvicorn.run(app_, host=host, port=port, log_level=level, **uvicorn_options(limits))
