@@ -73,12 +73,13 @@ def accuracy(probs: np.ndarray, labels: Sequence[str], truth: Sequence[str]) -> 
 
 def classify_files(model: str, files: Sequence[str | Path] = (), labels: Sequence[str] | None = None,
                    data: str | Path | None = None, audio_dir: str | Path | None = None,
-                   prompt: str | None = None, top_k: int = 3, batch_size: int = 16) -> dict:
+                   prompt: str | None = None, top_k: int = 3, batch_size: int = 16,
+                   folds: Sequence[int] | None = None) -> dict:
     """Zero-shot classification of audio files with ``model`` (anything ``load_retriever``
     opens): ``{"model", "prompt", "results": [{"file", "top": [[label, p], ...]}]}``, plus
     ``accuracy``, ``correct`` and ``n`` over a labelled CSV ``data`` (whose classes are the
     labels when none are given). The prompt defaults to the model's own template."""
-    rows = read_labelled_csv(data, audio_dir) if data is not None else []
+    rows = read_labelled_csv(data, audio_dir, folds) if data is not None else []
     if labels is None:
         if not rows:
             raise DataError("give labels (--labels, --labels-file) or a labelled CSV (--data)")
@@ -122,14 +123,17 @@ _FILE_COLUMNS = ("filename", "file_name", "file", "path")
 _LABEL_COLUMNS = ("category", "label", "class")
 
 
-def read_labelled_csv(path: str | Path, audio_dir: str | Path | None = None) -> list[Labelled]:
+def read_labelled_csv(path: str | Path, audio_dir: str | Path | None = None,
+                      folds: Sequence[int] | None = None) -> list[Labelled]:
     """Rows of a labelled CSV: a file column (``filename``, ESC-50's ``meta/esc50.csv``, or
     ``file_name``/``file``/``path``) and a label column (``category``/``label``/``class``).
-    Files are relative to ``audio_dir`` (default: the CSV's folder)."""
+    Files are relative to ``audio_dir`` (default: the CSV's folder). ``folds`` keeps the rows
+    of those folds only (ESC-50's ``fold`` column), so the official CSV works with one fold's
+    audio. A byte-order mark (spreadsheet exports) is ignored."""
     path = Path(path).expanduser()
     base = Path(audio_dir).expanduser() if audio_dir is not None else path.parent
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             cols = reader.fieldnames or []
             fcol = next((c for c in _FILE_COLUMNS if c in cols), None)
@@ -137,7 +141,13 @@ def read_labelled_csv(path: str | Path, audio_dir: str | Path | None = None) -> 
             if fcol is None or lcol is None:
                 raise DataError(f"{path}: needs a file column ({'/'.join(_FILE_COLUMNS)}) and a "
                                 f"label column ({'/'.join(_LABEL_COLUMNS)}); found {cols}")
-            rows = [Labelled(base / r[fcol], r[lcol].strip()) for r in reader]
+            if folds and "fold" not in cols:
+                raise DataError(f"{path}: --fold needs a 'fold' column (as ESC-50's meta/esc50.csv); found {cols}")
+            wanted = {str(int(k)) for k in folds} if folds else None
+            rows = [Labelled(base / r[fcol], r[lcol].strip()) for r in reader
+                    if wanted is None or str(r["fold"]).strip() in wanted]
+        if wanted is not None and not rows:
+            raise DataError(f"{path}: no rows in fold(s) {', '.join(sorted(wanted))}")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     if not rows:

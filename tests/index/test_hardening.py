@@ -69,7 +69,8 @@ def write_corpus(root: Path, outside: Path) -> tuple[set[str], dict[str, str]]:
     put("empty.wav", b"", "empty file")
     put("empty.flac", b"", "empty file")
     full = wav_header(SR, 1, 64000) + np.zeros(32000, "<i2").tobytes()
-    put("truncated.wav", full[:20000], "truncated")
+    (root / "truncated.wav").write_bytes(full[:20000])  # issue 21: what is there is indexed, with a note
+    good.add("truncated.wav")
     sf.write(root / "whole.flac", noise(3.0, 3), SR)
     flac = (root / "whole.flac").read_bytes()
     (root / "whole.flac").unlink()
@@ -126,6 +127,7 @@ def test_one_index_run_over_the_bad_corpus_indexes_the_good_and_names_the_bad(tm
         assert phrase in reasons[rel], (rel, reasons[rel])
         assert str(tmp_path) not in reasons[rel] and "Error opening" not in reasons[rel]
     assert f"skipped {len(bad)} file(s)" in r.output and "1000-ch.wav" in r.output
+    assert "note: truncated.wav: truncated WAV: header declares 64000 bytes of audio, only 19956" in r.output
     store.close()
     # A rerun decodes nothing new and still names every bad file.
     again = CliRunner().invoke(app, ["index", str(tmp_path / "s"), "--model", str(model_dir), "--out", str(out),

@@ -27,6 +27,8 @@ def classify_command(
                                         "meta/esc50.csv, or file/label columns): print accuracy."),
     audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Folder of --data's files "
                                              "(default: the CSV's folder)."),
+    fold: Optional[List[int]] = typer.Option(None, "--fold", help="With --data: only rows of this fold "
+                                             "(ESC-50's fold column; repeatable), e.g. --fold 1."),
     batch_size: int = typer.Option(16, "--batch-size", help="Clips per batch."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
@@ -39,7 +41,7 @@ def classify_command(
     else:
         label_list = zeroshot.parse_labels(labels) if labels is not None else None
     out = zeroshot.classify_files(model, files or [], label_list, data=data, audio_dir=audio_dir,
-                                  prompt=prompt, top_k=top_k, batch_size=batch_size)
+                                  prompt=prompt, top_k=top_k, batch_size=batch_size, folds=fold)
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -29,7 +30,7 @@ def results_table(report, top: int = 0):
 
     table = Table(title=f"ensembles on {report.data or 'validation'} (rule {report.rule}), best first")
     table.add_column("#", justify="right")
-    table.add_column("members")
+    table.add_column("members", overflow="fold")  # long paths wrap whole, never cut to "…"
     table.add_column("n", justify="right")
     for col in _COLUMNS:
         table.add_column(col, justify="right")
@@ -40,6 +41,19 @@ def results_table(report, top: int = 0):
         style = "bold" if r is best else None
         table.add_row(str(i), label, str(r.size), *(f"{r.metrics[c]:.4f}" for c in _COLUMNS), style=style)
     return table
+
+
+def best_line(report, path) -> str:
+    """The closing ``best:`` line; says so when a single member beats the chosen ensemble."""
+    best = report.best
+    line = (f"best: {' + '.join(report.names(best))}  {report.metric} {best.metrics[report.metric]:.4f}"
+            f"  -> {path}")
+    singles = [r for r in report.results if r.size == 1 and best.size > 1]
+    top = max(singles, key=lambda r: r.metrics[report.metric], default=None)
+    if top is not None and top.metrics[report.metric] > best.metrics[report.metric]:
+        line += (f"\nnote: {report.names(top)[0]} alone scores {report.metric} {top.metrics[report.metric]:.4f}, "
+                 "more than any ensemble tried; on this validation set it is better used by itself")
+    return line
 
 
 @ensemble_app.command("search")
@@ -65,6 +79,8 @@ def search_command(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
                                   "fp32) | fp32 | bf16: the audio towers' arithmetic, as in evaluate."),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
 ) -> None:
     """Score every combination of 2..max-size models by fused validation mAP@10 and save the best."""
     from rich.console import Console
@@ -80,18 +96,18 @@ def search_command(
     cache = False if no_cache else SimilarityCache(cache_dir) if cache_dir is not None else None
     report = search_ensembles(members, table, root, rule=rule, max_size=max_size,
                               greedy=greedy, rrf_k=rrf_k, clip_seconds=seconds, cache=cache,
-                              num_workers=workers, progress=not as_json, precision=precision)
+                              num_workers=workers, precision=precision,
+                              progress=(sys.stderr.isatty() and not as_json) if progress is None else progress)
     path = report.save(out)
     if as_json:
         doc = {"manifest": str(path), "rule": rule,
                "results": [{"members": report.names(r), "metrics": r.metrics} for r in report.results]}
         typer.echo(json.dumps(doc, indent=2))
         return
-    console = Console()
+    # Into a file or a pipe: no 80-column wrapping in the middle of a path or sentence.
+    console = Console() if sys.stdout.isatty() else Console(width=1000, soft_wrap=True)
     console.print(results_table(report, top))
-    best = report.best
-    console.print(f"best: {escape(' + '.join(report.names(best)))}  {report.metric} "
-                  f"{best.metrics[report.metric]:.4f}  -> {path}")
+    console.print(escape(best_line(report, path)), highlight=False)
 
 
 @ensemble_app.command("make")

@@ -19,11 +19,14 @@ _RELEVANCE_HELP = ("Which clips a query finds relevant, the same rule in evaluat
 
 
 def format_score_table(scores: dict[str, float]) -> str:
-    """The scores as an aligned text table, four decimals, with the jackknife 95% interval."""
+    """The scores as an aligned text table, four decimals, with the jackknife 95% interval
+    clipped to [0, 1] (every metric here is a proportion; the normal interval of a small mean
+    can reach below 0, which no score can). The JSON keeps the unclipped half-width."""
     lines = [f"{'metric':<8}{'value':>8}  95% CI"]
     for name in _METRICS:
         value, half = scores[name], scores[f"{name}/ci95"]
-        lines.append(f"{name:<8}{value:>8.4f}  [{value - half:.4f}, {value + half:.4f}]")
+        lo, hi = max(0.0, value - half), min(1.0, value + half)
+        lines.append(f"{name:<8}{value:>8.4f}  [{lo:.4f}, {hi:.4f}]")
     lines.append(f"{int(scores['n_queries'])} queries")
     return "\n".join(lines)
 
@@ -129,7 +132,8 @@ def evaluate_command(
     data: Path = typer.Option(..., "--data", help="Caption table of the evaluation split."),
     fmt: str = typer.Option("clotho", "--format", help="clotho | audiocaps | pairs"),
     audio_dir: Path = typer.Option(None, "--audio-dir", help="Audio folder (default: the table's folder)."),
-    seconds: float = typer.Option(None, "--seconds", help="Frame clips to this length (default: whole clips)."),
+    seconds: float = typer.Option(None, "--seconds", help="Frame clips to this length; 0 = whole clips "
+                                  "(default: the framing the checkpoint was validated with, else whole clips)."),
     map_k: int = typer.Option(16, "--map-k", help="Also report the multi-relevant mAP@k (DCASE 2025: 16)."),
     out: Path = typer.Option(None, "--out", help="Write metrics.json and ranks.csv (rank of each query's clip) here."),
     submission: Path = typer.Option(None, "--submission", help="Also write a DCASE submission CSV (top 10 per caption)."),
@@ -157,6 +161,8 @@ def evaluate_command(
 
     from earshot.models.inference import prepare_for_inference
 
+    seconds, why = evaluation_framing(model, seconds)
+    typer.echo(f"framing: {why}", err=True)
     retriever = prepare_for_inference(load_retriever(model), precision)
     result = evaluate(retriever, table, root, clip_seconds=seconds, num_workers=workers, extra_map_k=map_k,
                       relevance=relevance, progress=sys.stderr.isatty() if progress is None else progress)
@@ -167,6 +173,22 @@ def evaluate_command(
         write_ranked_submission(submission, list(result.queries.texts), names, result.similarity)
     typer.echo(json.dumps(result.metrics, indent=2) if as_json
                else format_eval_table(result.metrics, run_label(model), map_k))
+
+
+def evaluation_framing(model: Path, seconds: float | None) -> tuple[float | None, str]:
+    """(clip seconds or None for whole clips, a line saying which and why): ``--seconds`` when
+    given (0 = whole clips), else the ``eval_seconds`` a trained checkpoint carries, so evaluate
+    reproduces the validation figure it logged."""
+    if seconds is not None:
+        return (None, "whole clips (--seconds 0)") if seconds <= 0 else (seconds, f"{seconds:g} s crops (--seconds)")
+    from earshot.models import checkpoint
+
+    if model.is_dir() and checkpoint.is_checkpoint(model):
+        stored = checkpoint.read_config(model).get("eval_seconds")
+        if stored:
+            return float(stored), (f"{float(stored):g} s crops, as this checkpoint was validated "
+                                   "(--seconds 0 for whole clips)")
+    return None, "whole clips (--seconds N to frame them)"
 
 
 @app.command("submit")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import json
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -45,8 +48,8 @@ ENGINES = ("local", "ray")  # earshot.index.indexer.index_folder | earshot.index
 
 @app.command("index")
 def index_cmd(
-    folder: Path = typer.Argument(..., help="Folder of sounds, walked recursively."),
-    model: Path = typer.Option(..., "--model", help="A model: an earshot checkpoint folder, an ensemble manifest (.json/.yaml), a name from `earshot weights list`, a Hugging Face CLAP folder or hub id (laion/clap-htsat-unfused), or a published model file; prefix path:, registry: or hf-hub: to break a tie."),
+    folder: Optional[Path] = typer.Argument(None, help="Folder of sounds, walked recursively."),
+    model: Optional[Path] = typer.Option(None, "--model", help="A model: an earshot checkpoint folder, an ensemble manifest (.json/.yaml), a name from `earshot weights list`, a Hugging Face CLAP folder or hub id (laion/clap-htsat-unfused), or a published model file; prefix path:, registry: or hf-hub: to break a tie."),
     out: Path = typer.Option(..., "--out", help="Index directory (created; rerun to update or resume)."),
     window: float = typer.Option(10.0, "--window", help="Window length in seconds for long recordings."),
     hop: float = typer.Option(5.0, "--hop", help="Hop between windows in seconds."),
@@ -74,14 +77,23 @@ def index_cmd(
                                           help="ray engine: GPUs each embedding worker reserves."),
     files_per_shard: int = typer.Option(64, "--files-per-shard", min=1,
                                         help="ray engine: files per shard (the unit a rerun resumes)."),
+    verify: bool = typer.Option(False, "--verify",
+                                help="Only check the index at --out (database, vector digests, rows, left-over "
+                                     "files) and report; changes nothing. Exit 1 if it is damaged."),
 ) -> None:
     """Index a folder of sounds so it can be searched by text or by example.
 
     Decodes in worker processes while the model encodes, keeps each file's per-window
     embeddings (so results can say where in a long file the match is), skips bad files and lists
     them, and resumes or updates incrementally: only new or changed files are encoded, deleted
-    ones are dropped.
+    ones are dropped. A damaged vector file or damaged rows are rebuilt from the database and
+    reported. ``--verify --out IDX`` checks an index without changing it.
     """
+    if verify:
+        _verify(out.expanduser())
+        return
+    if folder is None or model is None:
+        raise EarshotError("give the FOLDER of sounds and --model (or --verify --out IDX to check an index)")
     folder, out = folder.expanduser(), out.expanduser()
     if not folder.is_dir():
         raise EarshotError(f"{folder}: no such folder")
@@ -133,7 +145,17 @@ def index_cmd(
                                       progress)
         else:
             encoder = open_encoder(model, precision)
-            report = index_folder(folder, encoder, out, cfg, progress)
+            try:
+                report = index_folder(folder, encoder, out, cfg, progress)
+            except KeyboardInterrupt:
+                bar.stop()
+                typer.echo(f"interrupted: {_files_kept(out)} files kept; run the same command to continue",
+                           err=True)
+                # Everything is committed and the workers are gone; skip the interpreter's exit
+                # handlers, where multiprocessing can wait for ever on a dead worker's pipe.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(130)
     console.print(
         f"indexed {len(report.encoded)} new or changed file(s) ({_fmt_time(report.audio_s)} of audio, "
         f"{report.windows} windows), kept {report.unchanged} unchanged, removed {len(report.removed)}, "
@@ -143,6 +165,10 @@ def index_cmd(
     if engine == "ray":
         console.print(f"ray: {report.shards} shard(s) this run, {report.shards_reused} reused from an "
                       f"interrupted run, {report.workers} embedding worker(s)")
+    for note in report.repaired:
+        console.print(f"repaired: {escape(note)}", highlight=False)
+    for path, note in report.notes:
+        console.print(f"note: {escape(path)}: {escape(note)}", highlight=False)
     if report.bad:
         console.print(report_table(report))
     if watch:
@@ -168,6 +194,40 @@ def _parse_like(like: str) -> tuple[str, float | None]:
         minutes, _, seconds = tail.rpartition(":")
         return head, (int(minutes) * 60 if minutes else 0) + float(seconds)
     return like, None
+
+
+def _files_kept(out: Path) -> int | str:
+    """How many files an interrupted run left in the index at ``out`` (or its building folder)."""
+    from earshot.index.indexer import building_dir
+    from earshot.index.store import DB_FILE, Store
+
+    for where in (out, building_dir(out.resolve())):
+        if (where / DB_FILE).is_file():
+            try:
+                store = Store.open(where, readonly=True, check=False)
+                try:
+                    return store.count()
+                finally:
+                    store.close()
+            except Exception:  # noqa: BLE001 - interrupted before the first commit: nothing kept
+                return 0
+    return 0
+
+
+def _verify(out: Path) -> None:
+    """`earshot index --verify`: print what :func:`earshot.index.integrity.verify` found."""
+    from earshot.index.integrity import verify
+
+    report = verify(out)
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    for problem in report.problems:
+        typer.echo(f"problem: {problem}")
+    if report.ok:
+        typer.echo(f"ok: {out} ({report.files} file(s), {report.windows} window(s)) is sound")
+        return
+    typer.echo(f"damaged: {out}", err=True)
+    raise typer.Exit(1)
 
 
 @app.command("search")
@@ -263,19 +323,40 @@ def serve_cmd(
                                              help="Longest upload, by the duration its header declares."),
     watch: bool = typer.Option(False, "--watch", help="Also keep the index up to date with its folder while "
                                "serving (new, changed, moved, deleted files); searches are answered throughout."),
+    docs: bool = typer.Option(False, "--docs", help="Also serve the interactive API docs at /docs and /redoc."),
+    max_decoding: int = typer.Option(2, "--max-decoding", min=1,
+                                     help="Uploads decoded at once; more are answered 503 with Retry-After."),
+    max_connections: int = typer.Option(64, "--max-connections", min=1, help="Connections served at once."),
+    log_level: str = typer.Option("warning", "--log-level",
+                                  help="debug | info | warning | error: the server log (stderr); decoder "
+                                       "notes on uploads are info records of earshot.decoder."),
 ) -> None:
     """Serve the search page and HTTP API (/health, /search, /search/audio, /audio/{id}).
 
     Only requests addressed to this machine's local names (and --host, --allow-host) are
     answered, and uploads only from the page itself, so other web pages cannot use the server.
+    Slow clients are cut off: a request head must arrive within 10 s, an upload may stall 10 s
+    (120 s in all), idle connections close after 5 s.
     """
+    import logging
+
     import uvicorn
 
+    from earshot.app.limits import ServeLimits, uvicorn_options
+    from earshot.app.logs import route_native_stderr
+
+    level = log_level.lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise EarshotError(f"--log-level {log_level!r}: expected debug, info, warning or error")
+    route_native_stderr()
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     from earshot.app.server import LOCAL_NAMES, create_app
 
     hosts = [*LOCAL_NAMES, *([] if host in ("0.0.0.0", "::") else [host]), *allow_host]
+    limits = ServeLimits(max_decoding=max_decoding, max_connections=max_connections)
     app_ = create_app(index, model=model, allowed_hosts=hosts, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                      max_upload_s=max_upload_minutes * 60, watch=watch)
+                      max_upload_s=max_upload_minutes * 60, watch=watch, docs=docs,
+                      serve_limits=limits)
     partial = app_.state.live.partial
     typer.echo(f"ready: serving {index} at http://{host}:{port}/  (Ctrl+C to stop)" + (f"; {partial}" if partial else ""))
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level=level, **uvicorn_options(limits))

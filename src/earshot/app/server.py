@@ -20,20 +20,23 @@ import concurrent.futures
 import contextlib
 import os
 import queue
+import re
 import shutil
 import sqlite3
-import stat
 import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import Path as FastApiPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
+from earshot.app.limits import BodyDeadlineMiddleware, DecodeSlots, ServeLimits
+from earshot.app.security import BrowserFenceMiddleware
 from earshot.audio.io import SUPPORTED_SUFFIXES
 from earshot.errors import AudioError, EarshotError
 
@@ -42,6 +45,7 @@ _MEDIA = {".wav": "audio/wav", ".wave": "audio/wav", ".flac": "audio/flac", ".og
           ".oga": "audio/ogg", ".mp3": "audio/mpeg", ".aif": "audio/aiff", ".aiff": "audio/aiff"}
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 MULTIPART_SLACK = 64 * 1024  # form boundaries and headers around the uploaded bytes
+_CANONICAL_ID = re.compile(r"-?(0|[1-9][0-9]{0,39})")  # an integer written as /search writes ids
 ECHO_CHARS = 100  # at most this much of a rejected input is echoed in a 422 body
 
 
@@ -134,24 +138,26 @@ class TextBatcher:
 class LiveIndex:
     """The index a running server answers from, reopened when a re-index changes it.
 
-    A poller thread reads the database's generation through its own read-only connection once
-    per ``interval_s``. When it moved, the index is reopened (keeping the loaded model) as soon
-    as the indexer has written matching vectors or is no longer running (a killed run); until
-    then searches still return k hits (the index ranks exactly from the database when its
-    vectors lag) and ``/health`` says an update is under way. The cached figures are what
-    ``/health`` reports, so it never waits for a lock that a search holds.
+    A poller thread reads the index's status (:func:`earshot.index.status.read_status`, a
+    read-only connection) once per ``interval_s``. When the generation moved, the index is
+    reopened (keeping the loaded model) as soon as the indexer has written matching vectors or
+    is no longer running (a killed run); until then searches still return k hits (the index
+    ranks exactly from the database when its vectors lag) and ``/health`` says an update is
+    under way. A replaced database (another uid or inode: deleted and rebuilt) is reopened
+    likewise; while a rebuild has not swapped its new directory in, the old index keeps
+    answering from the files it holds open. Requests also compare the database's inode
+    (:meth:`current`, one ``stat``), so a swap is seen at once rather than at the next poll. The
+    cached figures are what ``/health`` reports, so it never waits for a lock a search holds.
     """
 
     def __init__(self, path: Path, index, interval_s: float = 1.0):
-        from earshot.index.store import DB_FILE
-
         self.path = path
         self.index = index
-        self._db = path / DB_FILE
         self.reopened = 0
         self.partial: str | None = index.partial()
         self.updating = False
         self.error: str | None = None
+        self._reopen_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, args=(interval_s,), name="earshot-index-poll",
                                         daemon=True)
@@ -159,6 +165,17 @@ class LiveIndex:
 
     def close(self) -> None:
         self._stop.set()
+
+    def current(self):
+        """The index to answer this request from: reopened first if its database was replaced
+        by a complete new one (the common case costs one ``stat``)."""
+        from earshot.index.status import database_inode
+
+        inode = database_inode(self.path)
+        if inode is not None and inode != self.index.inode:
+            with contextlib.suppress(sqlite3.OperationalError, EarshotError):
+                self.poll()
+        return self.index
 
     def _loop(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
@@ -170,50 +187,28 @@ class LiveIndex:
             except Exception as e:  # noqa: BLE001 - e.g. rebuilt with another model: say so in /health
                 self.error = f"the index changed and cannot be reopened ({e}); restart the server"
 
-    def _indexer_running(self) -> bool:
-        import fcntl
-
-        from earshot.index.store import LOCK_FILE
-
-        try:
-            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-
     def poll(self) -> None:
-        """Look once: reopen if the database moved on and its vectors are ready."""
-        import json
-
+        """Look once: reopen if the database moved on (or was replaced) and its vectors are ready."""
         from earshot.index import Index
+        from earshot.index.status import read_status
 
-        with contextlib.closing(sqlite3.connect(f"file:{self._db}?mode=ro", uri=True, timeout=0.2)) as conn:
-            info = dict(conn.execute(
-                "SELECT key, value FROM info WHERE key IN ('generation', 'faiss_generation', 'run', 'uid')").fetchall())
-            count = conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
-        gen = int(json.loads(info.get("generation", "0")))
-        run = json.loads(info.get("run", "null")) or {}
-        running = self._indexer_running()
-        self.partial = None if run.get("finished", True) else (
-            f"partial: {count} of {run.get('found', '?')} files"
-            + (" (indexing in progress)" if running else " (the last `earshot index` run did not finish)"))
-        uid = json.loads(info.get("uid", "null"))
-        if gen == self.index.generation and uid == self.index.uid:
+        with self._reopen_lock:
+            try:
+                st = read_status(self.path)
+            except EarshotError:  # deleted; a rebuild swaps a new one in: keep answering from the old
+                self.updating = True
+                return
+            self.partial = st.partial
+            ix = self.index
+            if st.generation == ix.generation and st.uid == ix.uid and st.inode == ix.inode:
+                self.updating = False
+                return
+            if not st.vectors_ready and st.indexer_running:
+                self.updating = True
+                return
+            self.index = Index.open(self.path, ix.encoder)  # the old one closes when unused
+            self.reopened += 1
             self.updating = False
-            return
-        vectors_ready = json.loads(info.get("faiss_generation", "null")) == gen
-        if not vectors_ready and running:
-            self.updating = True
-            return
-        self.index = Index.open(self.path, self.index.encoder)  # the old one closes when unused
-        self.reopened += 1
-        self.updating = False
 
 
 def _host_name(host_header: str) -> str:
@@ -299,6 +294,8 @@ def create_app(
     preload: bool = True,
     poll_s: float = 1.0,
     watch: bool | Any = False,
+    docs: bool = False,
+    serve_limits: ServeLimits = ServeLimits(),
 ) -> FastAPI:
     """A FastAPI app serving index ``index_path``: the page at ``/`` and the JSON API.
 
@@ -309,9 +306,14 @@ def create_app(
     accepts any, for use behind a proxy that checks). ``poll_s`` is how often a re-index is
     looked for. ``watch`` (True, or an :class:`earshot.index.watch.WatchConfig`) keeps the index
     up to date with its folder in a background thread, using the loaded model.
+    looked for. ``docs`` serves the interactive API docs (``/docs``, ``/redoc``, the OpenAPI
+    schema); off by default, so another page cannot use them to learn the API.
+    ``serve_limits`` bounds slow uploads (408) and concurrent decoding (503 + Retry-After); its
+    connection bounds apply where uvicorn runs (:func:`earshot.app.limits.uvicorn_options`).
     """
     from earshot.index import Index
     from earshot.index.decode import Limits
+    from earshot.index.store import DamagedIndex
 
     index_path = Path(index_path)
     live = LiveIndex(index_path, Index.open(index_path, model), poll_s)
@@ -336,17 +338,22 @@ def create_app(
         if watcher is not None:
             watcher.close()
 
-    app = FastAPI(title="earshot", description="Search your sounds by text or by example.", lifespan=lifespan)
+    app = FastAPI(title="earshot", description="Search your sounds by text or by example.", lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url="/redoc" if docs else None,
+                  openapi_url="/openapi.json" if docs else None)
+    app.add_middleware(BodyDeadlineMiddleware, idle_s=serve_limits.body_idle_s, total_s=serve_limits.body_total_s)
     app.add_middleware(GuardMiddleware, allowed_hosts=hosts, max_body=max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(BrowserFenceMiddleware, csp_exempt=("/docs", "/redoc") if docs else ())  # outermost: its headers go on every answer, 403s included
     app.state.live = live
+    slots = app.state.decode_slots = DecodeSlots(serve_limits.max_decoding)
     app.state.batcher = batcher
     app.state.watcher = watcher
 
-    def results(hits) -> list[Result]:
+    def results(hits, ix) -> list[Result]:
         from earshot.index.duplicates import also_at
 
-        env = live.index.peaks([h.id for h in hits])
-        copies = also_at(live.index, [h.id for h in hits])
+        env = ix.peaks([h.id for h in hits])
+        copies = also_at(ix, [h.id for h in hits])
         return [Result(rank=h.rank, score=h.score, id=h.id, name=Path(h.path).name, path=h.path,
                        folder=Path(h.path).parent.as_posix().lstrip("."), duration=h.duration,
                        window_start=h.window_start, window_end=h.window_end, window_score=h.window_score,
@@ -363,6 +370,10 @@ def create_app(
     async def _earshot_error(_request, exc: EarshotError) -> JSONResponse:
         return JSONResponse(status_code=400, content={"detail": str(exc)})
 
+    @app.exception_handler(DamagedIndex)
+    async def _damaged(_request, exc: DamagedIndex) -> JSONResponse:  # the server's files, not the request
+        return JSONResponse(status_code=500, content={"detail": str(exc)})
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request, exc: RequestValidationError) -> JSONResponse:
         detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", ""),
@@ -375,6 +386,7 @@ def create_app(
         s = ix.settings
         return {"status": "partial" if live.partial else ("empty" if len(ix) == 0 else "ok"),
                 "partial": live.partial, "updating": live.updating, "generation": ix.generation,
+                "index_uid": ix.uid,
                 "restart_needed": live.error,
                 "watching": None if watcher is None else {"updates": len(watcher.updates), "error": watcher.error},
                 "items": len(ix), "index_type": ix.kind, "model_id": s.model_id,
@@ -406,8 +418,9 @@ def create_app(
             if not embedded:
                 raise HTTPException(422, f"query {q!r} only excludes words; say what to look for too")
             vec = batcher.embed(embedded)
-        hits = R.search(live.index, q, vec, opts)
-        return SearchResponse(query=q, k=k, results=results(hits), mode=mode, ranking=ranking)
+        ix = live.current()
+        hits = R.search(ix, q, vec, opts)
+        return SearchResponse(query=q, k=k, results=results(hits, ix), mode=mode, ranking=ranking)
 
     @app.get("/search/like", response_model=SearchResponse)
     def search_like(
@@ -419,13 +432,13 @@ def create_app(
         where: str | None = Query(None, max_length=max_query_chars),
         folder: str | None = Query(None, max_length=max_query_chars),
     ) -> SearchResponse:
-        ix = live.index
+        ix = live.current()
         found = ix.file(id)
         if found is None:
             raise HTTPException(404, f"no file with id {id} in this index")
         hits = ix.search_like(id, start, k, **options(ranking, top_m, where, folder))
         label = f"like {found[0].path}" + (f" @ {start:.1f} s" if start is not None else "")
-        return SearchResponse(query=label, k=k, results=results(hits), mode="meaning", ranking=ranking)
+        return SearchResponse(query=label, k=k, results=results(hits, ix), mode="meaning", ranking=ranking)
 
     @app.post("/search/audio", response_model=SearchResponse)
     def search_audio(
@@ -449,41 +462,42 @@ def create_app(
             raise HTTPException(413, f"upload larger than {max_upload_bytes} bytes")
         if file.size == 0:
             raise HTTPException(422, f"{name}: empty file")
+        if not slots.try_enter():
+            raise HTTPException(503, f"busy: {slots.n} uploads are being decoded; try again in a moment",
+                                headers={"Retry-After": "2"})
         fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="earshot-query-")
         try:
             with os.fdopen(fd, "wb") as f:
                 file.file.seek(0)
                 shutil.copyfileobj(file.file, f, 1 << 20)
             try:
-                hits = live.index.search_audio(tmp, k, limits=limits, **opts)
+                ix = live.current()
+                hits = ix.search_audio(tmp, k, limits=limits, **opts)
             except AudioError as e:
                 raise HTTPException(422, f"{name}: {e.reason.replace(tmp, name)}") from None
         finally:
             os.unlink(tmp)
-        return SearchResponse(query=name, k=k, results=results(hits))
+            slots.leave()
+        return SearchResponse(query=name, k=k, results=results(hits, ix))
 
     @app.get("/audio/{file_id}")
-    def audio(file_id: int) -> FileResponse:
-        ix = live.index
+    def audio(file_id: str = FastApiPath(..., description="A file id as /search returned it (plain decimal).")
+              ) -> FileResponse:
+        from earshot.index.status import NotPlayable, playable
+
+        if not _CANONICAL_ID.fullmatch(file_id):  # int() would take "010", "+10", "10_0", " 10"
+            raise HTTPException(422, f"{_short(file_id)!r} is not a file id: ids are plain decimal numbers "
+                                     "as /search returns them")
+        file_id = int(file_id)  # type: ignore[assignment]
+        ix = live.current()
         found = ix.file(file_id)
-        if found is None:
-            raise HTTPException(404, f"no file with id {file_id} in this index")
-        row, path = found
-        real = Path(os.path.realpath(path))
-        if not ix.links_outside:
-            try:
-                real.relative_to(os.path.realpath(ix.settings.root))
-            except ValueError:
-                raise HTTPException(410, f"{row.path} no longer leads to the indexed file "
-                                         "(it now points outside the indexed folder)") from None
         try:
-            st = os.stat(real)
-        except OSError:
-            raise HTTPException(410, f"{row.path} was indexed but is no longer on disk") from None
-        if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (row.size, row.mtime_ns):
-            raise HTTPException(410, f"{row.path} has changed since it was indexed; re-index to play it")
-        return FileResponse(real, stat_result=st, filename=path.name, content_disposition_type="inline",
-                            media_type=_MEDIA.get(path.suffix.lower(), "application/octet-stream"))
+            real, st = playable(found[0] if found else None, ix.settings.root, file_id, ix.links_outside)
+        except NotPlayable as e:
+            raise HTTPException(410 if e.gone else 404, str(e)) from None
+        name = Path(found[0].path).name  # type: ignore[index] - playable refused a missing row
+        return FileResponse(real, stat_result=st, filename=name, content_disposition_type="inline",
+                            media_type=_MEDIA.get(Path(name).suffix.lower(), "application/octet-stream"))
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

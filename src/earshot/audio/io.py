@@ -62,15 +62,46 @@ def _format_for(path: Path, table: dict[str, str], action: str) -> str:
     return fmt
 
 
-def _check_readable(path: Path) -> str:
+def _check_readable(path: Path, whole_wav: bool = True) -> str:
     if not path.exists():
         raise AudioError(path, "no such file")
     if not path.is_file():
         raise AudioError(path, "not a regular file (a directory?)")
     fmt = _format_for(path, _READ_FORMATS, "reading")
-    if fmt == "WAV":
+    if fmt == "WAV" and whole_wav:
         _check_wav_complete(path)
     return fmt
+
+
+def check_readable(path: str | Path, whole_wav: bool = True) -> str:
+    """Raise :class:`AudioError` unless ``path`` is a regular file of a readable format (and,
+    for WAV with ``whole_wav``, not truncated); return soundfile's format name. Reads only
+    headers. The indexer passes ``whole_wav=False``: it indexes what a truncated WAV holds and
+    says so (see :func:`wav_data_shortfall`)."""
+    return _check_readable(Path(path), whole_wav)
+
+
+def wav_data_shortfall(path: str | Path) -> tuple[int, int] | None:
+    """(bytes the data chunk declares, bytes present) of a RIFF/WAVE file whose data chunk claims
+    more than the file holds (0xFFFFFFFF or 0 included: a streaming writer's placeholder), else
+    None (whole, or not a RIFF WAV)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None  # RF64/W64 or not RIFF at all: leave the verdict to libsndfile
+        size = path.stat().st_size
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"data":
+                present = size - pos - 8
+                if pos + 8 + chunk_size > size or (chunk_size == 0 and present > 0):
+                    return chunk_size, present
+                return None
+            pos += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
+    return None
 
 
 def _check_wav_complete(path: Path) -> None:
@@ -78,30 +109,15 @@ def _check_wav_complete(path: Path) -> None:
 
     libsndfile quietly shortens a truncated WAV to what is present, which would turn an
     interrupted download into a silently shorter clip; so the chunk sizes are checked here.
+    0 and 0xFFFFFFFF are what streaming writers leave when the length is unknown: allowed.
     """
     try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-                return  # RF64/W64 or not RIFF at all: leave the verdict to libsndfile
-            size = path.stat().st_size
-            pos = 12
-            while pos + 8 <= size:
-                f.seek(pos)
-                chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
-                if chunk_id == b"data":
-                    # 0 and 0xFFFFFFFF are what streaming writers leave when the length is unknown.
-                    if chunk_size not in (0, 0xFFFFFFFF) and pos + 8 + chunk_size > size:
-                        present = size - pos - 8
-                        raise AudioError(
-                            path,
-                            f"truncated WAV: header declares {chunk_size} bytes of audio "
-                            f"but only {present} are present",
-                        )
-                    return
-                pos += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
+        short = wav_data_shortfall(path)
     except OSError as e:
         raise AudioError(path, f"cannot read file: {e.strerror or e}") from None
+    if short is not None and short[0] not in (0, 0xFFFFFFFF):
+        raise AudioError(path, f"truncated WAV: header declares {short[0]} bytes of audio "
+                               f"but only {short[1]} are present")
 
 
 def audio_info(path: str | Path) -> AudioInfo:

@@ -30,7 +30,7 @@ import hashlib
 import json
 import pickle
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -136,6 +136,9 @@ def index_folder_ray(
             store.set_info("links_outside", cfg.links_outside)
             report = RayIndexReport(index=out, root=root, workers=ray_cfg.workers)
             files, jobs = plan_update(store, root, out, settings, cfg, report)
+            # A decode task hands its windows over whole (the local path streams files longer than
+            # stream_after_s in the main process instead): Ray tasks decode every file in full.
+            jobs = [(*job[:5], replace(job[5], stream_after_s=None)) for job in jobs]
             shards = [jobs[i : i + ray_cfg.files_per_shard] for i in range(0, len(jobs), ray_cfg.files_per_shard)]
             digest = _plan_digest(settings.model_id, model.precision, cfg)
             paths = [out / SHARD_DIR / f"{_shard_key(digest, s)}.npz" for s in shards]

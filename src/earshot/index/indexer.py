@@ -13,23 +13,26 @@ import collections
 import contextlib
 import multiprocessing
 import os
+import signal
+import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
 import numpy as np
 
 from earshot.audio.io import SUPPORTED_SUFFIXES
-from earshot.errors import EarshotError
+from earshot.errors import AudioError, EarshotError
 from earshot.index import vectors as V
-from earshot.index.decode import Decoded, Framing, Limits, decode, decode_job, die_with_parent, is_candidate
 from earshot.index import words
+from earshot.index.decode import (Decoded, Framing, Limits, WindowStream, decode, decode_job, die_with_parent,
+                                  is_candidate)
 from earshot.index.encoder import Encoder
 from earshot.index.moments import write_windows
-from earshot.index.store import FAISS_FILE, IndexSettings, Store, index_lock
+from earshot.index.store import DB_FILE, FAISS_FILE, LOCK_FILE, IndexSettings, Store, index_lock
 
 Pooling = Literal["mean", "max"]
 
@@ -45,6 +48,7 @@ class IndexConfig:
     vectors: V.VectorConfig = field(default_factory=V.VectorConfig)  # FAISS index type
     limits: Limits = field(default_factory=Limits)  # what a header may declare (4 h, 64 ch, 1-768 kHz)
     links_outside: bool = False  # index symlinks whose target lies outside the folder (refused by default)
+    stream_after_s: float = 120.0  # longer files are decoded, resampled and embedded block by block
 
     def __post_init__(self) -> None:
         if self.pooling not in ("mean", "max"):
@@ -80,6 +84,8 @@ class IndexReport:
     windows: int = 0  # windows encoded this run
     seconds: float = 0.0  # wall time
     kind: str = "flat"  # FAISS index type written
+    repaired: list[str] = field(default_factory=list)  # what was found damaged and rebuilt
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note): indexed, but not as declared
 
 
 def pool(window_embeddings: np.ndarray, how: Pooling, normalize: bool) -> np.ndarray:
@@ -120,27 +126,20 @@ def index_folder(
     if not root.is_dir():
         raise EarshotError(f"{root}: not a folder")
     settings = settings_for(encoder, cfg, root)
-    with index_lock(out):
-        for stale in out.glob(f".{FAISS_FILE}.*.tmp"):  # left by a run killed mid-write
-            with contextlib.suppress(OSError):
-                stale.unlink()
-        store = Store.open(out, create=True)
-        try:
-            check_settings(store, settings, out)
-            store.set_info("links_outside", cfg.links_outside)
-            report = IndexReport(index=out, root=root)
-            _update(store, root, out, encoder, settings, cfg, report, progress)
-            words.sync(store, root)  # names and tags of new files, for word search and filters
-            # every window, for moment ranking; before vectors.faiss, whose stamp tells a running
-            # server that the update is complete
-            write_windows(store, settings.dim, cfg.vectors)
-            report.kind = write_vectors(store, settings.dim, cfg.vectors)
-            report.items = store.count()
-            report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
-            with store.transaction():
-                store.set_info("run", {"found": report.found, "finished": True})
-        finally:
-            store.close()
+    if (out / DB_FILE).is_file():  # an update: in place, one transaction per batch
+        with index_lock(out), _deferred_sigint():
+            report = _run(out, out, root, encoder, settings, cfg, progress)
+    else:  # a new index: built beside --out and renamed into place whole
+        staging = building_dir(out)
+        with _lock_if_exists(out), index_lock(staging), _deferred_sigint():
+            try:
+                report = _run(staging, out, root, encoder, settings, cfg, progress)
+            except BaseException:  # interrupted: what was finished goes in place, resumable
+                with contextlib.suppress(Exception):
+                    if _has_files(staging):
+                        _swap_in(staging, out)
+                raise
+            _swap_in(staging, out)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -158,6 +157,111 @@ def settings_for(encoder: Encoder, cfg: IndexConfig, root: Path) -> IndexSetting
         pooling=cfg.pooling,
         root=str(root),
     )
+
+
+_STOP = threading.Event()  # set by the first Ctrl-C during index_folder (see _deferred_sigint)
+
+
+def _checkpoint() -> None:
+    """Stop here if Ctrl-C was pressed: between files, batches and window blocks, never inside
+    a transaction or the process pool's own bookkeeping (where an interrupt could deadlock)."""
+    if _STOP.is_set():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _deferred_sigint() -> Iterator[None]:
+    """While indexing in the main thread, the first SIGINT only asks to stop (checked at the
+    next :func:`_checkpoint`, well within a second); a second one interrupts at once."""
+    _STOP.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def ask(signum, frame) -> None:
+        if _STOP.is_set():
+            raise KeyboardInterrupt
+        _STOP.set()
+
+    previous = signal.signal(signal.SIGINT, ask)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _STOP.clear()
+
+
+def _has_files(directory: Path) -> bool:
+    try:
+        store = Store.open(directory, readonly=True, check=False)
+    except EarshotError:
+        return False
+    try:
+        return store.count() > 0
+    finally:
+        store.close()
+
+
+def building_dir(out: Path) -> Path:
+    """Where a new index for ``out`` is built before it is renamed into place (hidden, beside it).
+
+    A reader of ``out`` sees either no index or a complete one, never a database under
+    construction; a server still holding a deleted index keeps answering from it until then.
+    A run killed by a signal that cannot be caught leaves this folder, and the same command
+    resumes from it.
+    """
+    return out.parent / f".{out.name}.building"
+
+
+@contextlib.contextmanager
+def _lock_if_exists(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock while building its replacement, when ``out`` exists (an empty folder
+    or a bare lock file): a second indexer on it is refused as for an update."""
+    if out.exists():
+        with index_lock(out):
+            yield
+    else:
+        yield
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Rename the finished ``staging`` folder to ``out``; an ``out`` holding only a lock file and
+    stale temporary files (what a refused or killed run leaves) is replaced."""
+    if out.exists():
+        leftovers = [p for p in out.iterdir() if p.name != LOCK_FILE and not p.name.endswith(".tmp")]
+        if leftovers:
+            raise EarshotError(f"{out}: something was written there while the index was built; "
+                               f"the new index is in {staging}")
+        for p in out.iterdir():
+            p.unlink()
+        out.rmdir()
+    os.rename(staging, out)
+
+
+def _run(where: Path, out: Path, root: Path, encoder: Encoder, settings: IndexSettings, cfg: IndexConfig,
+         progress: Callable[[Progress], None] | None) -> IndexReport:
+    """One indexing run writing into directory ``where`` (``out`` itself or its building folder)."""
+    for stale in where.glob(f".{FAISS_FILE}.*.tmp"):  # left by a run killed mid-write
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    store = Store.open(where, create=True)
+    try:
+        check_settings(store, settings, out)
+        store.set_info("links_outside", cfg.links_outside)
+        report = IndexReport(index=out, root=root)
+        _update(store, root, out, encoder, settings, cfg, report, progress)
+        words.sync(store, root)  # names and tags of new files, for word search and filters
+        # every window, for moment ranking; before vectors.faiss, whose stamp tells a running
+        # server that the update is complete
+        write_windows(store, settings.dim, cfg.vectors)
+        report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
+        report.items = store.count()
+        report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
+        with store.transaction():
+            store.set_info("run", {"found": report.found, "finished": True})
+    finally:
+        store.close()
+    return report
 
 
 def check_settings(store: Store, new: IndexSettings, out: Path) -> None:
@@ -195,7 +299,16 @@ def _update(
     if progress:
         progress(Progress(done, len(files), 0.0))
     batch: list[Decoded] = []
+    job_of = {job[1]: job for job in jobs}  # (path, rel, size, mtime, sha256, framing)
     for item in _decoded(jobs, cfg.workers):
+        _checkpoint()
+        if item.long:  # too long to hand over whole: streamed here, window block by window block
+            job = job_of[item.rel]
+            _commit_streamed(store, encoder, job[0], item, job[5], cfg, report)
+            done += 1
+            if progress:
+                progress(Progress(done, len(files), report.audio_s))
+            continue
         batch.append(item)
         if sum(len(d.windows or ()) for d in batch) >= cfg.batch_size:
             done += _commit(store, encoder, batch, cfg, report)
@@ -221,13 +334,22 @@ def plan_update(
     report.found = len(files)
     with store.transaction():
         store.set_info("run", {"found": len(files), "finished": False})
+    damaged = store.damaged_files(settings.dim)
+    if damaged:  # rows that are not whole: drop them, so the files are encoded again below
+        with store.transaction():
+            for rel in damaged:
+                store.remove(rel)
+            store.bump_generation()
+        report.repaired.append(f"{len(damaged)} file(s) had damaged rows in the database "
+                               f"({', '.join(damaged[:3])}{', ...' if len(damaged) > 3 else ''}); encoded them again")
     known = store.files()
     bad = store.bad()
     present: set[str] = set()
     jobs = []
-    framing = Framing(settings.sample_rate, cfg.window_s, cfg.hop_s, cfg.min_s, cfg.limits)
+    framing = Framing(settings.sample_rate, cfg.window_s, cfg.hop_s, cfg.min_s, cfg.limits, cfg.stream_after_s)
     skipped_now: list[tuple[str, int, int, str]] = []
     for path in files:
+        _checkpoint()
         rel = path.relative_to(root).as_posix()
         try:
             rel.encode("utf-8")
@@ -290,6 +412,7 @@ def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
     """
     if workers == 0:
         for job in jobs:
+            _checkpoint()
             yield decode(*job)
         return
     # fork starts workers at once and works from any script (spawn re-imports ``__main__``);
@@ -304,6 +427,7 @@ def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
     pool_ = new_pool()
     queue: collections.deque[tuple[tuple, Future]] = collections.deque()
     it = iter(jobs)
+    finished = False
     try:
         for job in it:
             queue.append((job, pool_.submit(decode_job, job)))
@@ -312,7 +436,13 @@ def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
         while queue:
             job, fut = queue.popleft()
             try:
-                result = fut.result()
+                while True:  # poll, so Ctrl-C is seen while a worker decodes a long file
+                    _checkpoint()
+                    try:
+                        result = fut.result(timeout=0.1)
+                        break
+                    except TimeoutError:
+                        continue
             except BrokenProcessPool:
                 result = Decoded(rel=job[1], size=job[2], mtime_ns=job[3],
                                  error="the decoder crashed on this file (its worker process died)")
@@ -325,14 +455,38 @@ def _decoded(jobs: list[tuple], workers: int) -> Iterator[Decoded]:
             if nxt is not None:
                 queue.append((nxt, pool_.submit(decode_job, nxt)))
             yield result
+        finished = True
     finally:
         for _, f in queue:
             f.cancel()
-        pool_.shutdown(wait=True, cancel_futures=True)
+        if finished:
+            pool_.shutdown(wait=True, cancel_futures=True)
+        else:  # Ctrl-C or an error: the workers hold nothing worth waiting for (nothing is committed there)
+            _stop_workers(pool_)
+
+
+def _stop_workers(pool_: ProcessPoolExecutor) -> None:
+    """End a pool at once: kill its workers, then shut it down without waiting.
+
+    ``shutdown(wait=True)`` would join workers still decoding (or blocked on a pipe), which is
+    what made Ctrl-C hang in multiprocessing's exit handler.
+    """
+    procs = list(getattr(pool_, "_processes", {}).values())  # the executor's own map of workers
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.kill()
+    for q in (getattr(pool_, "_call_queue", None),):  # its feeder thread must not block the exit
+        with contextlib.suppress(Exception):
+            q.cancel_join_thread()
+    pool_.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        with contextlib.suppress(Exception):
+            p.join(1.0)
 
 
 def _commit(store: Store, encoder: Encoder, batch: list[Decoded], cfg: IndexConfig, report: IndexReport) -> int:
     """Encode a batch of decoded files and commit them (and any bad ones) in one transaction."""
+    _checkpoint()
     emb = embed_decoded(encoder, batch, cfg.batch_size)
     with store.transaction():
         store_decoded(store, batch, emb, cfg.pooling, encoder.normalize, report)
@@ -384,26 +538,70 @@ def store_decoded(store: Store, batch: list[Decoded], emb: np.ndarray, pooling: 
             report.audio_s += d.duration
             report.windows += n
             wrote = True
+            if d.note:
+                report.notes.append((d.rel, d.note))
     if wrote:
         store.bump_generation()
 
 
-def write_vectors(store: Store, dim: int, cfg: V.VectorConfig) -> str:
-    """Rebuild the FAISS file from the database if it is stale; return its index type.
+def _commit_streamed(store: Store, encoder: Encoder, path: str, d: Decoded, framing: Framing, cfg: IndexConfig,
+                     report: IndexReport) -> None:
+    """Decode, resample, frame and embed one long file block by block (:class:`WindowStream`),
+    keeping only its window embeddings, then commit it (or its reason) in one transaction."""
+    stream = WindowStream(path, replace(framing, stream_after_s=None))
+    embs, starts, ends = [], [], []
+    try:
+        for windows, s, e in stream.windows(cfg.batch_size):
+            _checkpoint()
+            embs.append(encoder.embed_audio(windows, batch_size=cfg.batch_size))  # (n, D)
+            starts.append(s)
+            ends.append(e)
+    except AudioError as e:
+        d.error = e.reason
+    except Exception as e:  # noqa: BLE001 - the model failed on this file: it is named, the run goes on
+        d.error = f"the model failed on this file: {type(e).__name__}: {e}"[:300]
+    with store.transaction():
+        if d.error is not None:
+            store.put_bad(d.rel, d.size, d.mtime_ns, d.error)
+            return
+        win = np.concatenate(embs)  # (W, D)
+        store.put_file(d.rel, d.size, d.mtime_ns, d.sha256, stream.duration, stream.sample_rate, stream.channels,
+                       pool(win, cfg.pooling, encoder.normalize), np.concatenate(starts), np.concatenate(ends), win,
+                       stream.peaks())
+        store.bump_generation()
+    report.encoded.append(d.rel)
+    report.audio_s += stream.duration
+    report.windows += len(win)
+    if stream.note:
+        report.notes.append((d.rel, stream.note))
 
-    The file is written atomically first and stamped in the database after, so a crash in
-    between leaves a stamp that does not match and the next reader rebuilds.
+
+def write_vectors(store: Store, dim: int, cfg: V.VectorConfig, notes: list[str] | None = None) -> str:
+    """Rebuild the FAISS file from the database if it is stale or not the file that was written;
+    return its index type.
+
+    The file is written atomically first and stamped in the database after (generation plus
+    its size and digest, see :mod:`earshot.index.integrity`), so a crash in between leaves a
+    stamp that does not match and the next reader rebuilds. A file that fails its digest
+    (damaged, truncated, copied from another index) is rebuilt, and ``notes`` says so.
     """
+    from earshot.index import integrity
+
     gen = store.generation()
     path = store.directory / FAISS_FILE
     ids, vecs = store.clip_vectors(dim)
     kind = V.describe(cfg, len(ids), dim)
     if store.get_info("faiss_generation") == gen and store.get_info("faiss_kind") == kind and path.is_file():
-        return kind
+        why = integrity.check_vectors(store, path)
+        if why is None:
+            return kind
+        if notes is not None:
+            notes.append(f"{FAISS_FILE}: {why}; rebuilt it from the database")
     index = V.build(vecs, ids, cfg)
     V.save(index, path)
     with store.transaction():
         store.set_info("faiss_generation", gen)
         store.set_info("faiss_kind", kind)
         store.set_info("vector_config", {k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
+    integrity.record_vectors(store, path, gen)
     return kind

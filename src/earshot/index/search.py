@@ -19,10 +19,10 @@ import numpy as np
 from earshot.errors import EarshotError
 from earshot.index import vectors as V
 from earshot.index.hits import Hit
-from earshot.index.decode import Framing, Limits, frame, load_checked
+from earshot.index.decode import Framing, Limits, WindowStream, frame, load_checked
 from earshot.index.encoder import Encoder, open_encoder, open_text_encoder
 from earshot.index.indexer import pool
-from earshot.index.store import FAISS_FILE, FileRow, IndexSettings, Store
+from earshot.index.store import FAISS_FILE, DamagedIndex, FileRow, IndexSettings, Store
 
 TEXT_CACHE_SIZE = 1024  # distinct recent queries whose embeddings are kept
 
@@ -42,6 +42,7 @@ class Index:
         self._lock = threading.RLock()  # SQLite connection, FAISS, the query cache and model loading
         self.generation = store.generation()  # of the database when the vectors were loaded
         self.uid = store.get_info("uid")  # which database (a deleted and rebuilt index gets a new one)
+        self.inode = store.inode  # (st_dev, st_ino) of the database file this view reads
         self.links_outside = bool(store.get_info("links_outside"))  # symlinks out of root were allowed
         self._text_cache: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
         self.cache_hits = 0  # text queries answered from the cache (for tests and /health)
@@ -55,8 +56,12 @@ class Index:
         directory = Path(path).expanduser()
         if not directory.exists():
             raise EarshotError(f"{directory}: no such index")
-        store = Store.open(directory)
-        settings = store.settings()
+        store = Store.open(directory, readonly=True)
+        try:
+            settings = store.settings()
+        except EarshotError:
+            store.close()
+            raise
         if settings is None:
             store.close()
             raise EarshotError(f"{directory}: index has never been built (no settings)")
@@ -157,12 +162,14 @@ class Index:
     def embed_audio_file(self, path: str | Path, limits: Limits = Limits()) -> np.ndarray:
         """(D,) embedding of an example clip, framed and pooled exactly as indexed files are.
 
-        The clip's header is checked against ``limits`` before anything is decoded.
+        The clip's header is checked against ``limits`` before anything is decoded, and it is
+        decoded, resampled and embedded block by block (:class:`WindowStream`): memory follows
+        the window, not the clip's length.
         """
         s = self.settings
-        wave, _, _ = load_checked(path, s.sample_rate, limits)
-        windows, _, _ = frame(wave, Framing(s.sample_rate, s.window_s, s.hop_s))
-        emb = self.encoder.embed_audio(windows, batch_size=16)  # (W, D); inference needs no lock
+        stream = WindowStream(path, Framing(s.sample_rate, s.window_s, s.hop_s, limits=limits))
+        # 8 windows a pass: the model's activations, not the clip, set the memory of an upload
+        emb = np.concatenate([self.encoder.embed_audio(w, batch_size=8) for w, _, _ in stream.windows(8)])  # (W, D)
         return pool(emb, s.pooling, s.normalize)  # type: ignore[arg-type]
 
     def search(self, text: str, k: int = 10, **options: Any) -> list[Hit]:
@@ -290,11 +297,21 @@ def _check_model(model_id: str, settings: IndexSettings, directory: Path) -> Non
 
 def _load_vectors(store: Store, settings: IndexSettings, directory: Path,
                   ef_search: int | None, nprobe: int | None):
-    """The FAISS index on disk if it matches the database; otherwise rebuilt in memory."""
+    """The FAISS index on disk if it matches the database and its recorded digest; rebuilt in
+    memory when it is merely stale (an interrupted run) or has no digest (an older earshot);
+    refused when it is damaged or another index's file."""
+    from earshot.index import integrity
+
     path = directory / FAISS_FILE
     if path.is_file() and store.get_info("faiss_generation") == store.generation():
-        return V.load(path, ef_search, nprobe)
-    # A run was interrupted between committing files and writing vectors: rebuild from SQLite.
+        why = integrity.check_vectors(store, path)
+        if why is None:
+            return V.load(path, ef_search, nprobe)
+        if store.get_info(integrity.RECORD) is not None:
+            raise DamagedIndex(f"{path}: refusing to search with it: {why}; {store.repair_hint()} "
+                               "(it rebuilds the vectors from the database)")
+    # Stale vectors (a run interrupted between committing files and writing them) or a file
+    # without a digest: rank from what SQLite holds.
     doc = store.get_info("vector_config") or {}
     cfg = V.VectorConfig(**doc)
     ids, vecs = store.clip_vectors(settings.dim)

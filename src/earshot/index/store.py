@@ -23,6 +23,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
 import numpy as np
 
@@ -32,6 +33,22 @@ DB_FILE = "meta.sqlite"
 FAISS_FILE = "vectors.faiss"
 LOCK_FILE = "index.lock"
 FORMAT = "earshot.index/1"
+
+
+class DamagedIndex(EarshotError):
+    """An index's files are not what its indexer wrote; the message names the repair command."""
+
+
+QUICK_CHECK_BYTES = 64 * 1024 * 1024  # databases up to this size get PRAGMA quick_check on open
+
+
+def rebuild_hint(directory: Path, settings: "IndexSettings | None" = None) -> str:
+    """What to run to repair index ``directory``: the same `earshot index` when its settings are
+    known (it re-encodes damaged files and rebuilds the vectors), else a rebuild from scratch."""
+    if settings is not None:
+        return (f"run `earshot index {settings.root} --model {settings.model_path} --out {directory}` "
+                "to repair it")
+    return f"delete {directory} and run `earshot index FOLDER --model MODEL --out {directory}` again"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -137,11 +154,19 @@ class Store:
     def __init__(self, directory: Path, conn: sqlite3.Connection):
         self.directory = directory
         self.conn = conn
+        self.inode: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the database file opened
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
-    def open(cls, directory: str | Path, create: bool = False) -> "Store":
-        """Open (or with ``create``, make) the database of index ``directory``."""
+    def open(cls, directory: str | Path, create: bool = False, readonly: bool = False,
+             check: bool = True) -> "Store":
+        """Open (or with ``create``, make) the database of index ``directory``.
+
+        ``readonly`` (what search and serve use) opens it through a ``mode=ro`` URI: nothing is
+        ever written, not even a schema into an empty file, and a journal left by a writer is
+        never rolled back into it. ``check`` runs SQLite's ``quick_check`` first when the
+        database is small enough for that to be cheap (:data:`QUICK_CHECK_BYTES`).
+        """
         directory = Path(directory)
         db = directory / DB_FILE
         if not create and not db.is_file():
@@ -149,19 +174,50 @@ class Store:
         if create:
             directory.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA foreign_keys = ON")
-            conn.executescript(_SCHEMA)
+            if readonly:
+                conn = sqlite3.connect(f"file:{quote(str(db.resolve()))}?mode=ro", uri=True,
+                                       check_same_thread=False, isolation_level=None, timeout=5.0)
+                conn.execute("PRAGMA query_only = ON")
+            else:
+                conn = sqlite3.connect(str(db), check_same_thread=False, isolation_level=None, timeout=5.0)
+                conn.execute("PRAGMA foreign_keys = ON")
+            if check and db.is_file() and db.stat().st_size <= QUICK_CHECK_BYTES:
+                verdict = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+                if verdict != "ok":
+                    conn.close()
+                    raise DamagedIndex(f"{db}: the index database is damaged ({verdict}); "
+                                       f"{rebuild_hint(directory)}")
+            if readonly:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                missing = {"info", "files", "windows", "bad"} - tables
+                if missing:
+                    conn.close()
+                    what = "an empty file" if not tables else f"no {', '.join(sorted(missing))} table"
+                    raise EarshotError(f"{directory}: not an earshot index ({DB_FILE} is {what}); "
+                                       f"{rebuild_hint(directory)}")
+            else:
+                conn.executescript(_SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise EarshotError(f"{db}: not a valid index database: {e}") from None
+            raise DamagedIndex(f"{db}: not a valid index database: {e}; {rebuild_hint(directory)}") from None
         store = cls(directory, conn)
         fmt = store.get_info("format")
         if fmt is None and create:
             store.set_info("format", FORMAT)
             store.set_info("uid", os.urandom(8).hex())  # tells a rebuilt index from the one it replaced
         elif fmt != FORMAT:
+            conn.close()
             raise EarshotError(f"{db}: unknown index format {fmt!r} (expected {FORMAT})")
+        st = db.stat()
+        store.inode = (st.st_dev, st.st_ino)  # a replaced database (rm -rf + rebuild) has another
         return store
+
+    def repair_hint(self) -> str:
+        """The command that repairs this index: the same `earshot index` run (from its settings)."""
+        try:
+            s = self.settings()
+        except EarshotError:
+            s = None
+        return rebuild_hint(self.directory, s)
 
     def close(self) -> None:
         self.conn.close()
@@ -180,7 +236,14 @@ class Store:
     # -- settings -----------------------------------------------------------------------------
     def get_info(self, key: str) -> Any:
         row = self.conn.execute("SELECT value FROM info WHERE key = ?", (key,)).fetchone()
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            return None
+        try:
+            return json.loads(row[0])
+        except (json.JSONDecodeError, TypeError):
+            raise DamagedIndex(f"{self.directory}: the index's {key!r} record is damaged (not valid JSON); "
+                               f"{rebuild_hint(self.directory, None if key == 'settings' else self.settings())}"
+                               ) from None
 
     def set_info(self, key: str, value: Any) -> None:
         self.conn.execute(
@@ -190,7 +253,13 @@ class Store:
 
     def settings(self) -> IndexSettings | None:
         doc = self.get_info("settings")
-        return None if doc is None else IndexSettings(**doc)
+        if doc is None:
+            return None
+        try:
+            return IndexSettings(**doc)
+        except TypeError:
+            raise DamagedIndex(f"{self.directory}: the index's 'settings' record is damaged (unexpected "
+                               f"fields); {rebuild_hint(self.directory)}") from None
 
     def set_settings(self, settings: IndexSettings) -> None:
         self.set_info("settings", asdict(settings))
@@ -289,14 +358,36 @@ class Store:
     # -- embeddings ---------------------------------------------------------------------------
     def clip_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(ids (N,), clip embeddings (N, D)) of every indexed file, by id."""
-        rows = self.conn.execute("SELECT id, embedding FROM files ORDER BY id").fetchall()
+        rows = self.conn.execute("SELECT id, embedding, path FROM files ORDER BY id").fetchall()
+        for r in rows:
+            self._check_blob(r[1], dim, f"clip embedding of {r[2]!r}")
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
         return ids, vecs.copy()
 
+    def _check_blob(self, blob: Any, dim: int, what: str) -> None:
+        if not isinstance(blob, bytes) or len(blob) != 4 * dim:
+            size = len(blob) if isinstance(blob, (bytes, str)) else type(blob).__name__
+            raise DamagedIndex(f"{self.directory}: the {what} is damaged ({size} bytes, expected {4 * dim}); "
+                               f"{self.repair_hint()}")
+
+    def damaged_files(self, dim: int) -> list[str]:
+        """Files whose rows are not whole: a clip blob of the wrong length, window rows missing
+        or of the wrong length. The indexer drops and re-encodes them."""
+        rows = self.conn.execute(
+            "SELECT f.path FROM files f LEFT JOIN (SELECT file_id, COUNT(*) AS n, "
+            "SUM(typeof(embedding) != 'blob' OR length(embedding) != ?) AS bad FROM windows GROUP BY file_id) w "
+            "ON w.file_id = f.id WHERE typeof(f.embedding) != 'blob' OR length(f.embedding) != ? "
+            "OR w.n IS NULL OR w.n != f.n_windows OR w.bad > 0",
+            (4 * dim, 4 * dim)).fetchall()
+        return sorted(r[0] for r in rows)
+
     def clip_vector(self, file_id: int, dim: int) -> np.ndarray | None:
         row = self.conn.execute("SELECT embedding FROM files WHERE id = ?", (file_id,)).fetchone()
-        return None if row is None else np.frombuffer(row[0], dtype=np.float32).reshape(dim).copy()
+        if row is None:
+            return None
+        self._check_blob(row[0], dim, f"clip embedding of file id {file_id}")
+        return np.frombuffer(row[0], dtype=np.float32).reshape(dim).copy()
 
     def peaks(self, ids: list[int]) -> dict[int, np.ndarray]:
         """Waveform envelopes (uint8 (P,)) by file id; files indexed before peaks existed are absent."""
@@ -311,6 +402,11 @@ class Store:
         rows = self.conn.execute(
             "SELECT start, end, embedding FROM windows WHERE file_id = ? ORDER BY idx", (file_id,)
         ).fetchall()
+        if not rows:
+            raise DamagedIndex(f"{self.directory}: the window rows of file id {file_id} are missing; "
+                               f"{self.repair_hint()}")
+        for i, r in enumerate(rows):
+            self._check_blob(r[2], dim, f"window {i} of file id {file_id}")
         starts = np.array([r[0] for r in rows], dtype=np.float64)
         ends = np.array([r[1] for r in rows], dtype=np.float64)
         embs = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)

@@ -98,24 +98,63 @@ def _number(value) -> float | None:
 
 
 class _KeepingWriter(ExperimentWriter):
-    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted."""
+    """Lightning's CSV writer, except that an existing ``metrics.csv`` is continued, not deleted.
+
+    With ``resume_step`` (the global step of the checkpoint a run resumes from), rows logged at
+    that step or later are dropped first: the killed run logged them after its last checkpoint,
+    and the resumed run logs those steps again (Lightning logs a resumed run from the
+    checkpoint's step on)."""
+
+    def __init__(self, log_dir: str, resume_step: int | None = None):
+        self.resume_step = resume_step  # before the base __init__, which checks the folder
+        super().__init__(log_dir=log_dir)
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
-                header = next(csv.reader(f), [])
+                rows = list(csv.reader(f))
+            header = rows[0] if rows else []
+            if self.resume_step is not None and "step" in header:
+                col = header.index("step")
+                kept = [r for r in rows[1:] if not _at_or_after(r, col, self.resume_step)]
+                if len(kept) < len(rows) - 1:
+                    from earshot.utils import atomic_write
+
+                    with atomic_write(self.metrics_file_path, "w") as f:
+                        csv.writer(f, lineterminator="\n").writerows([header, *kept])
             # Known columns: new keys then rewrite the header, and old rows keep their values.
             self.metrics_keys = list(header)
+
+
+def _at_or_after(row: list[str], col: int, step: int) -> bool:
+    try:
+        return int(float(row[col])) >= step
+    except (IndexError, ValueError):
+        return False  # a row without a step is kept
 
 
 class KeepingCSVLogger(CSVLogger):
     """CSVLogger whose ``metrics.csv`` keeps the rows of earlier runs in the same folder
     (``--resume`` continues the table instead of starting it over)."""
 
+    def __init__(self, *args, resume_step: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resume_step = resume_step  # rows at this step or later are dropped (see _KeepingWriter)
+
     @property
     @rank_zero_experiment
     def experiment(self) -> ExperimentWriter:  # type: ignore[override]
         if self._experiment is None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _KeepingWriter(log_dir=self.log_dir)
+            self._experiment = _KeepingWriter(log_dir=self.log_dir, resume_step=self._resume_step)
         return self._experiment
+
+
+def checkpoint_step(path) -> int | None:
+    """The global step a Lightning checkpoint was saved at (None if unreadable)."""
+    import torch
+
+    try:
+        return int(torch.load(str(path), map_location="cpu", weights_only=True)["global_step"])
+    except Exception:  # noqa: BLE001 - a missing step only means no rows are dropped
+        return None

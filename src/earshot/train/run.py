@@ -42,7 +42,7 @@ from earshot.train.data import (
     resolve_split,
 )
 from earshot.train.module import MONITOR, RetrievalModule
-from earshot.train.progress import KeepingCSVLogger, quiet_third_party
+from earshot.train.progress import KeepingCSVLogger, checkpoint_step, quiet_third_party
 from earshot.utils import cache_dir
 
 
@@ -151,8 +151,9 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = _initial_model(cfg)
     if cfg.epochs == 0:  # zero-shot: the (pretrained) model as it is
-        paths = {"best": checkpoint.save(model, out / "best", {"source": "untrained"})}
-        paths["averaged"] = checkpoint.save(model, out / "averaged", {"source": "untrained"})
+        untrained = {"source": "untrained", "eval_seconds": cfg.data.eval_seconds}
+        paths = {"best": checkpoint.save(model, out / "best", untrained)}
+        paths["averaged"] = checkpoint.save(model, out / "averaged", untrained)
         return paths
     train_loader, val_loader, val_table, val_text = _loaders(cfg, model, progress)
     module = RetrievalModule(model, cfg, val_table, val_text)
@@ -176,7 +177,9 @@ def _train_stage(cfg: TrainConfig, resume: bool, progress: bool,
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         precision=_precision(cfg), gradient_clip_val=cfg.optim.grad_clip,
         callbacks=cbs + list(callbacks or []), plugins=[AtomicCheckpointIO()],
-        logger=[KeepingCSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
+        logger=[KeepingCSVLogger(out, name="logs", version="",
+                                 resume_step=checkpoint_step(last) if resume and last.is_file() else None),
+                TensorBoardLogger(out, name="logs", version="")],
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=cfg.log_every_n_steps,
         num_sanity_val_steps=0, deterministic=_deterministic(cfg),
         # earshot's own samplers split batches and validation across ranks (train/data.py)
@@ -301,9 +304,11 @@ def _finish(cfg: TrainConfig, model: BiEncoder, best: ModelCheckpoint, out: Path
     own = model.state_dict()  # frozen towers are not in the Lightning files: take them from here
     states = [{**own, **model_state_from_lightning(p)} for p in paths]
     model.load_state_dict(states[0], strict=True)
-    result["best"] = checkpoint.save(model, out / "best", {"source": Path(paths[0]).name})
+    framing = {"eval_seconds": cfg.data.eval_seconds}  # how validation framed clips: evaluate's default
+    result["best"] = checkpoint.save(model, out / "best", {"source": Path(paths[0]).name, **framing})
     model.load_state_dict(average_state_dicts(states), strict=True)
-    result["averaged"] = checkpoint.save(model, out / "averaged", {"averaged": [Path(p).name for p in paths]})
+    result["averaged"] = checkpoint.save(model, out / "averaged", {"averaged": [Path(p).name for p in paths],
+                                                                  **framing})
     summary = {"best": str(result["best"]), "averaged": str(result["averaged"]),
                "top_k": {Path(p).name: float(s) for p, s in ranked}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -247,9 +247,40 @@ async function searchText(event) {
   p.set("q", q);
   p.set("k", k);
   if ($("mode")) p.set("mode", $("mode").value);
-  const resp = await fetch(`/search?${p}`);
+  let resp;
+  try {
+    resp = await fetch(`/search?${p}`);
+  } catch (err) {  // the server is gone or unreachable: say so, and drop results of an older query
+    clearResults();
+    setStatus(`search failed: ${err.message} (is \`earshot serve\` still running?)`, true);
+    return;
+  }
   if (!resp.ok) { clearResults(); setStatus(await errorText(resp), true); return; }
   render(await resp.json());
+}
+
+// The index's own state from /health: partial (an unfinished `earshot index` run), updating
+// (a re-index is being picked up) or needing a restart; shown above the results, polled.
+async function checkHealth() {
+  let note = "";
+  try {
+    const resp = await fetch("/health");
+    const h = await resp.json();
+    if (h.restart_needed) note = h.restart_needed;
+    else if (h.partial) note = `${h.partial}${h.updating ? "; updating" : ""}`;
+    else if (h.updating) note = "the index is being updated; results may change";
+  } catch (err) {
+    note = "the server does not answer";
+  }
+  let el = $("index-state");
+  if (!el) {
+    el = document.createElement("p");
+    el.id = "index-state";
+    el.setAttribute("aria-live", "polite");
+    $("status").after(el);
+  }
+  el.textContent = note;
+  el.hidden = !note;
 }
 
 async function searchAudio(event) {
@@ -313,4 +344,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("text-form").addEventListener("submit", searchText);
   $("audio-form").addEventListener("submit", searchAudio);
   document.addEventListener("keydown", onKey);
+  checkHealth();
+  setInterval(checkHealth, 5000);
 });

@@ -1,0 +1,162 @@
+"""Whether an index's files are the ones its indexer wrote: digests recorded, checked on open.
+
+``vectors.faiss`` is derived from the database, so nothing inside it says whether it is whole,
+damaged or another index's copy. When the indexer writes it, :func:`record_vectors` stores in
+the database's ``info`` table the file's size and SHA-256, the database uid and generation it
+was built for, and digests of the clip and window embedding blobs it was built from. Opening
+an index (:func:`check_vectors`) compares size and digest before FAISS reads a byte; the digest
+of a file already checked in this process is remembered by (device, inode, size, mtime), so a
+server reopening an unchanged file does not hash it again. :func:`verify` (``earshot index
+--verify``) does everything: SQLite's ``integrity_check``, every row's blob lengths and window
+counts, the recorded blob digests and left-over temporary files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from earshot.errors import EarshotError
+from earshot.index.store import DB_FILE, FAISS_FILE, Store
+
+RECORD = "vectors"  # info key of the record written by record_vectors
+
+_memo: dict[tuple[int, int, int, int], str] = {}  # (dev, ino, size, mtime_ns) -> sha256 checked here
+_memo_lock = threading.Lock()
+
+
+def file_sha256(path: Path, remember: bool = True) -> tuple[int, str]:
+    """(size, hex SHA-256) of ``path``; with ``remember``, a file unchanged since it was last
+    hashed in this process (same inode, size and mtime) is not read again."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if remember:
+        with _memo_lock:
+            known = _memo.get(key)
+        if known is not None:
+            return st.st_size, known
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    if remember:
+        with _memo_lock:
+            _memo[key] = digest
+    return st.st_size, digest
+
+
+def blob_digests(store: Store) -> tuple[str, str]:
+    """(SHA-256 of every file's id and clip blob, of every window's key and blob), streamed in
+    id order: what the vectors were built from, and what moment search reads."""
+    clips, wins = hashlib.sha256(), hashlib.sha256()
+    for fid, blob in store.conn.execute("SELECT id, embedding FROM files ORDER BY id"):
+        clips.update(int(fid).to_bytes(8, "little", signed=True))
+        clips.update(blob if isinstance(blob, bytes) else str(blob).encode())
+    for fid, idx, blob in store.conn.execute("SELECT file_id, idx, embedding FROM windows ORDER BY file_id, idx"):
+        wins.update(int(fid).to_bytes(8, "little", signed=True) + int(idx).to_bytes(4, "little", signed=True))
+        wins.update(blob if isinstance(blob, bytes) else str(blob).encode())
+    return clips.hexdigest(), wins.hexdigest()
+
+
+def record_vectors(store: Store, path: Path, generation: int) -> None:
+    """Remember what ``path`` (just written) is: size, digest, the database and blobs behind it."""
+    size, digest = file_sha256(path)
+    clips, wins = blob_digests(store)
+    with store.transaction():
+        store.set_info(RECORD, {"size": size, "sha256": digest, "uid": store.get_info("uid"),
+                                "generation": generation, "clips_sha256": clips, "windows_sha256": wins})
+
+
+def check_vectors(store: Store, path: Path) -> str | None:
+    """Why ``path`` is not the vector file this database's indexer wrote, or None when it is.
+
+    Size first (a truncated file costs one stat), then the SHA-256 (remembered by mtime).
+    """
+    rec = store.get_info(RECORD)
+    if not isinstance(rec, dict) or not {"size", "sha256", "uid", "generation"} <= set(rec):
+        return "no digest was recorded for it (written by an older earshot)"
+    if rec["uid"] != store.get_info("uid"):
+        return "its record belongs to another database"
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"cannot read it ({e.strerror or e})"
+    if st.st_size != rec["size"]:
+        return f"it is {st.st_size} bytes, {rec['size']} were written (truncated or replaced)"
+    _, digest = file_sha256(path)
+    if digest != rec["sha256"]:
+        return "its SHA-256 differs from the one recorded when it was written (damaged, or copied from another index)"
+    return None
+
+
+@dataclass
+class VerifyReport:
+    """What ``earshot index --verify`` found; ``problems`` empty means the index is sound."""
+
+    index: Path
+    files: int = 0
+    windows: int = 0
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # harmless findings (left-over temporary files)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def stale_temp_files(directory: Path) -> list[Path]:
+    """Temporary vector files left by a run killed mid-write (readers ignore them)."""
+    return sorted(directory.glob(f".{FAISS_FILE}.*.tmp"))
+
+
+def verify(directory: str | Path) -> VerifyReport:
+    """Check every part of index ``directory`` without changing anything; see :class:`VerifyReport`."""
+    directory = Path(directory).expanduser()
+    report = VerifyReport(index=directory)
+    if not (directory / DB_FILE).is_file():
+        raise EarshotError(f"{directory}: not an earshot index (no {DB_FILE})")
+    store = Store.open(directory, readonly=True, check=False)
+    try:
+        verdicts = [r[0] for r in store.conn.execute("PRAGMA integrity_check(20)")]
+        if verdicts != ["ok"]:
+            report.problems.append("database: " + "; ".join(verdicts))
+            return report
+        settings = store.settings()
+        if settings is None:
+            report.problems.append("database: no settings (the index was never built)")
+            return report
+        report.files = store.count()
+        report.windows = int(store.conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0])
+        for rel in store.damaged_files(settings.dim):
+            report.problems.append(f"database: rows of {rel!r} are damaged (clip or window embeddings "
+                                   "missing or of the wrong length)")
+        path = directory / FAISS_FILE
+        rec = store.get_info(RECORD)
+        stale = store.get_info("faiss_generation") != store.generation()
+        if not path.is_file():
+            report.problems.append(f"{FAISS_FILE}: missing")
+        elif stale:
+            report.notes.append(f"{FAISS_FILE}: older than the database (an interrupted run); searches "
+                                "rank from the database until the next `earshot index`")
+        else:
+            why = check_vectors(store, path)
+            if why:
+                report.problems.append(f"{FAISS_FILE}: {why}")
+        if isinstance(rec, dict) and not stale and "clips_sha256" in rec:
+            clips, wins = blob_digests(store)
+            if clips != rec["clips_sha256"]:
+                report.problems.append("database: clip embeddings differ from those the vectors were built from")
+            if wins != rec["windows_sha256"]:
+                report.problems.append("database: window embeddings changed since the vectors were written")
+        for tmp in stale_temp_files(directory):
+            report.notes.append(f"{tmp.name}: left by a run killed while writing vectors (ignored by "
+                                "search and serve; the next `earshot index` removes it)")
+        if report.problems:
+            report.problems.append(store.repair_hint())
+    finally:
+        store.close()
+    return report
