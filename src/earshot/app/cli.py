@@ -38,6 +38,7 @@ def _register() -> None:
     # Each area owns one command module; importing it adds its commands to ``app``.
     from earshot.app import cmd_data, cmd_demo, cmd_ensemble, cmd_eval, cmd_index, cmd_train, cmd_weights  # noqa: F401
     from earshot.app import cmd_classify  # noqa: F401
+    from earshot.app import cmd_moments  # noqa: F401
 
     _flags_read_as_flags(app)
 
