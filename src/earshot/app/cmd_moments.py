@@ -44,3 +44,50 @@ def score_cmd(
 
     scores = score_files(ground_truth, predictions, lighthouse_rounding=rounding)
     typer.echo(json.dumps(scores, indent=2) if as_json else format_moment_scores(scores, every))
+
+
+def _data_app() -> typer.Typer:
+    from earshot.app.cmd_data import data_app
+
+    return data_app
+
+
+@_data_app().command("moments")
+def data_moments_cmd(
+    captions: Path = typer.Argument(..., help="Caption table with audio, Clotho layout "
+                                    "(clotho_captions_<split>.csv; e.g. from `earshot data synth`)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write audio/<vid>.wav and moments.jsonl "
+                             "into. Rerunning with the same arguments resumes."),
+    audio_dir: Path = typer.Option(None, "--audio-dir", help="The clips' audio (default: the "
+                                   "<split>/ folder beside the CSV)."),
+    backgrounds: Path = typer.Option(None, "--backgrounds", help="Folder of background recordings "
+                                     "(default: generated ambience)."),
+    recordings: int = typer.Option(100, "--recordings", min=1, help="How many long recordings."),
+    duration: float = typer.Option(60.0, "--duration", help="Length of each recording, seconds."),
+    min_events: int = typer.Option(1, "--min-events", min=1, help="Fewest events per recording."),
+    max_events: int = typer.Option(3, "--max-events", min=1, help="Most events per recording."),
+    fg_db_low: float = typer.Option(-5.0, "--fg-db-low", help="Lowest event level over the background, dB."),
+    fg_db_high: float = typer.Option(5.0, "--fg-db-high", help="Highest event level over the background, dB."),
+    overlap: bool = typer.Option(False, "--overlap", help="Let events overlap (default: never)."),
+    max_event: float = typer.Option(30.0, "--max-event", help="Cut longer clips to this many seconds."),
+    sample_rate: int = typer.Option(32000, "--sample-rate", help="Sample rate of the recordings."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed gives the same recordings."),
+) -> None:
+    """Generate Clotho-Moment-style long recordings: captioned clips placed at random times on
+    background recordings (or generated ambience), each at a level fg_dB drawn from a range
+    relative to the background; writes the mixed audio and lighthouse's JSON Lines with fg_dB."""
+    from rich.console import Console
+
+    from earshot.app.cmd_data import _Bar
+    from earshot.moments.generate import MomentGenConfig, generate_moments
+
+    cfg = MomentGenConfig(recordings=recordings, duration_s=duration, min_events=min_events,
+                          max_events=max_events, fg_db_range=(fg_db_low, fg_db_high),
+                          overlap=overlap, max_event_s=max_event, sample_rate=sample_rate, seed=seed)
+    console = Console(stderr=True)
+    with _Bar(console, "mixing recordings") as bar:
+        s = generate_moments(out.expanduser(), captions.expanduser(), audio_dir, backgrounds,
+                             cfg, progress=bar)
+    typer.echo(f"{s.out_dir / 'moments.jsonl'}: {s.queries} queries in {s.recordings} recordings "
+               f"of {duration:g} s (written {s.generated}, already present {s.skipped}, "
+               f"{s.seconds:.1f} s)")
