@@ -1,0 +1,79 @@
+"""Moment predictions for a data set, ``find_moments`` for one recording, and evaluation.
+
+Any earshot retriever (checkpoint, CLAP, MS-CLAP, ensemble: what ``load_retriever`` opens)
+predicts with the sliding-window baseline (:mod:`earshot.moments.sliding`): the recording's
+window embeddings are computed once (cached) and compared with every query about it.
+Predictions use lighthouse's layout: ``qid``, ``query``, ``vid``,
+``pred_relevant_windows: [[start, end, score], ...]`` best first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earshot.moments.data import MomentRecording
+from earshot.moments.features import WindowConfig, window_features
+from earshot.moments.sliding import SlidingConfig, moments_from_curve
+
+__all__ = ["DEFAULT_BASELINE_WINDOW", "evaluate_moments", "find_moments", "predict_moments"]
+
+# The baseline compares windows with text in the joint space; a clip retriever wants a few
+# seconds of context, so the default is 2 s windows at a 1 s hop.
+DEFAULT_BASELINE_WINDOW = WindowConfig(window_s=2.0, hop_s=1.0, output="embedding")
+
+
+def _curves(model: Any, feats: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+    t = np.asarray(model.embed_text(list(texts)), dtype=np.float32)  # (Q, D)
+    t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    a = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    return t @ a.T  # (Q, W) cosine similarity
+
+
+def find_moments(model: Any, audio: str | Path | np.ndarray, text: str, top: int = 5,
+                 window: WindowConfig = DEFAULT_BASELINE_WINDOW,
+                 sliding: SlidingConfig = SlidingConfig()) -> list[tuple[float, float, float]]:
+    """Where ``text`` happens in ``audio`` (a file, or a mono waveform at the model's rate):
+    up to ``top`` ``(start_s, end_s, score)`` moments, best first, by the sliding-window
+    baseline over any earshot retriever (``earshot.models.loading.load_retriever``)."""
+    if isinstance(text, (list, tuple)):
+        raise TypeError("find_moments takes one text; use predict_moments for many")
+    feats = window_features(model, audio, window)
+    duration = (len(audio) / model.sample_rate if isinstance(audio, np.ndarray) else None)
+    curve = _curves(model, feats, [text])[0]
+    return moments_from_curve(curve, window.window_s, window.hop_s, duration, top, sliding)
+
+
+def predict_moments(model: Any, recordings: Sequence[MomentRecording], top: int = 10,
+                    window: WindowConfig = DEFAULT_BASELINE_WINDOW,
+                    sliding: SlidingConfig = SlidingConfig(),
+                    progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """One prediction row per query of ``recordings`` (lighthouse layout), in their order."""
+    rows = []
+    for i, rec in enumerate(recordings):
+        if rec.audio is None:
+            raise ValueError(f"recording {rec.vid!r} has no audio file")
+        feats = window_features(model, rec.audio, window)
+        curves = _curves(model, feats, [q.query for q in rec.queries])
+        for q, curve in zip(rec.queries, curves):
+            wins = moments_from_curve(curve, window.window_s, window.hop_s, rec.duration, top, sliding)
+            rows.append({"qid": q.qid, "query": q.query, "vid": q.vid,
+                         "pred_relevant_windows": [[s, e, round(float(sc), 6)] for s, e, sc in wins]})
+        if progress is not None:
+            progress(i + 1, len(recordings))
+    return rows
+
+
+def evaluate_moments(model: Any, recordings: Sequence[MomentRecording], **kwargs: Any) -> dict[str, float]:
+    """Predict for every query of ``recordings`` and score against their windows
+    (:func:`earshot.moments.metrics.score_moments`); adds ``n_queries``."""
+    from earshot.moments.metrics import score_moments
+
+    rows = predict_moments(model, recordings, **kwargs)
+    gt = {str(q.qid): [list(w) for w in q.windows] for r in recordings for q in r.queries}
+    scores = score_moments(gt, {str(r["qid"]): r["pred_relevant_windows"] for r in rows})
+    scores["n_queries"] = float(len(gt))
+    return scores
