@@ -100,3 +100,14 @@ def test_find_moments_finds_the_tone(tmp_path):
     assert len(top) <= 3 and all(a[2] >= b[2] for a, b in zip(top, top[1:]))
     with pytest.raises(TypeError):
         find_moments(model, tmp_path / "r.wav", ["a", "b"])
+
+
+def test_model_find_moments_resamples_a_waveform():
+    from earshot.models.loading import Model
+
+    model = Model(ToneDetector(), "tone detector")
+    from earshot.audio.io import resample
+
+    wave = resample(_recording(16.0, (4.0, 9.0)), SR, 16000)
+    top = model.find_moments(wave, "a tone", top=2, sample_rate=16000)
+    assert top[0][0] == pytest.approx(4.0, abs=1.0) and top[0][1] == pytest.approx(9.0, abs=1.0)

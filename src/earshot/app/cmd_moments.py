@@ -91,3 +91,89 @@ def data_moments_cmd(
     typer.echo(f"{s.out_dir / 'moments.jsonl'}: {s.queries} queries in {s.recordings} recordings "
                f"of {duration:g} s (written {s.generated}, already present {s.skipped}, "
                f"{s.seconds:.1f} s)")
+
+
+def _recordings(data: Path, audio_dir: Path, require_windows: bool):
+    from earshot.moments.data import read_moments
+
+    return read_moments(data.expanduser(), audio_dir.expanduser(), require_windows=require_windows)
+
+
+def _window(window: float, hop: float):
+    from earshot.moments.features import WindowConfig
+
+    return WindowConfig(window_s=window, hop_s=hop, output="embedding")
+
+
+def _open(model: str, precision: str):
+    from earshot.models.inference import prepare_for_inference
+    from earshot.models.loading import load_retriever
+
+    return prepare_for_inference(load_retriever(model), precision)
+
+
+_MODEL_HELP = ("Any retriever earshot opens: checkpoint folder, Hugging Face CLAP folder, ensemble "
+               "manifest or a pretrained name from `earshot weights list` (e.g. msclap_2023).")
+_WINDOW_HELP = "Sliding-window length, seconds (the baseline compares each window with the text)."
+
+
+@moments_app.command("predict")
+def predict_cmd(
+    model: str = typer.Argument(..., help=_MODEL_HELP),
+    data: Path = typer.Option(..., "--data", help="Queries (JSON Lines: qid, query, vid, duration; "
+                              "relevant_windows optional)."),
+    audio_dir: Path = typer.Option(..., "--audio-dir", help="Folder of the recordings (<vid>.wav, "
+                                   ".flac, .ogg or .mp3)."),
+    out: Path = typer.Option(Path("predictions.jsonl"), "--out", help="Predictions to write "
+                             "(qid, query, vid, pred_relevant_windows [[start, end, score], ...])."),
+    top: int = typer.Option(10, "--top", min=1, help="Moments per query (the scorer reads 10)."),
+    window: float = typer.Option(2.0, "--window", help=_WINDOW_HELP),
+    hop: float = typer.Option(1.0, "--hop", help="Sliding-window hop, seconds."),
+    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16: the audio tower's arithmetic."),
+) -> None:
+    """Predict moments for every query with the zero-shot sliding-window baseline and write them
+    in lighthouse's layout (what DCASE 2026 submissions carry)."""
+    from rich.console import Console
+
+    from earshot.app.cmd_data import _Bar
+    from earshot.moments.data import write_predictions
+    from earshot.moments.predict import predict_moments
+
+    recs = _recordings(data, audio_dir, require_windows=False)
+    retriever = _open(model, precision)
+    with _Bar(Console(stderr=True), "predicting") as bar:
+        rows = predict_moments(retriever, recs, top=top, window=_window(window, hop), progress=bar)
+    n = write_predictions(out.expanduser(), rows)
+    typer.echo(f"wrote {out}: {n} queries x up to {top} moments over {len(recs)} recordings")
+
+
+@moments_app.command("evaluate")
+def evaluate_cmd(
+    model: str = typer.Argument(..., help=_MODEL_HELP),
+    data: Path = typer.Option(..., "--data", help="Annotations (JSON Lines with relevant_windows)."),
+    audio_dir: Path = typer.Option(..., "--audio-dir", help="Folder of the recordings."),
+    window: float = typer.Option(2.0, "--window", help=_WINDOW_HELP),
+    hop: float = typer.Option(1.0, "--hop", help="Sliding-window hop, seconds."),
+    out: Path = typer.Option(None, "--out", help="Also write the predictions here."),
+    as_json: bool = typer.Option(False, "--json", help="Print every score as JSON."),
+    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16: the audio tower's arithmetic."),
+) -> None:
+    """Predict with the sliding-window baseline and score against the annotations (R1@IoU,
+    mAP@IoU, their averages; lighthouse's standalone_eval)."""
+    from rich.console import Console
+
+    from earshot.app.cmd_data import _Bar
+    from earshot.moments.data import windows_by_qid, write_predictions
+    from earshot.moments.metrics import score_moments
+    from earshot.moments.predict import predict_moments
+
+    recs = _recordings(data, audio_dir, require_windows=True)
+    retriever = _open(model, precision)
+    with _Bar(Console(stderr=True), "predicting") as bar:
+        rows = predict_moments(retriever, recs, window=_window(window, hop), progress=bar)
+    if out is not None:
+        write_predictions(out.expanduser(), rows)
+    gt = windows_by_qid([q for r in recs for q in r.queries])
+    scores = score_moments(gt, {str(r["qid"]): r["pred_relevant_windows"] for r in rows})
+    scores["n_queries"] = float(len(gt))
+    typer.echo(json.dumps(scores, indent=2) if as_json else format_moment_scores(scores))

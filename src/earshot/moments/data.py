@@ -116,10 +116,12 @@ def _windows(value: Any, where: str, name: str, width: int, duration: float | No
     return out
 
 
-def read_annotations(path: str | Path,
-                     window_tolerance_s: float = WINDOW_TOLERANCE_S) -> list[MomentQuery]:
+def read_annotations(path: str | Path, window_tolerance_s: float = WINDOW_TOLERANCE_S,
+                     require_windows: bool = True) -> list[MomentQuery]:
     """Every query of a lighthouse-layout annotation file, in file order, validated:
-    windows inside ``[0, duration + window_tolerance_s]``, start < end, qids unique."""
+    windows inside ``[0, duration + window_tolerance_s]``, start < end, qids unique.
+    ``require_windows=False`` also reads query files without ``relevant_windows`` (what a
+    system is given to predict on); windows present are still checked."""
     path = Path(path)
     out: list[MomentQuery] = []
     seen: dict[str, int] = {}
@@ -138,8 +140,11 @@ def read_annotations(path: str | Path,
         duration = _number(_field(row, "duration", where), where, "duration")
         if duration <= 0:
             raise DataError(f"{where}: duration must be positive, got {duration:g}")
-        wins = _windows(_field(row, "relevant_windows", where), where, "relevant_windows", 2, duration,
-                        window_tolerance_s)
+        if "relevant_windows" in row or require_windows:
+            wins = _windows(_field(row, "relevant_windows", where), where, "relevant_windows", 2,
+                            duration, window_tolerance_s)
+        else:
+            wins = []
         fg = row.get("fg_dB")
         out.append(MomentQuery(qid=qid, query=query, vid=vid, duration=duration,
                                windows=tuple((w[0], w[1]) for w in wins),
@@ -162,7 +167,8 @@ def find_audio(audio_dir: Path, vid: str, extensions: Sequence[str]) -> Path | N
 def read_moments(jsonl: str | Path, audio_dir: str | Path,
                  extensions: Sequence[str] = DEFAULT_EXTENSIONS,
                  tolerance_s: float = DURATION_TOLERANCE_S,
-                 window_tolerance_s: float = WINDOW_TOLERANCE_S) -> list[MomentRecording]:
+                 window_tolerance_s: float = WINDOW_TOLERANCE_S,
+                 require_windows: bool = True) -> list[MomentRecording]:
     """The recordings of an annotation file with their audio, in first-mention order.
 
     ``vid`` -> ``audio_dir/<vid><ext>`` for the first of ``extensions`` present; every query of a
@@ -175,7 +181,7 @@ def read_moments(jsonl: str | Path, audio_dir: str | Path,
         raise DataError(f"{audio_dir}: audio folder not found")
     from earshot.audio.io import audio_info
 
-    queries = read_annotations(jsonl, window_tolerance_s)
+    queries = read_annotations(jsonl, window_tolerance_s, require_windows)
     by_vid: dict[str, list[MomentQuery]] = {}
     for q in queries:
         by_vid.setdefault(q.vid, []).append(q)
