@@ -83,3 +83,53 @@ def test_every_parameter_gets_a_gradient():
               "txt_position_embed.LayerNorm.bias"}  # in lighthouse's layout, unused by QD-DETR
     missing = [n for n, p in m.named_parameters() if p.grad is None and n not in unused]
     assert not missing, missing
+
+
+def _lighthouse_ckpt(path):
+    import argparse
+
+    opt = argparse.Namespace(t_feat_dim=SMALL["txt_dim"], v_feat_dim=2, a_feat_dim=SMALL["aud_dim"],
+                             hidden_dim=256, nheads=8, enc_layers=2, dec_layers=2,
+                             dim_feedforward=SMALL["dim_feedforward"], dropout=0.1, input_dropout=0.5,
+                             num_queries=10, n_input_proj=2, max_q_l=32, aux_loss=True,
+                             span_loss_type="l1", clip_length=1, max_a_l=300, model_name="qd_detr")
+    sd = random_state({k: tuple(v) for k, v in GOLDEN["shapes"].items()})
+    torch.save({"opt": opt, "model": sd, "epoch": 3}, path)  # lighthouse's save_checkpoint layout
+    return path
+
+
+def test_lighthouse_checkpoint_opens_with_parity(tmp_path):
+    from earshot.moments.head import load_lighthouse_checkpoint, load_moment_head
+
+    head = load_lighthouse_checkpoint(_lighthouse_ckpt(tmp_path / "clap_qd_detr_clotho-moment.ckpt"))
+    assert head.spec.retriever == "msclap_2023" and head.spec.hop_s == 1.0
+    x = inputs()
+    got = head.predict_features(x["src_aud"][0], [x["src_txt"][0]])[0]
+    for g, e in zip(got, GOLDEN["predictor_windows"]):
+        assert g == pytest.approx(e, abs=2e-4)
+    head.save(tmp_path / "head")
+    again = load_moment_head(tmp_path / "head")
+    assert again.predict_features(x["src_aud"][0], [x["src_txt"][0]])[0] == got
+
+
+def test_bad_checkpoints_are_named(tmp_path):
+    from earshot.errors import WeightsError
+    from earshot.moments.head import load_lighthouse_checkpoint
+
+    torch.save({"state_dict": {}}, tmp_path / "x.ckpt")
+    with pytest.raises(WeightsError, match="x.ckpt: expected lighthouse's layout"):
+        load_lighthouse_checkpoint(tmp_path / "x.ckpt")
+    ck = _lighthouse_ckpt(tmp_path / "y.ckpt")
+    data = torch.load(ck, weights_only=False)
+    data["model"].pop("class_embed.bias")
+    torch.save(data, ck)
+    with pytest.raises(WeightsError, match=r"(?s)y.ckpt: does not fit QD-DETR.*class_embed.bias"):
+        load_lighthouse_checkpoint(ck)
+
+
+def test_registry_entry_has_the_published_url():
+    from earshot.weights import get_weights
+
+    e = get_weights("lighthouse_qd_detr_clotho_moment")
+    assert e.urls == ("https://zenodo.org/records/13961029/files/clap_qd_detr_clotho-moment.ckpt",)
+    assert e.checksum is None and e.file_name == "clap_qd_detr_clotho-moment.ckpt"
