@@ -106,14 +106,14 @@ def _window(window: float, hop: float):
 
 
 def _open(model: str, precision: str):
-    from earshot.models.inference import prepare_for_inference
-    from earshot.models.loading import load_retriever
+    from earshot.moments.predict import open_moment_model
 
-    return prepare_for_inference(load_retriever(model), precision)
+    return open_moment_model(model, precision)
 
 
-_MODEL_HELP = ("Any retriever earshot opens: checkpoint folder, Hugging Face CLAP folder, ensemble "
-               "manifest or a pretrained name from `earshot weights list` (e.g. msclap_2023).")
+_MODEL_HELP = ("A moment head (folder from `earshot moments train`, or a lighthouse .ckpt), or any "
+               "retriever earshot opens (checkpoint folder, Hugging Face CLAP folder, ensemble "
+               "manifest, pretrained name such as msclap_2023) for the sliding-window baseline.")
 _WINDOW_HELP = "Sliding-window length, seconds (the baseline compares each window with the text)."
 
 
@@ -131,8 +131,8 @@ def predict_cmd(
     hop: float = typer.Option(1.0, "--hop", help="Sliding-window hop, seconds."),
     precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16: the audio tower's arithmetic."),
 ) -> None:
-    """Predict moments for every query with the zero-shot sliding-window baseline and write them
-    in lighthouse's layout (what DCASE 2026 submissions carry)."""
+    """Predict moments for every query (a moment head, or the zero-shot sliding-window baseline
+    over a retriever) and write them in lighthouse's layout (what DCASE 2026 submissions carry)."""
     from rich.console import Console
 
     from earshot.app.cmd_data import _Bar
@@ -158,8 +158,8 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print every score as JSON."),
     precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16: the audio tower's arithmetic."),
 ) -> None:
-    """Predict with the sliding-window baseline and score against the annotations (R1@IoU,
-    mAP@IoU, their averages; lighthouse's standalone_eval)."""
+    """Predict (moment head, or sliding-window baseline over a retriever) and score against the
+    annotations (R1@IoU, mAP@IoU, their averages; lighthouse's standalone_eval)."""
     from rich.console import Console
 
     from earshot.app.cmd_data import _Bar
@@ -177,3 +177,23 @@ def evaluate_cmd(
     scores = score_moments(gt, {str(r["qid"]): r["pred_relevant_windows"] for r in rows})
     scores["n_queries"] = float(len(gt))
     typer.echo(json.dumps(scores, indent=2) if as_json else format_moment_scores(scores))
+
+
+@moments_app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="Preset YAML (configs/amr_clotho_moment.yaml, "
+                                  "configs/amr_castella.yaml)."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a key: --set n_epoch=50 "
+                                        "--set data.train=..."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Lightning's progress bar."),
+) -> None:
+    """Train a QD-DETR moment head on frozen-tower features (lighthouse's recipe), save it to
+    out_dir and score it on the validation annotations."""
+    from earshot.train.moments import load_moment_config, train_moment_head
+
+    cfg = load_moment_config(config.expanduser(), overrides)
+    _, scores = train_moment_head(cfg, progress=progress, log=typer.echo)
+    typer.echo(f"saved {cfg.out_dir}")
+    if scores is not None:
+        scores["n_queries"] = float("nan")
+        typer.echo(format_moment_scores(scores).rsplit("\n", 1)[0])

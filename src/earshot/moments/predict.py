@@ -19,7 +19,8 @@ from earshot.moments.data import MomentRecording
 from earshot.moments.features import WindowConfig, window_features
 from earshot.moments.sliding import SlidingConfig, moments_from_curve
 
-__all__ = ["DEFAULT_BASELINE_WINDOW", "evaluate_moments", "find_moments", "predict_moments"]
+__all__ = ["DEFAULT_BASELINE_WINDOW", "evaluate_moments", "find_moments", "open_moment_model",
+           "predict_moments"]
 
 # The baseline compares windows with text in the joint space; a clip retriever wants a few
 # seconds of context, so the default is 2 s windows at a 1 s hop.
@@ -31,6 +32,23 @@ def _curves(model: Any, feats: np.ndarray, texts: Sequence[str]) -> np.ndarray:
     t = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
     a = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
     return t @ a.T  # (Q, W) cosine similarity
+
+
+def open_moment_model(name_or_path: str | Path, precision: str = "auto") -> Any:
+    """What ``earshot moments predict/evaluate MODEL`` means by MODEL: a moment head folder
+    (``moment_head.json``), a lighthouse ``.ckpt``, or any retriever ``load_retriever`` opens
+    (then the sliding-window baseline predicts)."""
+    from earshot.moments.head import HEAD_CONFIG, load_lighthouse_checkpoint, load_moment_head
+
+    p = Path(name_or_path).expanduser()
+    if p.is_dir() and (p / HEAD_CONFIG).is_file():
+        return load_moment_head(p)
+    if p.is_file() and p.suffix == ".ckpt":
+        return load_lighthouse_checkpoint(p)
+    from earshot.models.inference import prepare_for_inference
+    from earshot.models.loading import load_retriever
+
+    return prepare_for_inference(load_retriever(p if p.exists() else str(name_or_path)), precision)
 
 
 def find_moments(model: Any, audio: str | Path | np.ndarray, text: str, top: int = 5,
@@ -51,8 +69,21 @@ def predict_moments(model: Any, recordings: Sequence[MomentRecording], top: int 
                     window: WindowConfig = DEFAULT_BASELINE_WINDOW,
                     sliding: SlidingConfig = SlidingConfig(),
                     progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """One prediction row per query of ``recordings`` (lighthouse layout), in their order."""
+    """One prediction row per query of ``recordings`` (lighthouse layout), in their order: by
+    the moment head when ``model`` is a :class:`~earshot.moments.head.MomentHead`, else by the
+    sliding-window baseline over the retriever."""
+    from earshot.moments.head import MomentHead, text_features
+
     rows = []
+    if isinstance(model, MomentHead):
+        for i, rec in enumerate(recordings):
+            feats = model.audio_features(rec.audio)
+            texts = text_features(model.retriever, [q.query for q in rec.queries], model.spec.text)
+            for q, wins in zip(rec.queries, model.predict_features(feats, texts, top)):
+                rows.append({"qid": q.qid, "query": q.query, "vid": q.vid, "pred_relevant_windows": wins})
+            if progress is not None:
+                progress(i + 1, len(recordings))
+        return rows
     for i, rec in enumerate(recordings):
         if rec.audio is None:
             raise ValueError(f"recording {rec.vid!r} has no audio file")
