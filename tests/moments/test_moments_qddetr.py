@@ -133,3 +133,23 @@ def test_registry_entry_has_the_published_url():
     e = get_weights("lighthouse_qd_detr_clotho_moment")
     assert e.urls == ("https://zenodo.org/records/13961029/files/clap_qd_detr_clotho-moment.ckpt",)
     assert e.checksum is None and e.file_name == "clap_qd_detr_clotho-moment.ckpt"
+
+
+def test_long_recordings_are_read_in_chunks(model):
+    from earshot.moments.head import FeatureSpec, MomentHead
+
+    head = MomentHead(model, FeatureSpec(retriever="none", max_windows=16))
+    x = inputs()
+    feats = x["src_aud"][0]  # 37 windows -> chunks at 0, 8, 16, 21
+    wins = head.predict_features(feats, [x["src_txt"][0]], top=10)[0]
+    assert 1 <= len(wins) <= 10 and all(0 <= a < b <= 37 for a, b, _ in wins)
+    assert [w[2] for w in wins] == sorted((w[2] for w in wins), reverse=True)
+    # a recording that fits one chunk gives exactly the single-pass prediction
+    whole = MomentHead(model, FeatureSpec(retriever="none", max_windows=300))
+    first = predict_spans(model(src_txt=x["src_txt"][:1], src_txt_mask=torch.ones(1, 5),
+                                src_vid=inputs()["src_vid"][:1], src_vid_mask=torch.ones(1, 37),
+                                src_aud=x["src_aud"][:1]), duration=37.0)
+    got = whole.predict_features(feats, [x["src_txt"][0]])[0]
+    assert len(got) == len(first)
+    for g, e in zip(got, first):
+        assert g == pytest.approx(e, abs=1e-4)

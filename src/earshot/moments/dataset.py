@@ -44,7 +44,9 @@ def build_examples(retriever: Any, recordings: Sequence[MomentRecording], spec: 
     window = WindowConfig(window_s=spec.window_s, hop_s=spec.hop_s, output="tower")
     out = []
     for i, rec in enumerate(recordings):
-        audio = torch.as_tensor(window_features(retriever, rec.audio, window))[: spec.max_windows]
+        audio = torch.as_tensor(window_features(retriever, rec.audio, window))
+        if audio.shape[0] > spec.max_windows:  # lighthouse crops features to max_a_l too
+            audio = audio[: spec.max_windows]
         texts = text_features(retriever, [q.query for q in rec.queries], spec.text)
         for q, t in zip(rec.queries, texts):
             out.append(MomentExample(qid=str(q.qid), audio=audio, text=t[:max_q_l],

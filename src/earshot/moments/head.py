@@ -42,7 +42,7 @@ class FeatureSpec:
     window_s: float = 1.0  # audio window (lighthouse AMR: 1 s)
     hop_s: float = 1.0  # audio hop = the head's clip length (lighthouse: 1 s)
     text: str = "tokens"  # "tokens": per-token features where the text tower has them, else pooled
-    max_windows: int = 300  # longest input (lighthouse max_a_l for AMR); longer audio is cut
+    max_windows: int = 300  # longest input (lighthouse max_a_l); longer audio is read in chunks
 
 
 # --- text features ---------------------------------------------------------------------------
@@ -121,23 +121,36 @@ class MomentHead(torch.nn.Module):
 
     def audio_features(self, audio: str | Path | np.ndarray) -> torch.Tensor:
         """``(L, Da)`` tower features of a recording's windows (cached for files)."""
-        feats = torch.as_tensor(window_features(self.retriever, audio, self.window))
-        return feats[: self.spec.max_windows]
+        return torch.as_tensor(window_features(self.retriever, audio, self.window))
 
     @torch.inference_mode()
     def predict_features(self, audio_feats: torch.Tensor, text_feats: Sequence[torch.Tensor],
                          top: int = 10) -> list[list[list[float]]]:
-        """Per text, ranked ``[start, end, score]`` (seconds) over one recording's features."""
+        """Per text, ranked ``[start, end, score]`` (seconds) over one recording's features.
+        A recording longer than ``spec.max_windows`` is read in chunks of that many windows at
+        half-chunk hops; their moments are merged (temporal NMS at IoU 0.7) and ranked."""
+        from earshot.moments.sliding import temporal_nms
+
         self.qddetr.eval()
-        L = audio_feats.shape[0]
+        L, n = audio_feats.shape[0], self.spec.max_windows
+        starts = [0] if L <= n else list(range(0, L - n, n // 2)) + [L - n]
         device = next(self.qddetr.parameters()).device
         out = []
         for t in text_feats:
-            x = dict(src_txt=F.normalize(t.float(), dim=-1, eps=1e-5)[None].to(device),
-                     src_txt_mask=torch.ones(1, t.shape[0], device=device),
-                     src_vid=tef(L, device)[None], src_vid_mask=torch.ones(1, L, device=device),
-                     src_aud=audio_feats.float()[None].to(device))
-            out.append(predict_spans(self.qddetr(**x), duration=L * self.spec.hop_s, top=top))
+            txt = F.normalize(t.float(), dim=-1, eps=1e-5)[None].to(device)
+            found: list[tuple[float, float, float]] = []
+            for s0 in starts:
+                chunk = audio_feats[s0 : s0 + n].float()
+                m = chunk.shape[0]
+                x = dict(src_txt=txt, src_txt_mask=torch.ones(1, t.shape[0], device=device),
+                         src_vid=tef(m, device)[None], src_vid_mask=torch.ones(1, m, device=device),
+                         src_aud=chunk[None].to(device))
+                offset = s0 * self.spec.hop_s
+                found += [(a + offset, b + offset, sc) for a, b, sc in
+                          predict_spans(self.qddetr(**x), duration=m * self.spec.hop_s, top=top)]
+            if len(starts) > 1:
+                found = temporal_nms(found, 0.7)
+            out.append([[round(a, 4), round(b, 4), sc] for a, b, sc in found[:top]])
         return out
 
     def find_moments(self, audio: str | Path | np.ndarray, text: str, top: int = 5) -> list[tuple[float, float, float]]:
