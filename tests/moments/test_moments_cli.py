@@ -54,3 +54,16 @@ def test_predict_names_a_missing_recording(tiny_corpus, tmp_path):
                                      "--audio-dir", str(tmp_path / "audio")])
     assert r.exit_code != 0
     assert "q.jsonl:1: no audio for 'nope'" in str(r.exception)
+
+
+def test_demo_chance_row_and_table():
+    from earshot.app.demo_moments import chance_predictions, moments_markdown
+    from earshot.moments.data import MomentQuery, MomentRecording
+
+    q = MomentQuery(qid="a", query="x", vid="r", duration=60.0, windows=((10.0, 20.0),))
+    rec = MomentRecording(vid="r", audio=None, duration=60.0, queries=(q,))
+    preds = chance_predictions([rec], seed=0)
+    assert len(preds["a"]) == 10 and all(0 <= s < e <= 60.0 for s, e, _ in preds["a"])
+    assert preds == chance_predictions([rec], seed=0)  # seeded
+    md = moments_markdown([("chance", {"R1@0.5": 1.234, "R1@0.7": 0.0, "mAP/avg": 2.0})], "footer")
+    assert md.splitlines()[2] == "| chance | 1.2 | 0.0 | 2.0 |" and md.endswith("footer\n")
