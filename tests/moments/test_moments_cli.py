@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -67,3 +68,31 @@ def test_demo_chance_row_and_table():
     assert preds == chance_predictions([rec], seed=0)  # seeded
     md = moments_markdown([("chance", {"R1@0.5": 1.234, "R1@0.7": 0.0, "mAP/avg": 2.0})], "footer")
     assert md.splitlines()[2] == "| chance | 1.2 | 0.0 | 2.0 |" and md.endswith("footer\n")
+
+
+@pytest.mark.slow
+def test_train_cli_saves_a_head_that_predict_opens(tiny_corpus, tmp_path):
+    import yaml
+
+    cfg = MomentGenConfig(recordings=2, duration_s=12.0, sample_rate=16000, seed=4)
+    generate_moments(tmp_path / "m", tiny_corpus / "clotho_captions_development.csv", config=cfg)
+    torch.manual_seed(0)
+    model = create_model({"audio": {"name": "small_cnn", "options": {"channels": [8, 16], "sample_rate": 16000}},
+                          "text": {"name": "bow", "options": {"dim": 32}}, "embed_dim": 16})
+    ckpt = checkpoint.save(model, tmp_path / "model")
+    data, audio = tmp_path / "m/moments.jsonl", tmp_path / "m/audio"
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(yaml.safe_dump({
+        "model": {"txt_dim": 32, "aud_dim": 16, "dim_feedforward": 32},
+        "features": {"retriever": str(ckpt), "text": "tokens"},
+        "data": {"train": str(data), "train_audio": str(audio), "val": str(data), "val_audio": str(audio)},
+        "n_epoch": 1, "bsz": 4, "accelerator": "cpu", "out_dir": str(tmp_path / "head")}))
+    r = _run("moments", "train", preset, "--no-progress")
+    assert r.exit_code == 0, r.output
+    assert "saved" in r.output and "mAP/avg" in r.output
+    assert (tmp_path / "head/moment_head.json").is_file()
+    r = _run("moments", "predict", tmp_path / "head", "--data", data, "--audio-dir", audio,
+             "--out", tmp_path / "p.jsonl", "--top", "3")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert rows and all(1 <= len(x["pred_relevant_windows"]) <= 3 for x in rows)

@@ -195,5 +195,4 @@ def train_cmd(
     _, scores = train_moment_head(cfg, progress=progress, log=typer.echo)
     typer.echo(f"saved {cfg.out_dir}")
     if scores is not None:
-        scores["n_queries"] = float("nan")
-        typer.echo(format_moment_scores(scores).rsplit("\n", 1)[0])
+        typer.echo(format_moment_scores(scores))

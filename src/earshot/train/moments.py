@@ -88,7 +88,7 @@ class MomentHeadModule(L.LightningModule):
         out = self.qddetr(**batch["inputs"], with_negatives=True)
         total, parts = self.criterion(out, *batch["targets"])
         bs = len(batch["qids"])
-        self.log("train/loss", total, prog_bar=True, batch_size=bs, sync_dist=True)
+        self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs, sync_dist=True)
         for k in ("loss_span", "loss_giou", "loss_label", "loss_saliency"):
             self.log(f"train/{k}", parts[k], batch_size=bs, sync_dist=True)
         return total
@@ -161,5 +161,6 @@ def train_moment_head(cfg: MomentTrainConfig, progress: bool = False, retriever:
         rows = predict_moments(head, val_recs)
         gt = windows_by_qid([q for r in val_recs for q in r.queries])
         scores = score_moments(gt, {str(r["qid"]): r["pred_relevant_windows"] for r in rows})
+        scores["n_queries"] = float(len(gt))
         (out / "val_scores.json").write_text(json.dumps(scores, indent=1))
     return head, scores
