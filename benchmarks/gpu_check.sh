@@ -26,7 +26,7 @@ import torch
 from tokenizers import ByteLevelBPETokenizer
 from transformers import ClapConfig, ClapModel, RobertaTokenizerFast
 
-from earshot.models.loading import clap_from_hf_folder
+from earshot.loading.openers import clap_from_hf_folder
 
 work = Path(sys.argv[1]) / "clap"
 work.mkdir()

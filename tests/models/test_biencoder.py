@@ -13,7 +13,7 @@ from earshot.config import from_dict
 from earshot.errors import ConfigError, WeightsError
 from earshot.models import checkpoint
 from earshot.models.biencoder import BiEncoderConfig, create_model
-from earshot.train.tower_cache import TowerCache, tower_fingerprint
+from earshot.data.tower_cache import TowerCache, tower_fingerprint
 
 # The same weights reached by another route (a converter, a saved file, a tower's `weights:`):
 # one machine gives the same bits, but a BLAS may block a product differently with buffer

@@ -14,6 +14,7 @@ def _register() -> None:
     from earshot.app import cmd_data, cmd_demo, cmd_ensemble, cmd_eval, cmd_index, cmd_train, cmd_weights  # noqa: F401
     from earshot.app import cmd_classify  # noqa: F401
     from earshot.app import cmd_library  # noqa: F401
+    from earshot.app import cmd_moments  # noqa: F401
 
     _flags_read_as_flags(app)
 

@@ -18,6 +18,8 @@ def demo_cmd(
     clips: int = typer.Option(240, "--clips", min=12, help="Clips in the synthetic corpus."),
     seed: int = typer.Option(0, "--seed", help="Seed of the corpus and of training."),
     epochs: int = typer.Option(10, "--epochs", min=1, help="Training epochs of each demo model."),
+    moments: bool = typer.Option(False, "--moments", help="Also run the audio moment retrieval "
+                                 "section: one-minute recordings, sliding-window baseline, QD-DETR head."),
 ) -> None:
     """Run the demonstration end to end on a synthetic corpus, on the CPU.
 
@@ -34,5 +36,9 @@ def demo_cmd(
     # Live bars only on a terminal (Lightning draws them on stdout); in a log, one line per epoch.
     tty = sys.stdout.isatty()
     with quiet_third_party():
-        run_demo(out.expanduser(), clips, seed, epochs, Console(width=None if tty else 120),
-                 progress=tty, epoch_lines=not tty)
+        console = Console(width=None if tty else 120)
+        run_demo(out.expanduser(), clips, seed, epochs, console, progress=tty, epoch_lines=not tty)
+        if moments:
+            from earshot.app.demo_moments import run_moments_demo
+
+            run_moments_demo(out.expanduser(), seed, console, progress=tty)

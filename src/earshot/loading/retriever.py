@@ -151,6 +151,20 @@ class Model:
         return out
 
 
+    def find_moments(self, audio: str | Path | np.ndarray, text: str, top: int = 5,
+                     sample_rate: int | None = None) -> list[tuple[float, float, float]]:
+        """Where ``text`` happens in a long recording (a file, or a mono waveform at
+        ``sample_rate``, default the model's): up to ``top`` ``(start_s, end_s, score)``, best
+        first, by the zero-shot sliding-window baseline (:mod:`earshot.moments.sliding`)."""
+        from earshot.moments.find import find_moments
+
+        if isinstance(audio, np.ndarray) and sample_rate is not None and int(sample_rate) != self.sample_rate:
+            from earshot.audio.io import resample
+
+            audio = resample(audio, int(sample_rate), self.sample_rate)
+        return find_moments(self.retriever, audio, text, top=top)
+
+
 def load_model(name_or_path: str | Path, progress: bool = True) -> Model:
     """Open any model earshot knows (checkpoint, ensemble manifest, registry name, Hugging Face
     CLAP folder or hub id, published file; ``~`` expanded; ``path:``/``registry:``/``hf-hub:``

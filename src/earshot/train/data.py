@@ -23,7 +23,7 @@ from earshot.data.dataset import AudioSource, CaptionDataset
 from earshot.data.records import CaptionTable
 from earshot.data.readers import read_table
 from earshot.models.biencoder import BiEncoder
-from earshot.train.tower_cache import TowerCache, tower_fingerprint
+from earshot.data.tower_cache import TowerCache, tower_fingerprint
 from earshot.errors import ConfigError
 from earshot.train.config import DataConfig, SplitConfig
 

@@ -6,7 +6,7 @@ preprocessing); one module per family registers its entries (``panns.py``, ``aud
 every family; nothing touches the network at import time.
 """
 
-from earshot.weights import audioclip, clap, clip, msclap, panns, passt  # noqa: F401  (registers)
+from earshot.weights import audioclip, clap, clip, lighthouse, msclap, panns, passt  # noqa: F401  (registers)
 from earshot.weights.cache import (DownloadReport, WeightsStatus, add_weights, download, fetch_weights,
                                    file_digests, locate, status, verify, weights_dir)
 from earshot.weights.entry import (HEX_LENGTH, WEIGHTS, AudioPreprocessing,

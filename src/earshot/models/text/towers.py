@@ -287,7 +287,7 @@ def _hf_tokenizer(source: str):
     from earshot import weights as registry
 
     if not Path(source).expanduser().exists() and source in registry.WEIGHTS:
-        from earshot.models.audio.clap import load_roberta_tokenizer
+        from earshot.models.text.clap import load_roberta_tokenizer
 
         return load_roberta_tokenizer(source)
     return AutoTokenizer.from_pretrained(source, local_files_only=True)

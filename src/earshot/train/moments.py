@@ -1,0 +1,166 @@
+"""Training a QD-DETR moment head (lighthouse's recipe) with Lightning on cached features.
+
+The towers stay frozen: every recording's window features and every query's text features are
+computed once (earshot's tower cache), then the head trains on them, as lighthouse trains on
+pre-extracted CLAP features. Optimiser and schedule as lighthouse's ``training/train.py``:
+AdamW (lr, weight decay), StepLR by ``lr_drop`` epochs, gradient norm clipped at ``grad_clip``.
+Lightning gives DDP (``devices: N``; each rank draws its share of the queries) and bf16
+(``precision: bf16-mixed``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from earshot.moments.dataset import MomentExample, collate
+from earshot.moments.head import FeatureSpec, MomentHead
+from earshot.moments.qddetr import QDDETR, LossConfig, QDDETRConfig, SetCriterion
+
+__all__ = ["MomentDataConfig", "MomentOptimConfig", "MomentTrainConfig", "MomentHeadModule",
+           "fit_moment_head", "load_moment_config"]
+
+
+@dataclass(frozen=True)
+class MomentDataConfig:
+    """Annotation files (lighthouse JSON Lines) and their audio folders."""
+
+    train: str = ""  # training annotations
+    train_audio: str = ""  # their recordings
+    val: str = ""  # validation annotations (optional)
+    val_audio: str = ""
+
+
+@dataclass(frozen=True)
+class MomentOptimConfig:
+    """lighthouse ``configs/base.yml`` optimisation values."""
+
+    lr: float = 1e-4
+    wd: float = 1e-4  # AdamW weight decay
+    lr_drop: int = 400  # StepLR step (epochs)
+    grad_clip: float = 0.1  # max gradient norm
+
+
+@dataclass(frozen=True)
+class MomentTrainConfig:
+    """A moment-head training run (presets: configs/amr_clotho_moment.yaml, amr_castella.yaml)."""
+
+    model: QDDETRConfig = field(default_factory=QDDETRConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    features: FeatureSpec = field(default_factory=lambda: FeatureSpec(retriever="msclap_2023"))
+    data: MomentDataConfig = field(default_factory=MomentDataConfig)
+    optim: MomentOptimConfig = field(default_factory=MomentOptimConfig)
+    n_epoch: int = 200  # epochs
+    bsz: int = 32  # batch size (per device)
+    max_windows: int = 5  # target windows per query (a random subset when more)
+    clip_length: float = 1.0  # seconds per feature window step (= features.hop_s)
+    seed: int = 2023
+    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed
+    accelerator: str = "auto"
+    devices: int = 1  # > 1: DDP
+    out_dir: str = "runs/moments/qd_detr"
+
+
+def load_moment_config(path: str | Path, overrides: Sequence[str] = ()) -> MomentTrainConfig:
+    """A preset YAML (+ ``key.sub=value`` overrides) as a typed config; unknown keys are errors."""
+    from earshot.config import apply_overrides, from_dict, load_yaml
+
+    return from_dict(MomentTrainConfig, apply_overrides(load_yaml(path), list(overrides)), str(path))
+
+
+class MomentHeadModule(L.LightningModule):
+    """QD-DETR + lighthouse's criterion; one optimiser step per batch of queries."""
+
+    def __init__(self, cfg: MomentTrainConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.qddetr = QDDETR(cfg.model)
+        self.criterion = SetCriterion(cfg.loss, dec_layers=cfg.model.dec_layers, aux_loss=cfg.model.aux_loss)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.qddetr(**batch["inputs"], with_negatives=True)
+        total, parts = self.criterion(out, *batch["targets"])
+        bs = len(batch["qids"])
+        self.log("train/loss", total, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs, sync_dist=True)
+        for k in ("loss_span", "loss_giou", "loss_label", "loss_saliency"):
+            self.log(f"train/{k}", parts[k], batch_size=bs, sync_dist=True)
+        return total
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.qddetr(**batch["inputs"], with_negatives=True)
+        total, _ = self.criterion(out, *batch["targets"])
+        self.log("val/loss", total, prog_bar=True, batch_size=len(batch["qids"]), sync_dist=True)
+
+    def configure_optimizers(self):
+        params = [p for p in self.qddetr.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.cfg.optim.lr, weight_decay=self.cfg.optim.wd)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, self.cfg.optim.lr_drop)}
+
+
+def _loader(examples: list[MomentExample], cfg: MomentTrainConfig, shuffle: bool, seed: int) -> DataLoader:
+    rng = random.Random(seed)  # saliency positives/negatives and window subsets, seeded
+    return DataLoader(examples, batch_size=cfg.bsz, shuffle=shuffle, num_workers=0,
+                      collate_fn=lambda b: collate(b, cfg.clip_length, cfg.max_windows, rng))
+
+
+def fit_moment_head(cfg: MomentTrainConfig, train: list[MomentExample], val: list[MomentExample] | None = None,
+                    progress: bool = False, callbacks: Sequence[L.Callback] = ()) -> MomentHead:
+    """Train a head on feature examples (see :func:`earshot.moments.dataset.build_examples`);
+    returns it in eval mode with ``cfg.features`` as its recipe (not yet saved)."""
+    if not train:
+        from earshot.errors import DataError
+
+        raise DataError("no training examples")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = MomentHeadModule(cfg)
+    trainer = L.Trainer(max_epochs=cfg.n_epoch, accelerator=cfg.accelerator, devices=cfg.devices,
+                        precision=cfg.precision, gradient_clip_val=cfg.optim.grad_clip,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=progress,
+                        enable_model_summary=False, callbacks=list(callbacks),
+                        num_sanity_val_steps=0, deterministic=True)
+    trainer.fit(module, _loader(train, cfg, True, cfg.seed),
+                _loader(val, cfg, False, cfg.seed + 1) if val else None)
+    return MomentHead(module.qddetr.eval().float(), cfg.features)
+
+
+def train_moment_head(cfg: MomentTrainConfig, progress: bool = False, retriever: Any | None = None,
+                      log=print) -> tuple[MomentHead, dict[str, float] | None]:
+    """Read the data, compute (cached) features with ``cfg.features.retriever``'s towers, train,
+    save the head to ``cfg.out_dir`` and score it on the validation data when given.
+    Returns ``(head, validation scores or None)``."""
+    import json
+
+    from earshot.models.inference import prepare_for_inference
+    from earshot.loading.retriever import load_retriever
+    from earshot.moments.data import read_moments, windows_by_qid
+    from earshot.moments.dataset import build_examples
+    from earshot.moments.metrics import score_moments
+    from earshot.moments.predict import predict_moments
+
+    if retriever is None:
+        retriever = prepare_for_inference(load_retriever(cfg.features.retriever), "fp32")
+    train_recs = read_moments(cfg.data.train, cfg.data.train_audio)
+    val_recs = read_moments(cfg.data.val, cfg.data.val_audio) if cfg.data.val else []
+    log(f"features: {len(train_recs)} training recordings, {len(val_recs)} validation recordings")
+    train = build_examples(retriever, train_recs, cfg.features, cfg.model.max_q_l)
+    val = build_examples(retriever, val_recs, cfg.features, cfg.model.max_q_l) if val_recs else None
+    log(f"training QD-DETR on {len(train)} queries, {cfg.n_epoch} epochs")
+    head = fit_moment_head(cfg, train, val, progress)
+    head._retriever = retriever
+    out = Path(cfg.out_dir)
+    head.save(out)
+    scores = None
+    if val_recs:
+        rows = predict_moments(head, val_recs)
+        gt = windows_by_qid([q for r in val_recs for q in r.queries])
+        scores = score_moments(gt, {str(r["qid"]): r["pred_relevant_windows"] for r in rows})
+        scores["n_queries"] = float(len(gt))
+        (out / "val_scores.json").write_text(json.dumps(scores, indent=1))
+    return head, scores
