@@ -10,7 +10,9 @@ The bound: a trained tower measured on :data:`PROBES` stays far below it (all-Mi
 0.115; earshot's bag-of-words tower: 0.043), the reported degenerate tower is at 0.9993, and so
 are untrained ones: tiny randomly initialised CLAP-RoBERTa and BERT towers measure
 0.995-0.99999 (LayerNorm's gain and bias dominate an untrained output), and are rightly warned
-about. 0.95 leaves a wide margin above healthy towers and below the degenerate ones.
+about. The weakest working model measured is ``make demo``'s small bag-of-words bi-encoder
+(0.9575, yet it retrieves at about six times chance): 0.99 lies between it and the degenerate
+towers.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-MAX_MEAN_COSINE = 0.95
+MAX_MEAN_COSINE = 0.99
 
 # Twenty captions of different sources, lengths and grammar (no two about the same event).
 PROBES: tuple[str, ...] = (

@@ -165,7 +165,9 @@ def test_weights_list_shows_cache_and_add_installs_a_verified_file(app, tmp_path
     bad = tmp_path / "bad.bin"
     bad.write_bytes(payload[:-1])
     r = runner.invoke(app, ["weights", "add", name, str(bad)])
-    assert "corrupt" in str(r.exception) and not (tmp_path / "cache" / "weights" / "tiny.bin").exists()
+    assert "does not match the pinned" in str(r.exception) and "left in place" in str(r.exception)
+    assert not (tmp_path / "cache" / "weights" / "tiny.bin").exists()
+    assert bad.read_bytes() == payload[:-1]  # the user's file is still there, untouched
     good = tmp_path / "good.bin"
     good.write_bytes(payload)
     r = runner.invoke(app, ["weights", "add", name, str(good)])

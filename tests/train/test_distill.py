@@ -46,7 +46,8 @@ def test_distillation_stage_from_an_ensemble_teacher(tone_corpus, tmp_path, monk
     split = resolve_split(cfg.data.train, cfg.data.root)
     table = load_split(split)
     teacher = load_ensemble(manifest)
-    audio, text = distill_mod.teacher_embeddings(teacher, teacher.fingerprint(), table, split.audio_dir, None,
+    identity = distill_mod.teacher_identity(teacher, manifest)  # what the stage keyed the cache by
+    audio, text = distill_mod.teacher_embeddings(teacher, identity, table, split.audio_dir, None,
                                                  SimilarityCache(cache_dir))
     expected = sum(w * (t @ a.T) for w, t, a in zip(teacher.weights, teacher.split(text), teacher.split(audio)))
     torch.testing.assert_close(text @ audio.T, expected, atol=1e-5, rtol=0)

@@ -88,8 +88,10 @@ def _check_model_path(model: Path) -> Path:
     imported)."""
     from earshot.loading.resolve import resolve
 
-    ref = resolve(model)  # the one resolver; its "no such model" error names what it expected
-    return model if ref.kind in ("registry", "hf_hub") else Path(ref.location)
+    if model.expanduser().exists():  # what it holds is decided when it is opened (after the data checks)
+        return model.expanduser()
+    resolve(model)  # a name or hub id; else the one "no such model" error (with a did-you-mean)
+    return model
 
 
 def _check_out_file(path: Path | None, option: str) -> Path | None:
