@@ -12,7 +12,10 @@ from earshot.train.data import resolve_split
 from earshot.train.run import load_config
 from earshot.weights import list_weights
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+# Retrieval presets (earshot train); the moment-head presets amr_*.yaml are `earshot moments train`
+# configs, checked in tests/moments.
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")
+                 if not p.name.startswith("amr_"))
 ROWS = {
     "cnn14_sbert_triplet_weighted", "cnn14_sbert_triplet_max", "cnn14_sbert_ntxent",
     "cnn14_sbert_infonce_vicreg", "resnet38_sbert_triplet_weighted", "resnet38_sbert_ntxent",

@@ -37,6 +37,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from earshot.errors import EarshotError
+from earshot.index import words
 from earshot.index.decode import Decoded
 from earshot.index.encoder import Encoder
 from earshot.index.indexer import (
@@ -51,6 +52,7 @@ from earshot.index.indexer import (
     store_decoded,
     write_vectors,
 )
+from earshot.index.moments import write_windows
 from earshot.index.store import FAISS_FILE, Store, index_lock
 from earshot.utils import atomic_write
 
@@ -150,7 +152,9 @@ def index_folder_ray(
             if todo:
                 _run(shards, todo, paths, model, cfg, ray_cfg, settings.dim, progress, done, len(files))
             _merge(store, paths, cfg, settings.normalize, report)
-            report.kind = write_vectors(store, settings.dim, cfg.vectors)
+            words.sync(store, root)  # names and tags, as the local indexer keeps them
+            write_windows(store, settings.dim, cfg.vectors)  # every window, for moment ranking
+            report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
             report.items = store.count()
             report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
             with store.transaction():

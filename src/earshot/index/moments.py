@@ -19,7 +19,7 @@ handed to FAISS, so k results come back whenever k matching files exist.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -122,7 +122,15 @@ class WindowVectors:
     @classmethod
     def build(cls, vecs: np.ndarray, file_ids: np.ndarray, idx: np.ndarray,
               cfg: V.VectorConfig = V.VectorConfig()) -> "WindowVectors":
-        """Index ``vecs (N, D)``; the FAISS ids are row numbers, mapped back by ``file_ids``/``idx``."""
+        """Index ``vecs (N, D)``; the FAISS ids are row numbers, mapped back by ``file_ids``/``idx``.
+
+        The window index is one plain FAISS index (flat, IVF or HNSW): it is serialised into
+        ``windows.npz`` and searched with FAISS's ID selectors for filters, which the compressed
+        and sharded wrappers of :mod:`earshot.index.compressed`/``sharded`` do not take, so those
+        kinds fall back to IVF here (the file-level ``vectors.faiss`` keeps them)."""
+        kind = V.resolve_kind(cfg, len(vecs), vecs.shape[1] if vecs.ndim == 2 else 0)
+        if kind == "ivfpq" or cfg.shards != 1:
+            cfg = replace(cfg, kind="ivf" if kind == "ivfpq" else kind, shards=1)
         index = V.build(vecs, np.arange(len(vecs), dtype=np.int64), cfg)
         return cls(index, file_ids, idx)
 
