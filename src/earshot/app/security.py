@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import json
 
-CSP = ("default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
-       "object-src 'none'")
+# connect-src adds blob: to 'self' so the page (and scripts reading its exports) can fetch the
+# CSV/JSON/M3U exports it builds as blob: URLs; only the page's own scripts can make those.
+CSP = ("default-src 'self'; connect-src 'self' blob:; frame-ancestors 'none'; base-uri 'none'; "
+       "form-action 'self'; object-src 'none'")
 HEADERS = [
     (b"cross-origin-resource-policy", b"same-origin"),
     (b"content-security-policy", CSP.encode()),
