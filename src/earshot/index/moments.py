@@ -193,21 +193,20 @@ def search_params(index: faiss.Index, mask: np.ndarray) -> faiss.SearchParameter
     row numbers here), keeping the index's own query-time knobs (nprobe, efSearch)."""
     bits = np.packbits(mask.astype(np.uint8), bitorder="little")
     sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
-    if isinstance(inner, faiss.IndexIVF):
-        params = faiss.SearchParametersIVF(sel=sel, nprobe=inner.nprobe)
-    elif isinstance(inner, faiss.IndexHNSW):
-        params = faiss.SearchParametersHNSW(sel=sel, efSearch=inner.hnsw.efSearch)
-    else:
-        params = faiss.SearchParameters(sel=sel)
-    params._keep = (bits, sel)  # the selector reads these buffers during the search
-    return params
+    return _params(index, sel, bits)
 
 
 def id_params(index: faiss.Index, allowed_ids: Sequence[int]) -> faiss.SearchParameters:
     """Search parameters admitting only the given external ids (for the pooled file index)."""
     ids = np.ascontiguousarray(np.asarray(allowed_ids, dtype=np.int64))
     sel = faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
+    return _params(index, sel, ids)
+
+
+def _params(index: faiss.Index, sel: faiss.IDSelector, buffer: np.ndarray) -> faiss.SearchParameters:
+    """Search parameters with selector ``sel`` for ``index``'s type, keeping its own query-time
+    knobs (nprobe, efSearch); ``buffer`` (what ``sel`` reads during the search) stays alive
+    with the parameters."""
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     if isinstance(inner, faiss.IndexIVF):
         params = faiss.SearchParametersIVF(sel=sel, nprobe=inner.nprobe)
@@ -215,7 +214,7 @@ def id_params(index: faiss.Index, allowed_ids: Sequence[int]) -> faiss.SearchPar
         params = faiss.SearchParametersHNSW(sel=sel, efSearch=inner.hnsw.efSearch)
     else:
         params = faiss.SearchParameters(sel=sel)
-    params._keep = (ids, sel)
+    params._keep = (buffer, sel)
     return params
 
 
