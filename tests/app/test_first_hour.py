@@ -121,7 +121,9 @@ def test_index_out_is_a_file_and_empty_folder(app, model, tmp_path):
     (tmp_path / "empty" / "notes.txt").write_text("no sound here")
     r = runner.invoke(app, ["index", str(tmp_path / "empty"), "--model", str(model),
                             "--out", str(tmp_path / "ix"), "--workers", "0"])
-    assert r.exit_code == 1 and "no audio files" in r.output
+    # an EarshotError: the console script prints it as one "error: ..." line and exits 2, as for
+    # every other bad argument (it was a bare line and exit 1)
+    assert isinstance(r.exception, EarshotError) and "no audio files" in str(r.exception)
     (tmp_path / "file").write_text("x")
     r = runner.invoke(app, ["index", str(tmp_path / "empty"), "--model", str(model), "--out", str(tmp_path / "file")])
     assert isinstance(r.exception, EarshotError) and "is a file" in str(r.exception)

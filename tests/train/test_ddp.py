@@ -77,6 +77,9 @@ def test_two_process_ddp_equals_one_process_and_evaluate(tone_corpus, tmp_path):
     ddp = tmp_path / "ddp"
     assert (ddp / "averaged" / "model.safetensors").is_file() and (ddp / "summary.json").is_file()
     assert proc.stdout.count("averaged:") == 1  # one rank reports
+    # the gathered batch goes through torch's current collective (Lightning's sync_grads gather
+    # warned "all_gather is deprecated" on every 2-process run)
+    assert "is deprecated" not in proc.stdout + proc.stderr, proc.stderr[-3000:]
 
     # 40 captions / global batch 8 = 5 steps an epoch, 2 epochs; every step's loss agrees
     single, double = _step_losses(tmp_path / "one"), _step_losses(ddp)
@@ -132,3 +135,91 @@ def test_rank_shards_cover_every_item_once_in_order(monkeypatch, n, world):
     assert [i for s in shards for i in s] == list(range(n))
     per = -(-n // world)
     assert all(len(s) == per for s in shards if s and s[-1] < n - 1)  # full shards then the rest
+
+
+# Two gloo ranks, each with half of a batch of 8, through a projection, gather_rows and the
+# InfoNCE loss, parameter gradients averaged over ranks as DDP does, against one process with the whole batch. The rows are the same numbers in
+# both; what differs is float32 summation order (each rank's 4-row sum of parameter-gradient
+# terms, then DDP's mean of two sums, vs one 8-row sum), ~1e-7 relative (float32 epsilon) on
+# gradients of order 0.1-1. 1e-5 absolute is ~100x that; a gather without gradients (the rows
+# of the other rank treated as constants) is off by 1.09 here (measured), a missing sum over
+# ranks by a factor of 2.
+_GATHER_SCRIPT = r'''
+import json, os, sys
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from earshot.losses import create_loss
+from earshot.train.collectives import gather_rows
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(8, 6, generator=g), torch.randn(8, 5, generator=g), torch.tensor([0, 1, 2, 2, 3, 4, 5, 6])
+
+
+def model():
+    torch.manual_seed(1)
+    return torch.nn.Linear(6, 4), torch.nn.Linear(5, 4), torch.nn.Parameter(torch.tensor(2.5))
+
+
+def grads(pa, pt, scale):
+    return [p.grad.tolist() for p in (*pa.parameters(), *pt.parameters(), scale)]
+
+
+def loss_of(a, t, ids, scale):
+    return create_loss("infonce")(a, t, ids, temperature=1.0 / scale).total
+
+
+def rank(r, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])
+    dist.init_process_group("gloo", rank=r, world_size=2)
+    x, y, ids = data()
+    pa, pt, scale = model()
+    mine = slice(4 * r, 4 * r + 4)
+    loss = loss_of(gather_rows(pa(x[mine])), gather_rows(pt(y[mine])), ids, scale)
+    loss.backward()
+    for p in (*pa.parameters(), *pt.parameters(), scale):  # what DDP's reducer does: sum / world
+        dist.all_reduce(p.grad)
+        p.grad /= 2
+    if r == 0:
+        with open(out, "w") as f:
+            json.dump({"loss": loss.item(), "grads": grads(pa, pt, scale)}, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    x, y, ids = data()
+    pa, pt, scale = model()
+    loss = loss_of(pa(x), pt(y), ids, scale)
+    loss.backward()
+    mp.spawn(rank, args=(sys.argv[1],), nprocs=2)
+    with open(sys.argv[1]) as f:
+        two = json.load(f)
+    print(json.dumps({"one": {"loss": loss.item(), "grads": grads(pa, pt, scale)}, "two": two}))
+'''
+
+
+def test_gathered_rows_give_the_one_process_gradients_without_deprecated_collectives(tmp_path):
+    import socket
+
+    import numpy as np
+
+    script = tmp_path / "gather.py"
+    script.write_text(_GATHER_SCRIPT)
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**_env(tmp_path), "PYTHONWARNINGS": "always"}  # every warning printed, none deduplicated
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "rank0.json"), str(port)],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "is deprecated" not in proc.stderr, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    one, two = got["one"], got["two"]
+    assert two["loss"] == pytest.approx(one["loss"], abs=1e-6)
+    for g1, g2 in zip(one["grads"], two["grads"]):
+        g1, g2 = np.asarray(g1), np.asarray(g2)
+        assert np.abs(g1).max() > 1e-3  # a real gradient, not zeros on both sides
+        assert np.abs(g1 - g2).max() <= 1e-5

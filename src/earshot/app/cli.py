@@ -55,3 +55,25 @@ def main() -> None:
     except EarshotError as e:
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
         sys.exit(2)
+    finally:
+        _quiet_ctrl_c_while_exiting()
+
+
+def _quiet_ctrl_c_while_exiting() -> None:
+    """The command is done: a Ctrl-C now only ends the interpreter's exit, at once and quietly.
+
+    Without this it lands in an exit handler (multiprocessing's finalizer joining a pool's
+    workers) and prints "Exception ignored in atexit callback" with a traceback."""
+    import os
+    import signal
+    import sys
+
+    def leave(signum, frame) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say anyway
+                pass
+        os._exit(130)
+
+    signal.signal(signal.SIGINT, leave)

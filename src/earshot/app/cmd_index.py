@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import re
+import contextlib
 import json
 import os
+import re
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -92,99 +95,95 @@ def index_cmd(
     if verify:
         _verify(out.expanduser())
         return
-    if folder is None or model is None:
-        raise EarshotError("give the FOLDER of sounds and --model (or --verify --out IDX to check an index)")
-    folder, out = folder.expanduser(), out.expanduser()
-    if not folder.is_dir():
-        raise EarshotError(f"{folder}: no such folder")
-    if out.exists() and not out.is_dir():
-        raise EarshotError(f"--out {out}: is a file; give a folder for the index")
-    from earshot.errors import WeightsError
-    from earshot.loading.resolve import resolve
-
-    try:
-        resolve(model)
-    except WeightsError as e:
-        raise EarshotError(f"--model {e}") from None
-    from earshot.audio.io import SUPPORTED_SUFFIXES
-    from earshot.index import IndexConfig, VectorConfig, index_folder, open_encoder
-    from earshot.index.decode import Limits
-    from earshot.index.indexer import walk
-
-    if not (out / "meta.sqlite").is_file() and not any(
-            p.suffix.lower() in SUPPORTED_SUFFIXES for p in walk(folder, out.resolve())):
-        typer.echo(f"{folder}: no audio files to index ({', '.join(sorted(SUPPORTED_SUFFIXES))})", err=True)
-        raise typer.Exit(1)
-    cfg = IndexConfig(window_s=window, hop_s=hop, pooling=pooling, workers=workers,  # type: ignore[arg-type]
-                      batch_size=batch_size, vectors=VectorConfig(kind=index_type, shards=shards),  # type: ignore[arg-type]
-                      limits=Limits(max_duration_s=max_hours * 3600), links_outside=links_outside)
-    if engine not in ENGINES:
-        raise EarshotError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
-    if engine == "local" and (address or gpus_per_worker):
-        raise EarshotError("--address and --gpus-per-worker need --engine ray")
-    if engine == "ray" and watch:
-        raise EarshotError("--watch keeps this machine's index up to date: use it with --engine local")
-    console = Console()
-    columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("", total=None, rate="")
-
-        def progress(p) -> None:
-            elapsed = bar.tasks[0].elapsed or 0.0
-            rate = f"{p.audio_s / elapsed:.0f}x real time" if elapsed > 0 and p.audio_s else ""
-            bar.update(task, completed=p.done, total=p.total, rate=rate)
-
-        if engine == "ray":
-            from earshot.index.engine_ray import EncoderSpec, RayConfig, index_folder_ray
-
-            ray_cfg = RayConfig(address=address, workers=max(1, workers), gpus_per_worker=gpus_per_worker,
-                                files_per_shard=files_per_shard)
-            report = index_folder_ray(folder, EncoderSpec(str(model.expanduser()), precision), out, cfg, ray_cfg,
-                                      progress)
-        else:
-            encoder = open_encoder(model, precision)
-            try:
-                report = index_folder(folder, encoder, out, cfg, progress)
-            except KeyboardInterrupt:
-                bar.stop()
-                typer.echo(f"interrupted: {_files_kept(out)} files kept; run the same command to continue",
-                           err=True)
-                # Everything is committed and the workers are gone; skip the interpreter's exit
-                # handlers, where multiprocessing can wait for ever on a dead worker's pipe.
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(130)
-    console.print(
-        f"indexed {len(report.encoded)} new or changed file(s) ({_fmt_time(report.audio_s)} of audio, "
-        f"{report.windows} windows), kept {report.unchanged} unchanged, removed {len(report.removed)}, "
-        f"skipped {len(report.bad)}; {report.items} file(s) in {escape(str(report.index))} "
-        f"({report.kind}) in {report.seconds:.1f} s"
-    )
-    if engine == "ray":
-        console.print(f"ray: {report.shards} shard(s) this run, {report.shards_reused} reused from an "
-                      f"interrupted run, {report.workers} embedding worker(s)")
-    for note in report.repaired:
-        console.print(f"repaired: {escape(note)}", highlight=False)
-    for path, note in report.notes:
-        console.print(f"note: {escape(path)}: {escape(note)}", highlight=False)
-    if report.bad:
-        console.print(report_table(report))
-    if watch:
-        from earshot.index.watch import watch_folder
-
-        console.print(f"watching {escape(str(folder))} for changes (Ctrl+C to stop)", highlight=False)
-
-        def updated(u) -> None:
-            console.print(f"updated: {u.encoded} file(s) encoded, {u.removed} removed, {u.bad} skipped "
-                          f"in {u.seconds:.1f} s" + (f" [red]{escape(u.error)}[/red]" if u.error else ""),
-                          highlight=False)
+    with _CtrlC(out.expanduser()) as guard:
+        if folder is None or model is None:
+            raise EarshotError("give the FOLDER of sounds and --model (or --verify --out IDX to check an index)")
+        folder, out = folder.expanduser(), out.expanduser()
+        if not folder.is_dir():
+            raise EarshotError(f"{folder}: no such folder")
+        if out.exists() and not out.is_dir():
+            raise EarshotError(f"--out {out}: is a file; give a folder for the index")
+        from earshot.errors import WeightsError
+        from earshot.loading.resolve import resolve
 
         try:
-            watch_folder(folder, encoder, out, cfg, on_update=updated)
-        except KeyboardInterrupt:
-            pass
+            resolve(model)
+        except WeightsError as e:
+            raise EarshotError(f"--model {e}") from None
+        from earshot.audio.io import SUPPORTED_SUFFIXES
+        from earshot.index import IndexConfig, VectorConfig, index_folder, open_encoder
+        from earshot.index.decode import Limits
+        from earshot.index.indexer import walk
+
+        if not (out / "meta.sqlite").is_file() and not any(
+                p.suffix.lower() in SUPPORTED_SUFFIXES for p in walk(folder, out.resolve())):
+            raise EarshotError(f"{folder}: no audio files to index ({', '.join(sorted(SUPPORTED_SUFFIXES))})")
+        cfg = IndexConfig(window_s=window, hop_s=hop, pooling=pooling, workers=workers,  # type: ignore[arg-type]
+                          batch_size=batch_size, vectors=VectorConfig(kind=index_type, shards=shards),  # type: ignore[arg-type]
+                          limits=Limits(max_duration_s=max_hours * 3600), links_outside=links_outside)
+        if engine not in ENGINES:
+            raise EarshotError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+        if engine == "local" and (address or gpus_per_worker):
+            raise EarshotError("--address and --gpus-per-worker need --engine ray")
+        if engine == "ray" and watch:
+            raise EarshotError("--watch keeps this machine's index up to date: use it with --engine local")
+        console = Console()
+        columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            guard.bar = bar
+            task = bar.add_task("", total=None, rate="")
+
+            def progress(p) -> None:
+                elapsed = bar.tasks[0].elapsed or 0.0
+                rate = f"{p.audio_s / elapsed:.0f}x real time" if elapsed > 0 and p.audio_s else ""
+                bar.update(task, completed=p.done, total=p.total, rate=rate)
+
+            try:
+                if engine == "ray":
+                    from earshot.index.engine_ray import EncoderSpec, RayConfig, index_folder_ray
+
+                    ray_cfg = RayConfig(address=address, workers=max(1, workers), gpus_per_worker=gpus_per_worker,
+                                        files_per_shard=files_per_shard)
+                    report = index_folder_ray(folder, EncoderSpec(str(model.expanduser()), precision), out, cfg,
+                                              ray_cfg, progress)
+                else:
+                    encoder = open_encoder(model, precision)
+                    report = index_folder(folder, encoder, out, cfg, progress)
+            except KeyboardInterrupt:  # index_folder stopped at its next checkpoint and put what it kept in place
+                guard.stop()
+            guard.bar = None
+        console.print(
+            f"indexed {len(report.encoded)} new or changed file(s) ({_fmt_time(report.audio_s)} of audio, "
+            f"{report.windows} windows), kept {report.unchanged} unchanged, removed {len(report.removed)}, "
+            f"skipped {len(report.bad)}; {report.items} file(s) in {escape(str(report.index))} "
+            f"({report.kind}) in {report.seconds:.1f} s"
+        )
+        if engine == "ray":
+            console.print(f"ray: {report.shards} shard(s) this run, {report.shards_reused} reused from an "
+                          f"interrupted run, {report.workers} embedding worker(s)")
+        for note in report.repaired:
+            console.print(f"repaired: {escape(note)}", highlight=False)
+        for path, note in report.notes:
+            console.print(f"note: {escape(path)}: {escape(note)}", highlight=False)
+        if report.bad:
+            console.print(report_table(report))
+        if watch:
+            from earshot.index.watch import watch_folder
+
+            console.print(f"watching {escape(str(folder))} for changes (Ctrl+C to stop)", highlight=False)
+
+            def updated(u) -> None:
+                console.print(f"updated: {u.encoded} file(s) encoded, {u.removed} removed, {u.bad} skipped "
+                              f"in {u.seconds:.1f} s" + (f" [red]{escape(u.error)}[/red]" if u.error else ""),
+                              highlight=False)
+
+            guard.uninstall()  # Ctrl-C is how a watch ends: watch_folder stops its updates itself
+            try:
+                watch_folder(folder, encoder, out, cfg, on_update=updated)
+            except KeyboardInterrupt:
+                pass
 
 
 def _parse_like(like: str) -> tuple[str, float | None]:
@@ -196,10 +195,57 @@ def _parse_like(like: str) -> tuple[str, float | None]:
     return like, None
 
 
+class _CtrlC:
+    """Ctrl-C anywhere in ``earshot index``: one line saying what was kept, exit 130, at once.
+
+    Installed before anything else the command does, so an interrupt while the model is resolved
+    or loaded, during the run (index_folder defers it to its next checkpoint, puts what it
+    finished in place and raises KeyboardInterrupt, which the command hands to :meth:`stop`) or
+    while the summary is printed ends the same way. ``os._exit`` skips the interpreter's exit
+    handlers, where multiprocessing can wait on a dead worker's pipe; nothing is left to write
+    by then. After the command, :func:`earshot.app.cli.main` makes a late Ctrl-C end the exit
+    quietly.
+    """
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.bar: Progress | None = None  # the live progress display, cleared before the line
+        self.previous = None  # the handler to restore; None off the main thread (nothing installed)
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, lambda signum, frame: self.stop())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.uninstall()
+
+    def uninstall(self) -> None:
+        """Give Ctrl-C back to the code that ran the command (the CLI's own exit handling)."""
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def stop(self) -> NoReturn:
+        """Say how many files the index holds now and exit 130."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C cannot cut this short
+        if self.bar is not None:
+            with contextlib.suppress(Exception):
+                self.bar.stop()
+        typer.echo(f"interrupted: {_files_kept(self.out)} files kept; run the same command to continue", err=True)
+        self._exit()
+
+    @staticmethod
+    def _exit() -> NoReturn:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(130)
+
+
 def _files_kept(out: Path) -> int | str:
     """How many files an interrupted run left in the index at ``out`` (or its building folder)."""
-    from earshot.index.indexer import building_dir
-    from earshot.index.store import DB_FILE, Store
+    from earshot.index.store import DB_FILE, Store, building_dir
 
     for where in (out, building_dir(out.resolve())):
         if (where / DB_FILE).is_file():

@@ -32,7 +32,7 @@ from earshot.index.decode import (Decoded, Framing, Limits, WindowStream, decode
                                   is_candidate)
 from earshot.index.encoder import Encoder
 from earshot.index.moments import write_windows
-from earshot.index.store import DB_FILE, FAISS_FILE, LOCK_FILE, IndexSettings, Store, index_lock
+from earshot.index.store import DB_FILE, FAISS_FILE, LOCK_FILE, IndexSettings, Store, building_dir, index_lock
 
 Pooling = Literal["mean", "max"]
 
@@ -188,7 +188,10 @@ def _deferred_sigint() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        asked = _STOP.is_set()
         _STOP.clear()
+    if asked:  # only reached when the run finished after the request: still an interrupt
+        raise KeyboardInterrupt
 
 
 def _has_files(directory: Path) -> bool:
@@ -200,17 +203,6 @@ def _has_files(directory: Path) -> bool:
         return store.count() > 0
     finally:
         store.close()
-
-
-def building_dir(out: Path) -> Path:
-    """Where a new index for ``out`` is built before it is renamed into place (hidden, beside it).
-
-    A reader of ``out`` sees either no index or a complete one, never a database under
-    construction; a server still holding a deleted index keeps answering from it until then.
-    A run killed by a signal that cannot be caught leaves this folder, and the same command
-    resumes from it.
-    """
-    return out.parent / f".{out.name}.building"
 
 
 @contextlib.contextmanager
@@ -250,10 +242,13 @@ def _run(where: Path, out: Path, root: Path, encoder: Encoder, settings: IndexSe
         store.set_info("links_outside", cfg.links_outside)
         report = IndexReport(index=out, root=root)
         _update(store, root, out, encoder, settings, cfg, report, progress)
+        _checkpoint()  # Ctrl-C before the final writes stops here; each of them is safe to cut
         words.sync(store, root)  # names and tags of new files, for word search and filters
         # every window, for moment ranking; before vectors.faiss, whose stamp tells a running
         # server that the update is complete
+        _checkpoint()
         write_windows(store, settings.dim, cfg.vectors)
+        _checkpoint()
         report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
         report.items = store.count()
         report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())

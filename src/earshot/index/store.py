@@ -35,6 +35,17 @@ LOCK_FILE = "index.lock"
 FORMAT = "earshot.index/1"
 
 
+def building_dir(out: Path) -> Path:
+    """Where a new index for ``out`` is built before it is renamed into place (hidden, beside it).
+
+    A reader of ``out`` sees either no index or a complete one, never a database under
+    construction; a server still holding a deleted index keeps answering from it until then.
+    A run killed by a signal that cannot be caught leaves this folder, and the same command
+    resumes from it.
+    """
+    return out.parent / f".{out.name}.building"
+
+
 class DamagedIndex(EarshotError):
     """An index's files are not what its indexer wrote; the message names the repair command."""
 

@@ -16,6 +16,7 @@ from earshot.evaluation import evaluate_embeddings
 from earshot.losses import create_loss, uses_temperature
 from earshot.models.biencoder import BiEncoder
 from earshot.train.config import TrainConfig
+from earshot.train.collectives import gather_rows
 from earshot.train.data import rank_shard
 
 MONITOR = "val/t2a/mAP@10"
@@ -75,9 +76,7 @@ class RetrievalModule(L.LightningModule):
         """
         if self.cfg.local_loss or self.trainer.world_size == 1:
             return a, t, clip_ids
-        a = self.all_gather(a, sync_grads=True).flatten(0, 1)  # (W, b, D) -> (W*b, D)
-        t = self.all_gather(t, sync_grads=True).flatten(0, 1)
-        return a, t, self.all_gather(clip_ids).flatten(0, 1)
+        return gather_rows(a), gather_rows(t), self.all_gather(clip_ids).flatten(0, 1)  # (W*b, D)
 
     def on_train_epoch_start(self) -> None:
         # new crops / views / caption order each epoch, reproducibly
