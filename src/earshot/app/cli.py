@@ -48,9 +48,10 @@ def main() -> None:
     from earshot.errors import EarshotError
     from earshot.threads import configure_openmp
 
+    _on_ctrl_c(lambda: typer.echo("interrupted: before the command started; nothing was changed", err=True))
     configure_openmp()  # before any command imports torch (see earshot.threads)
     _register()
-    try:
+    try:  # the root callback hands Ctrl-C back to Python as the command starts (app/root.py)
         app()
     except EarshotError as e:
         typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
@@ -64,16 +65,23 @@ def _quiet_ctrl_c_while_exiting() -> None:
 
     Without this it lands in an exit handler (multiprocessing's finalizer joining a pool's
     workers) and prints "Exception ignored in atexit callback" with a traceback."""
+    _on_ctrl_c(lambda: None)
+
+
+def _on_ctrl_c(say) -> None:
+    """From now on a Ctrl-C calls ``say()`` (one line, or nothing) and exits 130 at once."""
     import os
     import signal
     import sys
 
     def leave(signum, frame) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            say()
+            for stream in (sys.stdout, sys.stderr):
                 stream.flush()
-            except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say anyway
-                pass
+        except Exception:  # noqa: BLE001 - a closed pipe: nothing more to say anyway
+            pass
         os._exit(130)
 
     signal.signal(signal.SIGINT, leave)

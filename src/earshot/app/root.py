@@ -31,3 +31,11 @@ def _root(
 ) -> None:
     """Language-based audio retrieval: train, evaluate, ensemble and search text-to-audio
     systems, and search your own sound folders by text."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        # the command starts now: it gets Python's KeyboardInterrupt (training and --watch stop on
+        # it; `earshot index` installs its own handling, which says what it kept), not the
+        # start-up's "nothing was changed" exit (earshot.app.cli.main)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
