@@ -116,7 +116,7 @@ class CrashOnce:
                 if not os.path.exists(flag):
                     Path(flag).write_text(str(os.getpid()))
                     os._exit(1)  # the worker dies mid-batch, as when a node is lost
-                return inner.embed_audio(waves, batch_size)
+                return inner.embed_audio(waves, batch_size=batch_size)
 
             def embed_text(self, texts):
                 return inner.embed_text(texts)
@@ -174,7 +174,7 @@ DRIVER = textwrap.dedent("""
                 sample_rate, dim, normalize = inner.sample_rate, inner.dim, inner.normalize
                 def embed_audio(self, waves, batch_size=16):
                     time.sleep(1.0)
-                    return inner.embed_audio(waves, batch_size)
+                    return inner.embed_audio(waves, batch_size=batch_size)
             return S()
 
     ray.init(address=sys.argv[4], log_to_driver=False, configure_logging=False)

@@ -14,7 +14,7 @@ def gather_rows(x: torch.Tensor) -> torch.Tensor:
 
     torch's current functional collective (``all_gather_single_autograd``): its backward
     reduce-scatters (sums) the gathered rows' gradients back to the rank that produced them.
-    Lightning's ``all_gather(sync_grads=True)`` goes through the deprecated
+    Lightning's ``all_gather`` (with or without ``sync_grads``) goes through the deprecated
     ``torch.distributed.nn.functional.all_gather`` and warns on every run. Needs an initialised
     default process group and equal ``b`` on every rank (the global batch sampler's shares).
     """

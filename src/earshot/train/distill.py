@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from earshot.data.records import CaptionTable
 from earshot.ensemble import SimilarityCache, table_fingerprint
 from earshot.errors import ConfigError
+from earshot.train.collectives import gather_rows
 from earshot.train.config import TrainConfig
 from earshot.train.data import collate_inputs, load_splits
 from earshot.train.module import RetrievalModule
@@ -110,7 +111,7 @@ class DistillModule(RetrievalModule):
         a, t = self._embed(audio, text)  # (B, D)
         a, t, clip_ids = self._global_batch(a, t, clip_ids)  # (B_global, D) under DDP
         if not (self.cfg.local_loss or self.trainer.world_size == 1):
-            captions = self.all_gather(captions).flatten(0, 1)  # rank order, as the embeddings
+            captions = gather_rows(captions)  # rank order, as the embeddings
         ta = self.teacher_audio[clip_ids.cpu()].to(a.device)  # (B, Dt)
         tt = self.teacher_text[captions.cpu()].to(a.device)  # (B, Dt)
         out = self.loss_fn(a, t, clip_ids, teacher=ta @ tt.T, temperature=1.0 / self.model.logit_scale())

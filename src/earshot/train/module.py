@@ -76,7 +76,7 @@ class RetrievalModule(L.LightningModule):
         """
         if self.cfg.local_loss or self.trainer.world_size == 1:
             return a, t, clip_ids
-        return gather_rows(a), gather_rows(t), self.all_gather(clip_ids).flatten(0, 1)  # (W*b, D)
+        return gather_rows(a), gather_rows(t), gather_rows(clip_ids)  # (W*b, D), (W*b,)
 
     def on_train_epoch_start(self) -> None:
         # new crops / views / caption order each epoch, reproducibly
@@ -127,11 +127,11 @@ class RetrievalModule(L.LightningModule):
         ok = torch.tensor([int(local.shape[0] == expected)], device=self.device)
         if world == 1:
             return local if bool(ok) else None
-        if not bool(self.all_gather(ok).min()):
+        if not bool(gather_rows(ok).min()):
             return None
         padded = local.new_zeros((per, local.shape[1]))
         padded[: local.shape[0]] = local
-        return self.all_gather(padded).reshape(world * per, -1)[:total]
+        return gather_rows(padded)[:total]  # (world * per, D) -> (total, D)
 
     # -- checkpoints: frozen towers are rebuilt from the config, not stored every epoch ------------
     def _frozen_prefixes(self) -> tuple[str, ...]:
