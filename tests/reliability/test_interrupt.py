@@ -34,7 +34,7 @@ import earshot
 from earshot.index import Index
 
 TRIALS = 10
-N_FILES = 60  # 60 files of 3 s: 300 one-second windows, a run of a few seconds
+N_FILES = 40  # 40 files of 3 s: 200 one-second windows, a run of a few seconds
 LIMIT_S = 2.0 + 1.0  # the 2 s, plus slack for a shared 2-core machine
 ARGS = ["--window", "1", "--hop", "0.5", "--batch-size", "4"]  # default --workers: decoding processes
 RESUMED = {0, 5, 9}  # trials that also run the same command again to the end (the others check the index)
