@@ -75,7 +75,7 @@ class Gate:
     def embed_audio(self, waves, batch_size=16):
         self.audio_entered.set()
         assert self.audio_open.wait(20)
-        return self.inner.embed_audio(waves, batch_size)
+        return self.inner.embed_audio(waves, batch_size=batch_size)
 
     def embed_text(self, texts):
         assert self.text_open.wait(20)

@@ -93,7 +93,7 @@ class CountingEncoder:
             raise KeyboardInterrupt("simulated kill")
         self.audio_calls += 1
         self.windows += len(waves)
-        return self.inner.embed_audio(waves, batch_size)
+        return self.inner.embed_audio(waves, batch_size=batch_size)
 
     def embed_text(self, texts):
         self.texts += len(texts)

@@ -7,25 +7,20 @@ and HOME (Ray keeps an auth token in ``~/.ray``) are inside pytest's tmp folder.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
-# Opt-in after the merge of issues 20-22: on the merged tree the first test failed and the local
-# cluster's shutdown then hung past 7 minutes (see the closing note of that session); these tests
-# run with EARSHOT_RAY_TESTS=1 until that is understood, so CI does not hang on them.
-pytestmark = pytest.mark.skipif(os.environ.get("EARSHOT_RAY_TESTS") != "1",
-                                reason="Ray engine tests are opt-in (EARSHOT_RAY_TESTS=1): see the module comment")
-
 import numpy as np
+import pytest
 import soundfile as sf
 
 from conftest import SR, noise, tone, write_bad, write_sounds
@@ -35,6 +30,29 @@ from earshot.index.store import Store
 ray = pytest.importorskip("ray")
 
 from earshot.index.engine_ray import SHARD_DIR, EncoderSpec, RayConfig, index_folder_ray  # noqa: E402
+
+SHUTDOWN_S = 30.0  # the cluster's shutdown may take this long; then its processes are killed
+
+
+def _node_pids() -> list[int]:
+    """Process ids of the local cluster this module started (GCS, raylet, ...; workers are the
+    raylet's children and die with it)."""
+    node = ray._private.worker._global_node
+    return [p.process.pid for procs in node.all_processes.values() for p in procs if p.process is not None]
+
+
+def _shutdown_within(seconds: float, pids: list[int]) -> None:
+    """``ray.shutdown()`` with a hard bound: a cluster whose workers are stuck must not hang the
+    suite, so after ``seconds`` the processes this module started are killed by their ids."""
+    t = threading.Thread(target=ray.shutdown, daemon=True)
+    t.start()
+    t.join(seconds)
+    if not t.is_alive():
+        return
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
 
 CFG = IndexConfig(window_s=2.0, hop_s=1.0, workers=0, batch_size=4)
 RC = RayConfig(workers=2, cpus_per_worker=0.5, files_per_shard=2, files_per_task=2)
@@ -51,8 +69,9 @@ def cluster(tmp_path_factory):
     # the workers cannot import this test module: its model factories travel by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     ray.init(num_cpus=2, _temp_dir=temp, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    node_pids = _node_pids()
     yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    _shutdown_within(SHUTDOWN_S, node_pids)
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -116,7 +135,7 @@ class CrashOnce:
                 if not os.path.exists(flag):
                     Path(flag).write_text(str(os.getpid()))
                     os._exit(1)  # the worker dies mid-batch, as when a node is lost
-                return inner.embed_audio(waves, batch_size)
+                return inner.embed_audio(waves, batch_size=batch_size)
 
             def embed_text(self, texts):
                 return inner.embed_text(texts)
@@ -174,7 +193,7 @@ DRIVER = textwrap.dedent("""
                 sample_rate, dim, normalize = inner.sample_rate, inner.dim, inner.normalize
                 def embed_audio(self, waves, batch_size=16):
                     time.sleep(1.0)
-                    return inner.embed_audio(waves, batch_size)
+                    return inner.embed_audio(waves, batch_size=batch_size)
             return S()
 
     ray.init(address=sys.argv[4], log_to_driver=False, configure_logging=False)
