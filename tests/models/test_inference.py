@@ -147,10 +147,8 @@ def test_index_precision_option_reaches_the_encoder(tmp_path, monkeypatch):
     assert res.exit_code != 0 and "fp16" in str(res.exception or res.output)
 
 
-def test_int8_dynamic_quantisation_of_a_clap_tower_keeps_cosine_099(tmp_path):
-    """``--precision int8``: the linears of a tiny HTSAT tower become dynamic int8; the embeddings
-    stay within cosine 0.99 of fp32 (the documented bound; int8 rounding of weights and
-    activations through a few layers; measured > 0.9999 here), and a second call changes nothing."""
+def _tiny_clap():
+    """(a bi-encoder with a tiny HTSAT tower, seeded; three 2 s noise clips at its rate)."""
     import sys
     from pathlib import Path as P
 
@@ -163,7 +161,14 @@ def test_int8_dynamic_quantisation_of_a_clap_tower_keeps_cosine_099(tmp_path):
     torch.manual_seed(0)
     model = create_model(cfg).eval()
     sr = clap_tiny.TINY_FRONTEND["sample_rate"]
-    waves = [0.1 * np.random.default_rng(i).standard_normal(2 * sr).astype(np.float32) for i in range(3)]
+    return model, [0.1 * np.random.default_rng(i).standard_normal(2 * sr).astype(np.float32) for i in range(3)]
+
+
+def test_int8_dynamic_quantisation_of_a_clap_tower_keeps_cosine_099(tmp_path):
+    """``--precision int8``: the linears of a tiny HTSAT tower become dynamic int8; the embeddings
+    stay within cosine 0.99 of fp32 (the documented bound; int8 rounding of weights and
+    activations through a few layers; measured > 0.9999 here), and a second call changes nothing."""
+    model, waves = _tiny_clap()
     want = model.embed_audio(waves, batch_size=3)
     fast = inference.prepare_for_inference(copy.deepcopy(model), "int8")
     assert fast.audio_encoder.inference_precision == "int8"
@@ -183,19 +188,7 @@ def test_bf16_weights_keep_the_front_end_fp32_and_cosine_0999_on_a_tiny_clap():
     bf16 keeps 8 significant bits, ~0.4 % per rounding, and the errors of a few layers mostly
     average out; measured 0.99998 on the full laion_clap_general tower); a tower without a
     separable front end is refused."""
-    import sys
-    from pathlib import Path as P
-
-    sys.path.insert(0, str(P(__file__).parent))
-    import clap_tiny
-
-    cfg = {"audio": {"name": "clap_htsat", "options": {"config": clap_tiny.audio_config(),
-                                                             "frontend": clap_tiny.frontend()}},
-           "text": {"name": "bow", "options": {"dim": 32}}, "embed_dim": 8}
-    torch.manual_seed(0)
-    model = create_model(cfg).eval()
-    sr = clap_tiny.TINY_FRONTEND["sample_rate"]
-    waves = [0.1 * np.random.default_rng(i).standard_normal(2 * sr).astype(np.float32) for i in range(3)]
+    model, waves = _tiny_clap()
     want = model.embed_audio(waves, batch_size=3)
     fast = inference.prepare_for_inference(copy.deepcopy(model), "bf16-weights")
     tower = fast.audio_encoder
