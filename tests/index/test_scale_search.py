@@ -147,8 +147,8 @@ def test_window_search_over_compressed_and_sharded_window_indexes_finds_the_exac
             hits += len(set(ids) & set(want))
             same += ids == want
     # the flat shards are exact (all 40 lists equal); PQ at 4 bytes for 16 dims with a 64-deep
-    # exact re-rank misses a rare true top-10 file whose best window fell out of the candidates
-    # (measured 0.99+); a broken selector, row map or shard merge falls far below
+    # exact re-rank misses a rare true top-10 file whose best window fell out of the candidates;
+    # a broken selector, row map or shard merge falls far below
     assert hits / (2 * 20 * 10) >= 0.95
     if vectors.kind == "flat":
         assert same == 40
