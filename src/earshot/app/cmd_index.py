@@ -61,7 +61,8 @@ def index_cmd(
                                 "inline); ray engine: embedding workers, each holding the model once."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
-                                  "fp32) | fp32 | bf16 | int8 (dynamic int8 linears, CPU): the audio tower's arithmetic."),
+                                  "fp32) | fp32 | bf16 (autocast) | bf16-weights (CLAP/PaSST weights stored in bf16, faster) | "
+                                  "int8 (dynamic int8 linears, CPU): the audio tower's arithmetic."),
     index_type: str = typer.Option("auto", "--index-type",
                                    help="auto (exact below 100k files, IVF above, compressed IVF-PQ once the "
                                    "vectors pass 2 GB), flat, hnsw, ivf or ivfpq (re-ranked exactly from disk)."),

@@ -17,6 +17,9 @@ Training (OPQ, k-means, PQ codebooks) uses a sample of at most ``train_points`` 
 
 On disk beside the FAISS file ``P`` (which holds the OPQ + IVF-PQ index over row numbers):
 ``P.floats.npy`` (N, D) float32, ``P.ids.npy`` (N,) int64 (row -> file id) and ``P.pq.json``.
+Shards of one collection are trained once and share that training in RAM (the coarse quantizer
+and the OPQ matrix are the same objects) and on disk (one training file; each shard file holds
+only its inverted lists), so a shard adds only its codes and ids.
 """
 
 from __future__ import annotations
@@ -81,11 +84,15 @@ class CompressedIndex:
     (scores (Q, k), ids (Q, k))`` with id -1 for a missing hit.
     """
 
-    def __init__(self, index: faiss.Index, floats: np.ndarray, ids: np.ndarray, rerank: int):
+    def __init__(self, index: faiss.Index, floats: np.ndarray, ids: np.ndarray, rerank: int,
+                 training: faiss.Index | None = None):
         self.index = index  # over row numbers 0..N-1
         self.floats = floats  # (N, D) float32, an np.memmap when loaded from disk
         self.ids = ids  # (N,) int64
         self.rerank = rerank
+        # the index whose rotation, cells and codebooks this one uses (itself unless it was filled
+        # from a shared training): shards of one collection hold them once, in RAM and on disk
+        self.training = index if training is None else training
 
     @property
     def ntotal(self) -> int:
@@ -137,32 +144,65 @@ class CompressedIndex:
         instead: shards of one collection share one training, so only adding costs per shard."""
         if len(vectors) != len(ids) or vectors.shape[1] != self.d:
             raise EarshotError(f"ivfpq: need (N, {self.d}) vectors and N ids, got {vectors.shape} and {len(ids)}")
-        index = faiss.clone_index(self.index)
-        index.reset()
+        index = self._empty_sharing()
         for lo in range(0, len(vectors), chunk):
             index.add(np.ascontiguousarray(vectors[lo : lo + chunk], dtype=np.float32))
-        faiss.extract_index_ivf(index).nprobe = self.ivf.nprobe
-        return CompressedIndex(index, vectors, np.ascontiguousarray(ids, dtype=np.int64), self.rerank)
+        return CompressedIndex(index, vectors, np.ascontiguousarray(ids, dtype=np.int64), self.rerank, self.training)
 
     def subset(self, lo: int, hi: int) -> "CompressedIndex":
         """A shard holding rows [lo, hi) of this index, without re-encoding: its inverted lists
         are copied (FAISS ``copy_subset_to`` by id range) and it shares this index's float
-        vectors and ids, so splitting a built index into shards costs a copy of its codes."""
-        index = faiss.clone_index(self.index)
-        index.reset()
+        vectors, ids and training, so splitting a built index into shards costs a copy of its codes."""
+        index = self._empty_sharing()
         ivf = faiss.extract_index_ivf(index)
         self.ivf.copy_subset_to(ivf, 0, int(lo), int(hi))  # 0 = InvertedLists::SUBSET_TYPE_ID_RANGE
         index.ntotal = ivf.ntotal  # the pre-transform wrapper keeps its own count
+        return CompressedIndex(index, self.floats, self.ids, self.rerank, self.training)
+
+    def _empty_sharing(self) -> faiss.Index:
+        """An empty index using this one's trained parts *by reference*: the coarse quantizer
+        (the cells' centroids) and the OPQ rotation are shared objects, the PQ codebooks (256
+        centroids per sub-quantiser, <= 0.5 MB) are copied; only codes and ids are its own.
+        ``self.training`` must stay alive as long as the new index (the callers keep it)."""
+        src = faiss.downcast_index(faiss.extract_index_ivf(self.training))  # IndexIVFPQ
+        ivf = faiss.IndexIVFPQ(src.quantizer, src.d, src.nlist, src.pq.M, src.pq.nbits, src.metric_type)
+        ivf.pq = src.pq  # a copy of the codebooks
+        ivf.by_residual = src.by_residual
+        ivf.is_trained = True
         ivf.nprobe = self.ivf.nprobe
-        return CompressedIndex(index, self.floats, self.ids, self.rerank)
+        outer = faiss.downcast_index(self.training)
+        if isinstance(outer, faiss.IndexPreTransform):
+            return faiss.IndexPreTransform(outer.chain.at(0), ivf)  # FAISS's wrapper keeps both referenced
+        return ivf
 
     def set_nprobe(self, nprobe: int) -> None:
         self.ivf.nprobe = max(1, min(int(nprobe), self.ivf.nlist))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def selection(self, mask: np.ndarray | None = None, ids: np.ndarray | None = None) -> faiss.SearchParameters:
+        """Search parameters admitting only some vectors, by their external ids: ``mask`` (a
+        boolean array indexed by id) or ``ids`` (the allowed ids). FAISS sees row numbers here,
+        so the allowed rows become a bitmap; the index's nprobe is kept."""
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            keep = np.zeros(len(self.ids), dtype=bool)
+            inside = self.ids < len(mask)
+            keep[inside] = mask[self.ids[inside]]
+        else:
+            keep = np.isin(self.ids, np.asarray(ids if ids is not None else [], dtype=np.int64))
+        bits = np.packbits(keep.astype(np.uint8), bitorder="little")
+        sel = faiss.IDSelectorBitmap(len(keep), faiss.swig_ptr(bits))
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=self.ivf.nprobe)
+        params._keep = (bits, sel)  # what the selector reads lives as long as the parameters
+        return params
+
+    def search(self, queries: np.ndarray, k: int, params: faiss.SearchParameters | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` by exact inner product among the re-ranked candidates; ``params`` from
+        :meth:`selection` restricts them to the allowed vectors."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (Q, D)
         k = max(1, int(k))
-        _, cand = self.index.search(q, max(k, self.rerank))  # (Q, R) row numbers, -1 = none
+        depth = max(k, self.rerank)
+        _, cand = self.index.search(q, depth, params=params) if params is not None else self.index.search(q, depth)
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         ids = np.full((len(q), k), -1, dtype=np.int64)
         for i, row in enumerate(cand):
@@ -176,8 +216,10 @@ class CompressedIndex:
         return scores, ids
 
     # -- files -----------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        """The FAISS file at ``path`` and its two siblings, each written atomically."""
+    def save(self, path: str | Path, codes_only: bool = False) -> None:
+        """The FAISS file at ``path`` and its siblings, each written atomically. With
+        ``codes_only`` the file holds only the inverted lists (codes and row numbers): a shard
+        whose training is saved once for all shards (:meth:`save_training`, :meth:`from_codes`)."""
         path = Path(path)
         for suffix, array in ((FLOATS_SUFFIX, self.floats), (IDS_SUFFIX, self.ids)):
             target = Path(str(path) + suffix)
@@ -187,16 +229,52 @@ class CompressedIndex:
                 np.lib.format.write_array(f, np.ascontiguousarray(array))
         with atomic_write(Path(str(path) + META_SUFFIX), "w") as f:
             json.dump({"rerank": self.rerank}, f)
-        data = faiss.serialize_index(self.index)
+        if codes_only:
+            writer = faiss.VectorIOWriter()
+            faiss.write_InvertedLists(self.ivf.invlists, writer)
+            data = faiss.vector_to_array(writer.data)
+        else:
+            data = faiss.serialize_index(self.index)
         with atomic_write(path) as f:
             f.write(data.tobytes())
+
+    def save_training(self, path: str | Path) -> None:
+        """The rotation, cells and codebooks alone (an empty index), atomically: what the shards
+        saved with ``codes_only`` share."""
+        data = faiss.serialize_index(self._empty_sharing())
+        with atomic_write(Path(path)) as f:
+            f.write(data.tobytes())
+
+    @classmethod
+    def from_codes(cls, training: faiss.Index, path: str | Path) -> "CompressedIndex":
+        """A shard saved with ``codes_only``: its inverted lists read from ``path`` into an index
+        sharing ``training`` (read once for all shards), with its floats, ids and re-rank depth."""
+        try:
+            reader = faiss.VectorIOReader()
+            faiss.copy_array_to_vector(np.fromfile(str(path), dtype=np.uint8), reader.data)
+            lists = faiss.read_InvertedLists(reader)
+        except (OSError, RuntimeError) as e:
+            raise EarshotError(f"{path}: cannot read the shard's codes: {e}") from None
+        shell = cls(training, np.zeros((0, training.d), np.float32), np.zeros(0, np.int64), 1)
+        index = shell._empty_sharing()
+        ivf = faiss.extract_index_ivf(index)
+        if lists.nlist != ivf.nlist or lists.code_size != ivf.code_size:
+            raise EarshotError(f"{path}: codes for {lists.nlist} cells of {lists.code_size} B, the shared "
+                               f"training has {ivf.nlist} of {ivf.code_size} B; rebuild the index")
+        ivf.replace_invlists(lists, True)
+        lists.this.disown()  # the index owns the lists now
+        ivf.ntotal = sum(lists.list_size(i) for i in range(lists.nlist))
+        index.ntotal = ivf.ntotal
+        loaded = cls.from_faiss(index, path)
+        loaded.training = training
+        return loaded
 
     @classmethod
     def from_faiss(cls, index: faiss.Index, path: str | Path) -> "CompressedIndex":
         """Attach the float vectors, ids and re-rank depth saved beside ``path`` to its deserialised index."""
         try:
             floats = np.load(str(path) + FLOATS_SUFFIX, mmap_mode="r")
-            ids = np.load(str(path) + IDS_SUFFIX)
+            ids = np.load(str(path) + IDS_SUFFIX, mmap_mode="r")  # read for the k hits (and filters) only
             rerank = int(json.loads(Path(str(path) + META_SUFFIX).read_text())["rerank"])
         except (OSError, ValueError, KeyError) as e:
             raise EarshotError(f"{path}: compressed index without its float vectors or ids: {e}") from None
@@ -207,7 +285,23 @@ class CompressedIndex:
 
     def nbytes_in_ram(self) -> int:
         """Bytes the compressed index itself holds (codes, ids, centroids, rotation)."""
-        return int(faiss.serialize_index(self.index).nbytes)
+        return self.training_bytes() + self.code_bytes()
+
+    def code_bytes(self) -> int:
+        """Bytes of its own: PQ codes and 8-byte row numbers in the inverted lists."""
+        return int(self.ntotal * (self.ivf.code_size + 8))
+
+    def training_bytes(self) -> int:
+        """Bytes of the trained parts (centroids, rotation, codebooks), shared by shards."""
+        return int(faiss.serialize_index(self._empty_sharing()).nbytes)
+
+
+def shared_training(indexes: list) -> faiss.Index | None:
+    """The one training all ``indexes`` share, if they are all compressed indexes sharing one."""
+    if not indexes or not all(isinstance(i, CompressedIndex) for i in indexes):
+        return None
+    first = indexes[0].training
+    return first if all(i.training is first for i in indexes) else None
 
 
 def is_compressed(index: faiss.Index) -> bool:

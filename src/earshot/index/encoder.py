@@ -24,8 +24,11 @@ class Encoder(Protocol):
     dim: int  # embedding dimension
     normalize: bool  # embeddings are unit length, so inner product = cosine
 
-    def embed_audio(self, waves: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-        """1-D waveforms (any lengths) -> (N, dim) float32."""
+    def embed_audio(self, waves: Sequence[np.ndarray], *, batch_size: int) -> np.ndarray:
+        """1-D waveforms (any lengths) at ``sample_rate`` -> (N, dim) float32.
+
+        ``batch_size`` is passed by keyword: the retriever adapter's second positional
+        parameter is a sample rate, so a wrapper passing it positionally would resample."""
         ...
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:

@@ -7,7 +7,7 @@ shards of ``files_per_shard`` files. A Ray Data pipeline then runs
     jobs --map_batches(decode, CPU tasks)--> decoded windows
          --map_batches(_Embedder, actor pool: the model loaded once per actor)--> window embeddings
 
-and the driver writes each shard as soon as all its files are back (``INDEX/shards/<key>.npz``:
+and the driver writes each shard as soon as all its files are back (``INDEX/shards/<key>.npz``, in the building folder for a new index:
 the file rows, window table and window embeddings; no audio). When every shard exists, one
 SQLite transaction merges them in plan order through the same :func:`store_decoded` the local
 path commits with, then the FAISS file is rebuilt; the shard files are deleted afterwards.
@@ -20,7 +20,11 @@ precision and its jobs (path, size, mtime, known hash), so a rerun after a kille
 the finished shards and decodes and embeds only the others; a killed worker is restarted by Ray
 (actors restart, tasks retry) and its batch redone. Nothing is merged until every shard is
 written, so a killed run leaves the database as it was; an incremental rerun plans only new and
-changed files, as locally.
+changed files, as locally. Like the local indexer, the run writes through
+:func:`earshot.index.indexer.staged_build`: a new index (its shards included) is built in
+``.OUT.building`` beside ``out`` and renamed into place when merged, so a reader of ``out`` never
+sees it half-built, and the run ends through the same :func:`finish_run` (words, window vectors,
+the FAISS file).
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ from typing import Callable, Protocol
 import numpy as np
 
 from earshot.errors import EarshotError
-from earshot.index import words
 from earshot.index.decode import Decoded
 from earshot.index.encoder import Encoder
 from earshot.index.indexer import (
@@ -47,13 +50,13 @@ from earshot.index.indexer import (
     _decoded,
     check_settings,
     embed_decoded,
+    finish_run,
     plan_update,
     settings_for,
+    staged_build,
     store_decoded,
-    write_vectors,
 )
-from earshot.index.moments import write_windows
-from earshot.index.store import FAISS_FILE, Store, index_lock
+from earshot.index.store import FAISS_FILE, Store
 from earshot.utils import atomic_write
 
 SHARD_DIR = "shards"  # INDEX/shards/<key>.npz: finished shards not yet merged
@@ -128,11 +131,11 @@ def index_folder_ray(
     probe = model.open()
     settings = settings_for(probe, cfg, root)
     del probe
-    with index_lock(out):
-        for stale in [*out.glob(f".{FAISS_FILE}.*.tmp"), *(out / SHARD_DIR).glob(".*.tmp")]:
+    with staged_build(out) as where:  # a new index is built beside out and renamed into place
+        for stale in [*where.glob(f".{FAISS_FILE}.*.tmp"), *(where / SHARD_DIR).glob(".*.tmp")]:
             with contextlib.suppress(OSError):
                 stale.unlink()
-        store = Store.open(out, create=True)
+        store = Store.open(where, create=True)
         try:
             check_settings(store, settings, out)
             store.set_info("links_outside", cfg.links_outside)
@@ -143,7 +146,7 @@ def index_folder_ray(
             jobs = [(*job[:5], replace(job[5], stream_after_s=None)) for job in jobs]
             shards = [jobs[i : i + ray_cfg.files_per_shard] for i in range(0, len(jobs), ray_cfg.files_per_shard)]
             digest = _plan_digest(settings.model_id, model.precision, cfg)
-            paths = [out / SHARD_DIR / f"{_shard_key(digest, s)}.npz" for s in shards]
+            paths = [where / SHARD_DIR / f"{_shard_key(digest, s)}.npz" for s in shards]
             todo = [i for i, p in enumerate(paths) if not p.is_file()]
             report.shards, report.shards_reused = len(shards), len(shards) - len(todo)
             done = len(files) - len(jobs) + sum(len(shards[i]) for i in set(range(len(shards))) - set(todo))
@@ -152,16 +155,12 @@ def index_folder_ray(
             if todo:
                 _run(shards, todo, paths, model, cfg, ray_cfg, settings.dim, progress, done, len(files))
             _merge(store, paths, cfg, settings.normalize, report)
-            words.sync(store, root)  # names and tags, as the local indexer keeps them
-            write_windows(store, settings.dim, cfg.vectors)  # every window, for moment ranking
-            report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
-            report.items = store.count()
-            report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
-            with store.transaction():
-                store.set_info("run", {"found": report.found, "finished": True})
-            for left in (out / SHARD_DIR).glob("*.npz"):  # merged, or a changed file's stale shard
+            finish_run(store, root, settings, cfg, report)  # words, windows, vectors: as locally
+            for left in (where / SHARD_DIR).glob("*.npz"):  # merged, or a changed file's stale shard
                 with contextlib.suppress(OSError):
                     left.unlink()
+            with contextlib.suppress(OSError):
+                (where / SHARD_DIR).rmdir()
         finally:
             store.close()
     report.seconds = time.perf_counter() - t0

@@ -126,22 +126,35 @@ def index_folder(
     if not root.is_dir():
         raise EarshotError(f"{root}: not a folder")
     settings = settings_for(encoder, cfg, root)
-    if (out / DB_FILE).is_file():  # an update: in place, one transaction per batch
-        with index_lock(out), _deferred_sigint():
-            report = _run(out, out, root, encoder, settings, cfg, progress)
-    else:  # a new index: built beside --out and renamed into place whole
-        staging = building_dir(out)
-        with _lock_if_exists(out), index_lock(staging), _deferred_sigint():
-            try:
-                report = _run(staging, out, root, encoder, settings, cfg, progress)
-            except BaseException:  # interrupted: what was finished goes in place, resumable
-                with contextlib.suppress(Exception):
-                    if _has_files(staging):
-                        _swap_in(staging, out)
-                raise
-            _swap_in(staging, out)
+    with staged_build(out) as where, _deferred_sigint():
+        report = _run(where, out, root, encoder, settings, cfg, progress)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+@contextlib.contextmanager
+def staged_build(out: Path) -> Iterator[Path]:
+    """The folder an indexing run writes into, locked; both engines (local, Ray) build through here.
+
+    An update is written in place (``out`` itself, one transaction per batch). A new index is
+    built in :func:`building_dir` and renamed into place whole when the run ends; a run that
+    ends with an error or Ctrl-C puts what it finished in place (a rerun resumes from it), or
+    leaves the building folder for the next run when nothing was finished yet.
+    """
+    if (out / DB_FILE).is_file():
+        with index_lock(out):
+            yield out
+        return
+    staging = building_dir(out)
+    with _lock_if_exists(out), index_lock(staging):
+        try:
+            yield staging
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if _has_files(staging):
+                    _swap_in(staging, out)
+            raise
+        _swap_in(staging, out)
 
 
 def settings_for(encoder: Encoder, cfg: IndexConfig, root: Path) -> IndexSettings:
@@ -243,20 +256,26 @@ def _run(where: Path, out: Path, root: Path, encoder: Encoder, settings: IndexSe
         report = IndexReport(index=out, root=root)
         _update(store, root, out, encoder, settings, cfg, report, progress)
         _checkpoint()  # Ctrl-C before the final writes stops here; each of them is safe to cut
-        words.sync(store, root)  # names and tags of new files, for word search and filters
-        # every window, for moment ranking; before vectors.faiss, whose stamp tells a running
-        # server that the update is complete
-        _checkpoint()
-        write_windows(store, settings.dim, cfg.vectors)
-        _checkpoint()
-        report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
-        report.items = store.count()
-        report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
-        with store.transaction():
-            store.set_info("run", {"found": report.found, "finished": True})
+        finish_run(store, root, settings, cfg, report)
     finally:
         store.close()
     return report
+
+
+def finish_run(store: Store, root: Path, settings: IndexSettings, cfg: IndexConfig, report: IndexReport) -> None:
+    """After every file is committed: words, window vectors, the FAISS file, the report's totals,
+    and the run marked finished. Shared by both engines, so their indexes end alike."""
+    words.sync(store, root)  # names and tags of new files, for word search and filters
+    # every window, for moment ranking; before vectors.faiss, whose stamp tells a running
+    # server that the update is complete
+    _checkpoint()
+    write_windows(store, settings.dim, cfg.vectors)
+    _checkpoint()
+    report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
+    report.items = store.count()
+    report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
+    with store.transaction():
+        store.set_info("run", {"found": report.found, "finished": True})
 
 
 def check_settings(store: Store, new: IndexSettings, out: Path) -> None:

@@ -19,7 +19,7 @@ handed to FAISS, so k results come back whenever k matching files exist.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,6 +28,8 @@ import numpy as np
 
 from earshot.errors import EarshotError
 from earshot.index import vectors as V
+from earshot.index.compressed import CompressedIndex
+from earshot.index.sharded import ShardedIndex
 from earshot.utils import atomic_write
 
 WINDOWS_FILE = "windows.npz"
@@ -102,7 +104,7 @@ class WindowVectors:
     def nbytes(self) -> int:
         """Bytes the index and the row map occupy (as serialised; memory is the same to within
         FAISS's small per-object overhead)."""
-        return int(faiss.serialize_index(self.index).nbytes + self.file_ids.nbytes + self.idx.nbytes)
+        return int(V.nbytes(self.index) + self.file_ids.nbytes + self.idx.nbytes)
 
     # -- building and storing -------------------------------------------------------------------
     @classmethod
@@ -124,33 +126,45 @@ class WindowVectors:
               cfg: V.VectorConfig = V.VectorConfig()) -> "WindowVectors":
         """Index ``vecs (N, D)``; the FAISS ids are row numbers, mapped back by ``file_ids``/``idx``.
 
-        The window index is one plain FAISS index (flat, IVF or HNSW): it is serialised into
-        ``windows.npz`` and searched with FAISS's ID selectors for filters, which the compressed
-        and sharded wrappers of :mod:`earshot.index.compressed`/``sharded`` do not take, so those
-        kinds fall back to IVF here (the file-level ``vectors.faiss`` keeps them)."""
-        kind = V.resolve_kind(cfg, len(vecs), vecs.shape[1] if vecs.ndim == 2 else 0)
-        if kind == "ivfpq" or cfg.shards != 1:
-            cfg = replace(cfg, kind="ivf" if kind == "ivfpq" else kind, shards=1)
+        Any kind :func:`earshot.index.vectors.build` makes, the compressed (``ivfpq``) and
+        sharded ones included: filters reach them through :func:`search_params`."""
         index = V.build(vecs, np.arange(len(vecs), dtype=np.int64), cfg)
         return cls(index, file_ids, idx)
 
     def save(self, path: str | Path, generation: int) -> None:
-        """Write atomically: a crash leaves the old file, never half a new one."""
+        """Write atomically: a crash leaves the old file, never half a new one. A plain FAISS
+        index is serialised inside the ``.npz``; a compressed or sharded one is saved beside it
+        (``windows.faiss`` and its siblings, :func:`earshot.index.vectors.save`) and named there."""
+        path = Path(path)
+        side = path.with_suffix(".faiss")
+        arrays = {"file_ids": self.file_ids, "idx": self.idx, "generation": np.int64(generation)}
+        if isinstance(self.index, faiss.Index):
+            arrays["faiss"] = faiss.serialize_index(self.index)
+            for stale in path.parent.glob(side.name + "*"):  # a compressed/sharded index written before
+                stale.unlink(missing_ok=True)
+        else:
+            V.save(self.index, side)
+            arrays["vectors"] = np.array(side.name)
         buf = io.BytesIO()
-        np.savez(buf, faiss=faiss.serialize_index(self.index), file_ids=self.file_ids, idx=self.idx,
-                 generation=np.int64(generation))
+        np.savez(buf, **arrays)
         with atomic_write(path) as f:
             f.write(buf.getvalue())
 
     @classmethod
     def load(cls, path: str | Path) -> tuple["WindowVectors", int]:
         """(vectors, the database generation they were built from)."""
+        path = Path(path)
         try:
             with np.load(str(path)) as z:
-                index = faiss.deserialize_index(z["faiss"])
-                return cls(index, z["file_ids"], z["idx"]), int(z["generation"])
+                file_ids, idx, generation = z["file_ids"], z["idx"], int(z["generation"])
+                index = (V.load(path.parent / str(z["vectors"])) if "vectors" in z.files
+                         else faiss.deserialize_index(z["faiss"]))
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise EarshotError(f"{path}: cannot read window vectors: {e}") from None
+        if index.ntotal != len(file_ids):
+            raise EarshotError(f"{path}: {index.ntotal} window vectors for {len(file_ids)} rows; "
+                               "run earshot index again to rebuild them")
+        return cls(index, file_ids, idx), generation
 
     # -- searching ------------------------------------------------------------------------------
     def rows_of(self, allowed_files: np.ndarray) -> np.ndarray:
@@ -191,6 +205,10 @@ class WindowVectors:
 def search_params(index: faiss.Index, mask: np.ndarray) -> faiss.SearchParameters:
     """FAISS search parameters that only admit ids whose ``mask`` entry is true (ids are
     row numbers here), keeping the index's own query-time knobs (nprobe, efSearch)."""
+    if isinstance(index, ShardedIndex):  # one set of parameters per shard, each of its own kind
+        return [search_params(s, mask) for s in index.shards]
+    if isinstance(index, CompressedIndex):
+        return index.selection(mask=mask)
     bits = np.packbits(mask.astype(np.uint8), bitorder="little")
     sel = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits))
     return _params(index, sel, bits)
@@ -198,6 +216,10 @@ def search_params(index: faiss.Index, mask: np.ndarray) -> faiss.SearchParameter
 
 def id_params(index: faiss.Index, allowed_ids: Sequence[int]) -> faiss.SearchParameters:
     """Search parameters admitting only the given external ids (for the pooled file index)."""
+    if isinstance(index, ShardedIndex):
+        return [id_params(s, allowed_ids) for s in index.shards]
+    if isinstance(index, CompressedIndex):
+        return index.selection(ids=np.asarray(allowed_ids, dtype=np.int64))
     ids = np.ascontiguousarray(np.asarray(allowed_ids, dtype=np.int64))
     sel = faiss.IDSelectorBatch(len(ids), faiss.swig_ptr(ids))
     return _params(index, sel, ids)

@@ -8,7 +8,8 @@ For exact shards this is exactly the global top k: the k best overall are each a
 of their own shard. Shards let a collection grow past one machine's RAM or one FAISS file, and
 a Ray run's shards become the index's shards without re-training one big index.
 
-On disk the index file is a small JSON manifest naming one file per shard beside it.
+On disk the index file is a small JSON manifest naming one file per shard beside it, and a
+``common`` file holding what the shards share (compressed shards: one training, stored once).
 """
 
 from __future__ import annotations
@@ -72,25 +73,43 @@ class ShardedIndex:
         """Split ``vectors (N, D)`` / ``ids (N,)`` into contiguous shards, build each with ``build_one``."""
         return cls([build_one(vectors[lo:hi], ids[lo:hi]) for lo, hi in split(len(ids), shards)])
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, params: Sequence[Any] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """The global top k; ``params`` (one per shard, each the kind its shard takes) restricts
+        every shard to the allowed vectors, so filters apply before top-k as in one index."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, int(k))
-        futures = [self._pool.submit(s.search, q, min(k, max(1, int(s.ntotal)))) for s in self.shards]
+        if params is not None and len(params) != len(self.shards):
+            raise EarshotError(f"sharded search: {len(params)} search parameters for {len(self.shards)} shards")
+        futures = []
+        for i, s in enumerate(self.shards):
+            kk = min(k, max(1, int(s.ntotal)))
+            extra = {} if params is None else {"params": params[i]}
+            futures.append(self._pool.submit(s.search, q, kk, **extra))
         return merge([f.result() for f in futures], k)
 
-    def save(self, path: str | Path, save_one: Callable[[Any, Path], None]) -> None:
-        """Each shard to ``<path>.s<i>`` (with ``save_one``), then the manifest to ``path``."""
+    def save(self, path: str | Path, save_one: Callable[[Any, Path], None],
+             common: Callable[[Path], None] | None = None) -> None:
+        """Each shard to ``<path>.s<i>`` (with ``save_one``), then the manifest to ``path``.
+        ``common`` writes what every shard shares (a compressed index's training) once, to
+        ``<path>.common``; the manifest names it and :meth:`load` hands it to every shard."""
         path = Path(path)
+        doc: dict[str, Any] = {"format": MANIFEST_FORMAT}
+        if common is not None:
+            doc["common"] = f"{path.name}.common"
+            common(path.parent / doc["common"])
         names = []
         for i, shard in enumerate(self.shards):
             name = f"{path.name}.s{i}"
             save_one(shard, path.parent / name)
             names.append(name)
+        doc["shards"] = names
         with atomic_write(path, "w") as f:
-            json.dump({"format": MANIFEST_FORMAT, "shards": names}, f)
+            json.dump(doc, f)
 
     @classmethod
-    def load(cls, path: str | Path, load_one: Callable[[Path], Any]) -> "ShardedIndex":
+    def load(cls, path: str | Path, load_one: Callable[[Path, Path | None], Any]) -> "ShardedIndex":
+        """Read a manifest written by :meth:`save`: ``load_one(shard file, common file or None)``."""
         path = Path(path)
         try:
             doc = json.loads(path.read_text())
@@ -98,7 +117,8 @@ class ShardedIndex:
             raise EarshotError(f"{path}: cannot read the shard manifest: {e}") from None
         if doc.get("format") != MANIFEST_FORMAT:
             raise EarshotError(f"{path}: shard manifest format {doc.get('format')!r}, expected {MANIFEST_FORMAT}")
-        return cls([load_one(path.parent / name) for name in doc["shards"]])
+        common = path.parent / doc["common"] if doc.get("common") else None
+        return cls([load_one(path.parent / name, common) for name in doc["shards"]])
 
 
 def is_manifest(path: str | Path) -> bool:

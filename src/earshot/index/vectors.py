@@ -135,6 +135,21 @@ def kind_of(index: faiss.Index) -> str:
     return "flat"
 
 
+def nbytes(index) -> int:
+    """Bytes an index built here holds (as serialised; the compressed kind counts its training
+    once however many shards share it, not the float vectors it reads from disk)."""
+    from earshot.index.compressed import CompressedIndex, shared_training
+    from earshot.index.sharded import ShardedIndex
+
+    if isinstance(index, ShardedIndex):
+        if shared_training(index.shards) is not None:
+            return index.shards[0].training_bytes() + sum(s.code_bytes() for s in index.shards)
+        return sum(nbytes(s) for s in index.shards)
+    if isinstance(index, CompressedIndex):
+        return index.nbytes_in_ram()
+    return int(faiss.serialize_index(index).nbytes)
+
+
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores (Q, k), ids (Q, k)); missing hits (fewer than k items) have id -1 and are dropped
     by callers."""
@@ -149,7 +164,12 @@ def save(index: faiss.Index, path: str | Path) -> None:
     from earshot.index.sharded import ShardedIndex
 
     if isinstance(index, ShardedIndex):
-        index.save(path, save)
+        from earshot.index.compressed import shared_training
+
+        if shared_training(index.shards) is not None:  # trained once: the training stored once
+            index.save(path, lambda s, p: s.save(p, codes_only=True), common=index.shards[0].save_training)
+        else:
+            index.save(path, save)
         return
     if isinstance(index, CompressedIndex):
         index.save(path)
@@ -159,13 +179,36 @@ def save(index: faiss.Index, path: str | Path) -> None:
         f.write(data.tobytes())
 
 
+def _shard_loader(ef_search: int | None, nprobe: int | None):
+    """Reads one shard of a manifest: a whole index, or compressed codes over the common
+    training (deserialised once and shared by every shard)."""
+    from earshot.index import compressed
+
+    trainings: dict[Path, faiss.Index] = {}
+
+    def one(path: Path, common: Path | None):
+        if common is None:
+            return load(path, ef_search, nprobe)
+        if common not in trainings:
+            try:
+                trainings[common] = faiss.deserialize_index(np.fromfile(str(common), dtype=np.uint8))
+            except (OSError, RuntimeError) as e:
+                raise EarshotError(f"{common}: cannot read the shards' common training: {e}") from None
+        shard = compressed.CompressedIndex.from_codes(trainings[common], path)
+        if nprobe is not None:
+            shard.set_nprobe(nprobe)
+        return shard
+
+    return one
+
+
 def load(path: str | Path, ef_search: int | None = None, nprobe: int | None = None) -> faiss.Index:
     """Read an index written by :func:`save`; query-time knobs can be changed on the way in."""
     from earshot.index import compressed, sharded
 
     try:
         if sharded.is_manifest(path):
-            return sharded.ShardedIndex.load(path, lambda p: load(p, ef_search, nprobe))
+            return sharded.ShardedIndex.load(path, _shard_loader(ef_search, nprobe))
         data = np.fromfile(str(path), dtype=np.uint8)
         index = faiss.deserialize_index(data)
     except (OSError, RuntimeError) as e:

@@ -12,6 +12,11 @@ Two steps, both confined to inference so training and checkpoints never see them
   because the benchmark (``benchmarks/bench_encoders.py``) measures a cosine >= 0.999 between
   bf16 and fp32 embeddings of every registered encoder on its clips; ``--precision fp32`` gives
   the exact numbers back. Text towers stay fp32: queries are short and few.
+* ``"bf16-weights"`` (an option, never chosen by ``auto``): the audio tower's weights stored in
+  bf16 (no per-op casts: autocast re-casts every linear's weight on every call), the front end
+  kept in float32 and its output cast once; for the CLAP/MS-CLAP HTSAT and PaSST towers. On
+  laion_clap_general's HTSAT it ran 1.33x faster than autocast at the same cosine to fp32
+  (0.99998; ``benchmarks/speed_clap.py``, benchmarks/RESULTS.md); tested >= 0.999 on a tiny CLAP.
 * ``"int8"`` (CPU only, an option, never chosen by ``auto``): every ``nn.Linear`` of the audio
   towers replaced by PyTorch's dynamic int8 quantisation (weights int8 per tensor, activations
   quantised per batch on the fly; convolutions, norms and the front end stay float32). Meant for
@@ -33,9 +38,9 @@ from earshot.errors import ConfigError
 from earshot.models.base import AudioEncoder
 from earshot.threads import use_threads
 
-__all__ = ["PRECISIONS", "native_bf16_cpu", "prepare_for_inference", "resolve_precision"]
+__all__ = ["PRECISIONS", "bf16_weights", "native_bf16_cpu", "prepare_for_inference", "resolve_precision"]
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISIONS = ("auto", "fp32", "bf16", "bf16-weights", "int8")
 _NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -75,17 +80,43 @@ def _modules(retriever: Any) -> Iterator[nn.Module]:
         yield from _modules(member)
 
 
-def _inference_forward(forward: Callable[..., torch.Tensor], bf16: bool) -> Callable[..., torch.Tensor]:
+def _inference_forward(forward: Callable[..., torch.Tensor], bf16: bool,
+                       bf16_out: bool = False) -> Callable[..., torch.Tensor]:
     """``forward`` on the thread policy's ``encode`` count, under bf16 autocast when asked
-    (output back in float32)."""
+    (output back in float32; also for a tower whose weights are bf16, ``bf16_out``)."""
 
     @functools.wraps(forward)
     def run(waveform: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         with use_threads("encode"), torch.autocast(waveform.device.type, dtype=torch.bfloat16, enabled=bf16):
             out = forward(waveform, *args, **kwargs)
-        return out.float() if bf16 else out
+        return out.float() if bf16 or bf16_out else out
 
     return run
+
+
+def _frontend_of(tower: nn.Module) -> nn.Module | None:
+    """The float32 front end (log-mel) of a tower whose weights can all be bf16 but it."""
+    from earshot.models.audio.clap import ClapAudioTower
+    from earshot.models.audio.passt import PasstEncoder
+
+    for cls, attr in ((ClapAudioTower, "logmel"), (PasstEncoder, "mel")):
+        if isinstance(tower, cls):
+            return getattr(tower, attr)
+    return None
+
+
+def bf16_weights(tower: nn.Module) -> nn.Module:
+    """Every weight and buffer of ``tower`` in bf16 except its front end, whose float32 output
+    is cast to bf16 once (in place); returns ``tower``. A ConfigError for a tower without a
+    known front end (its convolutions would see bf16 audio)."""
+    frontend = _frontend_of(tower)
+    if frontend is None:
+        raise ConfigError(f"precision 'bf16-weights': {type(tower).__name__} has no separable front end "
+                          "(supported: the CLAP/MS-CLAP HTSAT and PaSST towers); use --precision bf16")
+    tower.to(torch.bfloat16)
+    frontend.float()
+    frontend.register_forward_hook(lambda module, inputs, out: out.to(torch.bfloat16))
+    return tower
 
 
 def quantize_linears(module: nn.Module) -> nn.Module:
@@ -121,6 +152,8 @@ def prepare_for_inference(retriever: Any, precision: str = "auto") -> Any:
                 fuse_for_inference(tower, inplace=True)
             if chosen == "int8":
                 quantize_linears(tower)
-            tower.forward = _inference_forward(tower.forward, chosen == "bf16")
+            if chosen == "bf16-weights":
+                bf16_weights(tower)
+            tower.forward = _inference_forward(tower.forward, chosen == "bf16", chosen == "bf16-weights")
             tower.inference_precision = chosen
     return retriever
