@@ -7,19 +7,12 @@ Sizes (``quick`` in brackets), chosen so one run takes under 2 minutes on the 2 
   :class:`earshot.index.moments.WindowVectors` with the index type ``auto`` picks (IVF at this
   size); p50 latency of one query asking for the 10 best *files*, memory per window, and
   recall@10 (files) against exact search over the same windows.
-- **hybrid query**: a real index directory (SQLite + FTS5 + vectors) of 50,000 [10,000] files
-  with generated names, 2 windows each (D = 64), written through ``Store`` without audio;
-  p50 latency of ``Index.search`` in hybrid, meaning and words modes (a fixed-vector text
-  encoder stands in for the model, so only ranking is timed).
-- **duplicates**: ``find_duplicates`` on that index (the near-duplicate k-NN over pooled vectors
-  dominates; no audio exists to decode).
 - **watch latency**: file written -> searchable, with ``serve --watch``'s machinery
   (``Watcher``, debounce 200 ms, settle 0.3 s) on a folder of 200 short files.
 
-One full run took 5 min 10 s here under a load average of 15 (other sessions), quick 50 s; the
-issue's 10^6-file hybrid and 10^5-file duplicate figures need about 10x that for the index build
-alone; the per-file costs here scale linearly in files for the
-words side and for duplicates (N·k neighbour search). ``run() -> dict``.
+Hybrid queries at 10^6 files and duplicates at 10^5 are ``bench_library_scale`` (its own
+section: building those indexes takes minutes); this module keeps their shared builder,
+:func:`synthetic_index`. ``run() -> dict``.
 """
 
 from __future__ import annotations
@@ -182,32 +175,6 @@ def hybrid_queries(ix, n_files: int, label: str = "") -> list[dict[str, Any]]:
     return figs
 
 
-def hybrid_and_duplicates(n_files: int) -> list[dict[str, Any]]:
-    from earshot.index import Index
-    from earshot.index.duplicates import find_duplicates
-
-    tmp = Path(tempfile.mkdtemp(prefix="earshot-bench-library-"))
-    try:
-        t = time.perf_counter()
-        synthetic_index(tmp / "ix", n_files)
-        build_s = time.perf_counter() - t
-        enc = _FixedText(64)
-        figs = [figure("library index build (no audio)", build_s, unit="s", n=1,
-                       context=f"{n_files:,} files, 2 windows each, D=64: SQLite rows, FTS5, both vector files")]
-        with Index.open(tmp / "ix", enc) as ix:
-            figs += hybrid_queries(ix, n_files)
-            t = time.perf_counter()
-            report = find_duplicates(ix)
-            dup_s = time.perf_counter() - t
-        figs.append(figure("duplicate detection", dup_s, unit="s", n=1,
-                           context=f"{n_files:,} files (near: 10-NN over pooled vectors; {len(report.groups)} groups)"))
-        figs.append(figure("duplicate detection per file", 1e6 * dup_s / n_files, unit="us", n=1,
-                           context=f"{n_files:,} files"))
-        return figs
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _filter():
     from earshot.index.filters import Filter
 
@@ -272,7 +239,6 @@ def watch_latency(n_files: int = 200, repeats: int = 3) -> list[dict[str, Any]]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     figs = window_search(100_000 if quick else 1_000_000)
-    figs += hybrid_and_duplicates(10_000 if quick else 50_000)
     figs += watch_latency(100 if quick else 200, 2 if quick else 3)
     return {"figures": figs}
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from earshot.errors import EarshotError
 
-NEAR_THRESHOLD = 0.98  # cosine of pooled embeddings (see docs/LIBRARY.md for the measurement)
+NEAR_THRESHOLD = 0.99  # cosine of pooled embeddings: best F1 of the demo model on generated variants (docs/LIBRARY.md)
 DURATION_RATIO = 0.1  # near duplicates' durations differ by at most 10% ...
 DURATION_SLACK_S = 0.5  # ... or half a second, whichever is larger
 NEIGHBOURS = 10  # candidates looked at per file
@@ -251,16 +251,19 @@ class Calibration:
     variants: dict[str, float]  # kind of copy -> lowest cosine to its original
     variants_p05: float  # 5th percentile over all copies
     neighbours_p50: float  # median cosine of each sampled file's nearest other file (not a same-hash copy)
-    suggested: float | None  # midway between the two when copies score higher; None if they overlap
+    neighbours_p95: float  # 95th percentile of those: the other sounds closest to being copies
+    suggested: float | None  # midway between variants_p05 and neighbours_p95; None if they overlap
 
 
 def calibrate(index, n: int = 20, seed: int = 0) -> Calibration:
     """Measure a near-duplicate threshold for the index's model: ``n`` indexed files are
-    decoded, copied in memory (trimmed by 0.2 s, -6 dB, resampled to 22.05 kHz and back) and
-    embedded as indexing would; their cosines to the originals are compared with each file's
-    nearest neighbour in the library. The median neighbour stands for "another sound": most
-    files of a library have no copy (a library made of copies gets no suggestion). Loads the
-    model; decodes ``n`` files."""
+    decoded, copied in memory (trimmed by 0.2 s, -6 dB, resampled to 22.05 kHz and back, and
+    mp3-encoded at libsndfile's default quality where it can write mp3) and embedded as indexing
+    would; their cosines to the originals are compared with each file's nearest neighbour in the
+    library, which stands for "another sound": most files of a library have no copy (a library
+    made of copies gets no suggestion). The suggestion lies midway between the copies' 5th
+    percentile and the neighbours' 95th. Loads the model; decodes ``n`` files."""
+    import soundfile as sf
     import soxr
 
     from earshot.index import vectors as V
@@ -287,6 +290,8 @@ def calibrate(index, n: int = 20, seed: int = 0) -> Calibration:
         orig = embed(wave)
         copies = {"trim 0.2 s": wave[int(0.2 * s.sample_rate):], "-6 dB": wave * 0.5,
                   "resampled": soxr.resample(soxr.resample(wave, s.sample_rate, 22050), 22050, s.sample_rate)}
+        if "MP3" in sf.available_formats():
+            copies["mp3"] = _mp3_round_trip(wave, s.sample_rate)
         for kind, w in copies.items():
             kinds[kind].append(float(embed(w) @ orig))
         with index._lock:
@@ -299,5 +304,23 @@ def calibrate(index, n: int = 20, seed: int = 0) -> Calibration:
     allv = [c for cs in kinds.values() for c in cs]
     v05 = float(np.percentile(allv, 5))
     n50 = float(np.median(nearest)) if nearest else -1.0
+    n95 = float(np.percentile(nearest, 95)) if nearest else -1.0
     return Calibration(len(pick), {k: round(min(v), 4) for k, v in kinds.items()}, round(v05, 4), round(n50, 4),
-                       round((v05 + n50) / 2, 4) if v05 > n50 else None)
+                       round(n95, 4), round((v05 + n95) / 2, 4) if v05 > n95 else None)
+
+
+def _mp3_round_trip(wave: np.ndarray, sr: int) -> np.ndarray:
+    """``wave`` encoded as mp3 in memory and decoded again (libsndfile's default bit rate), at
+    ``sr`` and trimmed or padded to its length (the encoder adds a little delay)."""
+    import soundfile as sf
+    import soxr
+
+    rate = sr if sr in (32000, 44100, 48000, 16000, 22050, 24000) else 44100  # rates MPEG layer III has
+    x = wave if rate == sr else soxr.resample(wave, sr, rate)
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(x, -1, 1), rate, format="MP3")
+    buf.seek(0)
+    y, _ = sf.read(buf, dtype="float32")
+    y = y if y.ndim == 1 else y.mean(axis=1)
+    y = y if rate == sr else soxr.resample(y, rate, sr)
+    return np.pad(y, (0, max(0, len(wave) - len(y))))[:len(wave)].astype(np.float32)
