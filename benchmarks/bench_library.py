@@ -10,9 +10,9 @@ Sizes (``quick`` in brackets), chosen so one run takes under 2 minutes on the 2 
 - **watch latency**: file written -> searchable, with ``serve --watch``'s machinery
   (``Watcher``, debounce 200 ms, settle 0.3 s) on a folder of 200 short files.
 
-Hybrid queries at 10^6 files and duplicates at 10^5 are ``bench_library_scale`` (its own
-section: building those indexes takes minutes); this module keeps their shared builder,
-:func:`synthetic_index`. ``run() -> dict``.
+Hybrid queries at 10^6 files (``bench_library_scale``) and duplicates at 10^5
+(``bench_library_duplicates``) are sections of their own (building those indexes takes
+minutes); this module keeps their shared builder, :func:`synthetic_index`. ``run() -> dict``.
 """
 
 from __future__ import annotations
@@ -158,10 +158,10 @@ def synthetic_index(directory: Path, n_files: int, d: int = 64, per_file: int = 
     return planted
 
 
-def hybrid_queries(ix, n_files: int, label: str = "") -> list[dict[str, Any]]:
+def hybrid_queries(ix, n_files: int, label: str = "", n_queries: int = 30) -> list[dict[str, Any]]:
     """p50 of ``Index.search`` in each mode (text embeddings cached: only ranking is timed)."""
     rng = np.random.default_rng(2)
-    queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(30)]
+    queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(n_queries)]
     for q in queries:
         ix.embed_query(q)
     figs = []
