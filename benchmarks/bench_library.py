@@ -7,19 +7,12 @@ Sizes (``quick`` in brackets), chosen so one run takes under 2 minutes on the 2 
   :class:`earshot.index.moments.WindowVectors` with the index type ``auto`` picks (IVF at this
   size); p50 latency of one query asking for the 10 best *files*, memory per window, and
   recall@10 (files) against exact search over the same windows.
-- **hybrid query**: a real index directory (SQLite + FTS5 + vectors) of 50,000 [10,000] files
-  with generated names, 2 windows each (D = 64), written through ``Store`` without audio;
-  p50 latency of ``Index.search`` in hybrid, meaning and words modes (a fixed-vector text
-  encoder stands in for the model, so only ranking is timed).
-- **duplicates**: ``find_duplicates`` on that index (the near-duplicate k-NN over pooled vectors
-  dominates; no audio exists to decode).
 - **watch latency**: file written -> searchable, with ``serve --watch``'s machinery
   (``Watcher``, debounce 200 ms, settle 0.3 s) on a folder of 200 short files.
 
-One full run took 5 min 10 s here under a load average of 15 (other sessions), quick 50 s; the
-issue's 10^6-file hybrid and 10^5-file duplicate figures need about 10x that for the index build
-alone; the per-file costs here scale linearly in files for the
-words side and for duplicates (N·k neighbour search). ``run() -> dict``.
+Hybrid queries at 10^6 files (``bench_library_scale``) and duplicates at 10^5
+(``bench_library_duplicates``) are sections of their own (building those indexes takes
+minutes); this module keeps their shared builder, :func:`synthetic_index`. ``run() -> dict``.
 """
 
 from __future__ import annotations
@@ -110,8 +103,15 @@ class _FixedText:
         raise NotImplementedError
 
 
-def synthetic_index(directory: Path, n_files: int, d: int = 64) -> None:
-    """An index directory of ``n_files`` generated files (names, 2 windows each), no audio."""
+def synthetic_index(directory: Path, n_files: int, d: int = 64, per_file: int = 2, near_copies: float = 0.0,
+                    block: int = 50_000) -> list[tuple[str, str]]:
+    """An index directory of ``n_files`` generated files (names, ``per_file`` windows each), no
+    audio, written block by block (memory bounded by ``block`` files, not ``n_files``).
+
+    A share ``near_copies`` of the files are near copies of the file before them (its window
+    embeddings plus noise of norm 0.1: cosine about 0.995, 0.2 s shorter, another name), as a
+    library's trimmed or re-encoded copies; returns those (original, copy) path pairs.
+    """
     from earshot.index import words as W
     from earshot.index.indexer import write_vectors
     from earshot.index.moments import write_windows
@@ -123,62 +123,56 @@ def synthetic_index(directory: Path, n_files: int, d: int = 64) -> None:
     store.set_settings(IndexSettings(model_id="bench:random", model_path="", dim=d, sample_rate=16000,
                                      normalize=True, window_s=10.0, hop_s=5.0, pooling="mean",
                                      root=str(directory / "root")))
-    wins = _unit(rng.standard_normal((2 * n_files, d)))
-    names = rng.integers(0, len(WORDS), (n_files, 3))
-    clips = _unit(wins.reshape(n_files, 2, d).mean(axis=1))
-    files, windows = [], []
-    for i in range(n_files):
-        a, b, c = (WORDS[j] for j in names[i])
-        # distinct durations: no two files share a frame count, as in most real libraries
-        files.append((i + 1, f"{a}/{b}_{c}_{i:06d}.wav", 1000 + i, i, f"{i:064x}", 12.0 + i * 1e-4, 44100, 2, 2,
-                      clips[i].tobytes()))
-        windows += [(i + 1, 0, 0.0, 10.0, wins[2 * i].tobytes()), (i + 1, 1, 5.0, 12.0, wins[2 * i + 1].tobytes())]
-    with store.transaction():  # bulk rows in the layout Store.put_file writes
-        store.conn.executemany("INSERT INTO files(id, path, size, mtime_ns, sha256, duration, sample_rate, channels, "
-                               "n_windows, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", files)
-        store.conn.executemany("INSERT INTO windows(file_id, idx, start, end, embedding) VALUES (?, ?, ?, ?, ?)",
-                               windows)
+    planted: list[tuple[str, str]] = []
+    for lo in range(0, n_files, block):
+        n = min(block, n_files - lo)
+        wins = _unit(rng.standard_normal((n * per_file, d))).reshape(n, per_file, d)
+        copy = rng.random(n) < near_copies
+        copy[0] = False
+        copy[1:] &= ~copy[:-1]  # no copy of a copy: each planted pair is one group
+        for j in np.flatnonzero(copy):
+            noise = rng.standard_normal((per_file, d))
+            wins[j] = _unit(wins[j - 1] + 0.1 * noise / np.linalg.norm(noise, axis=1, keepdims=True))
+        names = rng.integers(0, len(WORDS), (n, 3))
+        clips = _unit(wins.mean(axis=1))
+        paths = [f"{WORDS[a]}/{WORDS[b]}_{WORDS[c]}_{lo + i:07d}.wav" for i, (a, b, c) in enumerate(names)]
+        # distinct durations: no two files share a frame count, as in most real libraries; a copy is 0.2 s shorter
+        dur = 12.0 + (lo + np.arange(n)) * 1e-4  # 4.4 frames apart at 44.1 kHz
+        dur[copy] = dur[np.flatnonzero(copy) - 1] - 0.2
+        planted += [(paths[j - 1], paths[j]) for j in np.flatnonzero(copy)]
+        files = ((lo + i + 1, paths[i], 1000 + lo + i, lo + i, f"{lo + i:064x}", float(dur[i]), 44100, 2, per_file,
+                  clips[i].tobytes()) for i in range(n))
+        windows = ((lo + i + 1, w, 5.0 * w, 5.0 * w + 10.0, wins[i, w].tobytes())
+                   for i in range(n) for w in range(per_file))
+        with store.transaction():  # bulk rows in the layout Store.put_file writes
+            store.conn.executemany("INSERT INTO files(id, path, size, mtime_ns, sha256, duration, sample_rate, "
+                                   "channels, n_windows, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", files)
+            store.conn.executemany("INSERT INTO windows(file_id, idx, start, end, embedding) VALUES (?, ?, ?, ?, ?)",
+                                   windows)
+    with store.transaction():
         store.bump_generation()
-    W.sync(store, directory / "root")  # files do not exist: names only, no tags
+    W.sync(store, directory / "root", batch=20_000)  # files do not exist: names only, no tags
     write_vectors(store, d, V.VectorConfig())
     write_windows(store, d, V.VectorConfig())
     store.close()
+    return planted
 
 
-def hybrid_and_duplicates(n_files: int) -> list[dict[str, Any]]:
-    from earshot.index import Index
-    from earshot.index.duplicates import find_duplicates
-
-    tmp = Path(tempfile.mkdtemp(prefix="earshot-bench-library-"))
-    try:
-        t = time.perf_counter()
-        synthetic_index(tmp / "ix", n_files)
-        build_s = time.perf_counter() - t
-        enc = _FixedText(64)
-        rng = np.random.default_rng(2)
-        queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(30)]
-        figs = [figure("library index build (no audio)", build_s, unit="s", n=1,
-                       context=f"{n_files:,} files, 2 windows each, D=64: SQLite rows, FTS5, both vector files")]
-        with Index.open(tmp / "ix", enc) as ix:
-            for q in queries:
-                ix.embed_query(q)  # text embeddings cached: only ranking is timed
-            for mode in ("hybrid", "meaning", "words"):
-                p50, iqr = _p50_ms(lambda i: ix.search(queries[i], k=10, mode=mode), len(queries))
-                figs.append(figure(f"{mode} query p50", p50, unit="ms", spread=iqr, n=len(queries),
-                                   context=f"{n_files:,} files, k=10"))
-            p50, iqr = _p50_ms(lambda i: ix.search(queries[i], k=10, filter=_filter()), len(queries))
-            figs.append(figure("hybrid query p50 with --where duration<30 and --folder", p50, unit="ms", spread=iqr,
-                               n=len(queries), context=f"{n_files:,} files, k=10"))
-            t = time.perf_counter()
-            report = find_duplicates(ix)
-            dup_s = time.perf_counter() - t
-        figs.append(figure("duplicate detection", dup_s, unit="s", n=1,
-                           context=f"{n_files:,} files (near: 10-NN over pooled vectors; {len(report.groups)} groups)"))
-        figs.append(figure("duplicate detection per file", 1e6 * dup_s / n_files, unit="us", n=1,
-                           context=f"{n_files:,} files"))
-        return figs
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def hybrid_queries(ix, n_files: int, label: str = "", n_queries: int = 30) -> list[dict[str, Any]]:
+    """p50 of ``Index.search`` in each mode (text embeddings cached: only ranking is timed)."""
+    rng = np.random.default_rng(2)
+    queries = [" ".join(rng.choice(WORDS, 2)) for _ in range(n_queries)]
+    for q in queries:
+        ix.embed_query(q)
+    figs = []
+    for mode in ("hybrid", "meaning", "words"):
+        p50, iqr = _p50_ms(lambda i: ix.search(queries[i], k=10, mode=mode), len(queries))
+        figs.append(figure(f"{mode} query p50{label}", p50, unit="ms", spread=iqr, n=len(queries),
+                           context=f"{n_files:,} files, k=10"))
+    p50, iqr = _p50_ms(lambda i: ix.search(queries[i], k=10, filter=_filter()), len(queries))
+    figs.append(figure(f"hybrid query p50 with --where duration<30 and --folder{label}", p50, unit="ms", spread=iqr,
+                       n=len(queries), context=f"{n_files:,} files, k=10"))
+    return figs
 
 
 def _filter():
@@ -245,7 +239,6 @@ def watch_latency(n_files: int = 200, repeats: int = 3) -> list[dict[str, Any]]:
 
 def run(quick: bool = False) -> dict[str, Any]:
     figs = window_search(100_000 if quick else 1_000_000)
-    figs += hybrid_and_duplicates(10_000 if quick else 50_000)
     figs += watch_latency(100 if quick else 200, 2 if quick else 3)
     return {"figures": figs}
 

@@ -13,7 +13,7 @@ from scipy.signal import butter, sosfilt
 
 from conftest import SpectrumEncoder
 from earshot.index import Index, IndexConfig, index_folder
-from earshot.index.duplicates import also_at, audio_digest, find_duplicates
+from earshot.index.duplicates import NEAR_THRESHOLD, also_at, audio_digest, find_duplicates
 
 SR = 16000
 BANDS = {"rumble": (60, 250), "thump": (150, 600), "mid": (500, 1500), "bell": (1200, 2200),
@@ -90,6 +90,9 @@ def test_variants_group_distinct_sounds_do_not(library):
         precision = len(found & truth_pairs) / len(found)
         recall = len(found & truth_pairs) / len(truth_pairs)
         assert (precision, recall) == (1.0, 1.0)  # measured: 1.0 and 1.0 at 0.9
+        # the default (0.99, chosen on the demo model: docs/LIBRARY.md) keeps every copy here too
+        default = _pairs([g.paths for g in find_duplicates(ix).groups])
+        assert NEAR_THRESHOLD < min(same) and default == truth_pairs
         loose = _pairs([g.paths for g in find_duplicates(ix, threshold=0.5).groups])
         assert len(loose & truth_pairs) / len(loose) < 1.0  # a careless threshold merges distinct sounds
         doc = json.loads(report.to_json())
@@ -110,7 +113,9 @@ def test_duplicates_command_writes_csv_and_json(library, tmp_path):
     # so the library function is what the command calls with --model unset
     with Index.open(tmp / "ix", enc) as ix:
         c = calibrate(ix, n=6)
-    assert set(c.variants) == {"trim 0.2 s", "-6 dB", "resampled"} and c.variants_p05 > 0.99
+    mp3 = {"mp3"} if "MP3" in sf.available_formats() else set()
+    assert set(c.variants) == {"trim 0.2 s", "-6 dB", "resampled"} | mp3 and c.variants_p05 > 0.99
+    assert c.neighbours_p95 >= c.neighbours_p50
     assert c.suggested is None  # every file here has copies: its nearest neighbour is one of them
     r = CliRunner().invoke(cli.app, ["duplicates", str(tmp / "ix"), "--exact-only", "--format", "csv",
                                      "--out", str(tmp_path / "d.csv")])

@@ -113,8 +113,9 @@ def test_serve_watch_answers_throughout_and_finds_new_files(tmp_path):
             seen = len(r.json()["results"]) if r.status_code == 200 else seen
             time.sleep(0.05)
         assert seen == 8 and set(statuses) == {200}  # every search answered while the index grew
-        health = client.get("/health").json()
-        assert health["watching"]["updates"] >= 1 and health["watching"]["error"] is None
+        # the run reports after its last write, which a search can see first
+        _until(lambda: client.get("/health").json()["watching"]["updates"] >= 1, "the update reported")
+        assert client.get("/health").json()["watching"]["error"] is None
     assert not app.state.watcher.thread.is_alive()
 
 
@@ -140,3 +141,74 @@ def test_a_burst_of_1000_copied_files_is_indexed_in_a_few_batches(tmp_path):
         assert sum(u.encoded for u in w.updates) == 1000  # each file encoded once
     finally:
         w.close()
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_a_batch_touching_few_files_reads_only_those_and_equals_a_fresh_index(tmp_path, monkeypatch, kind):
+    """A watched batch names its paths: only they are stat'ed and decoded, the FAISS files are
+    patched (``vectors.build`` is never called), and every ranking equals a fresh index's."""
+    import os
+
+    from earshot.index import indexer
+    from earshot.index import vectors as V
+
+    enc = BandEncoder(sample_rate=SR)
+    root, out = tmp_path / "lib", tmp_path / "ix"
+    (root / "sub").mkdir(parents=True)
+    for i in range(60):  # 5 of them change: under the 20% from which the vectors are rebuilt
+        sf.write(root / f"f{i:02d}.wav", _noise(10 + i), SR)
+    # 60 files x 3 windows: IVF gets 1 cell for the files and 4 for the windows, nprobe covers them,
+    # so "ivf" ranks exactly and the comparison below holds for both kinds
+    cfg = IndexConfig(window_s=1.0, hop_s=0.5, workers=0, vectors=V.VectorConfig(kind=kind))
+    index_folder(root, enc, out, cfg)
+
+    sf.write(root / "f03.wav", _noise(99, 3.0), SR)  # changed
+    sf.write(root / "new.wav", _noise(98), SR)  # added
+    (root / "f07.wav").unlink()  # deleted
+    (root / "f10.wav").rename(root / "sub" / "f10.wav")  # moved
+    changed = [root / "f03.wav", root / "new.wav", root / "f07.wav", root / "f10.wav", root / "sub" / "f10.wav"]
+    named = {str(p) for p in changed}
+
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path, *a, **kw):
+        p = os.fspath(path)
+        if p.startswith(str(root)) and p != str(root):
+            stats.append(p)
+        return real_stat(path, *a, **kw)
+
+    decoded: list[str] = []
+    real_decode = indexer.decode
+
+    def counting_decode(*job):
+        decoded.append(job[1])
+        return real_decode(*job)
+
+    def no_rebuild(*a, **kw):
+        raise AssertionError("vectors rebuilt instead of patched")
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    monkeypatch.setattr(indexer, "decode", counting_decode)
+    monkeypatch.setattr(V, "build", no_rebuild)
+    report = index_folder(root, enc, out, cfg, changed=changed)
+    monkeypatch.undo()
+
+    assert set(stats) <= named, f"stat'ed files outside the batch: {sorted(set(stats) - named)[:5]}"
+    assert sorted(decoded) == ["f03.wav", "new.wav", "sub/f10.wav"]
+    assert sorted(report.encoded) == ["f03.wav", "new.wav", "sub/f10.wav"]
+    assert sorted(report.removed) == ["f07.wav", "f10.wav"]
+
+    fresh = tmp_path / "fresh"
+    index_folder(root, enc, fresh, cfg)
+    queries = np.random.default_rng(5).standard_normal((6, enc.dim)).astype(np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    with Index.open(out, enc) as a, Index.open(fresh, enc) as b:
+        assert set(a._store.files()) == set(b._store.files())
+        for q in queries:
+            for ranking in ("windows", "pooled"):
+                ha, hb = a.search_vector(q, k=70, ranking=ranking), b.search_vector(q, k=70, ranking=ranking)
+                assert [h.path for h in ha] == [h.path for h in hb]
+                # same float32 embeddings, inner products summed in another order: 1e-5
+                np.testing.assert_allclose([h.score for h in ha], [h.score for h in hb], atol=1e-5)
+                assert [h.window_start for h in ha] == [h.window_start for h in hb]

@@ -18,12 +18,13 @@ from earshot.errors import EarshotError
 def duplicates_cmd(
     index: Path = typer.Argument(..., help="Index directory made by `earshot index`."),
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Cosine from which two files are near "
-                                              "duplicates (default 0.98; see --calibrate)."),
+                                              "duplicates (default 0.99, measured: docs/LIBRARY.md; see --calibrate)."),
     exact_only: bool = typer.Option(False, "--exact-only", help="Only the same decoded audio (no model cosine)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the csv/json here instead of printing it."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Measure a threshold for this index's model "
-                                   "(copies of 20 files vs. their nearest neighbours) and print it; loads the model."),
+                                   "(copies of 20 files: trimmed, -6 dB, resampled, mp3, vs. their nearest other sounds) and print it; "
+                                   "loads the model."),
     model: Optional[Path] = typer.Option(None, "--model", help="Model (default: the one that built the index)."),
 ) -> None:
     """Find copies of the same sound: exact (same decoded audio, so WAV -> FLAC counts) and near
@@ -39,7 +40,8 @@ def duplicates_cmd(
             c = D.calibrate(ix)
             typer.echo(f"{c.files} files: copies score >= {c.variants_p05:.4f} (5th percentile; lowest by kind: "
                        + ", ".join(f"{k} {v:.4f}" for k, v in c.variants.items())
-                       + f"); a file's nearest other sound {c.neighbours_p50:.4f} (median)")
+                       + f"); a file's nearest other sound {c.neighbours_p50:.4f} (median), "
+                       f"{c.neighbours_p95:.4f} (95th percentile)")
             typer.echo(f"suggested --threshold {c.suggested}" if c.suggested is not None else
                        "this model scores nearest neighbours as high as copies: near duplicates cannot be told "
                        "apart by its cosine; use --exact-only")

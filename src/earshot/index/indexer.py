@@ -20,7 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, TimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
@@ -114,11 +114,15 @@ def index_folder(
     out: str | Path,
     cfg: IndexConfig = IndexConfig(),
     progress: Callable[[Progress], None] | None = None,
+    changed: Iterable[str | Path] | None = None,
 ) -> IndexReport:
     """Index (or bring up to date) the sounds under ``root`` into index directory ``out``.
 
     Returns a report of what was encoded, kept, removed and skipped. Refuses an existing index
-    built with another model or other windowing settings.
+    built with another model or other windowing settings. ``changed`` (what a watcher saw:
+    files or folders, absolute or relative to ``root``) limits an update of an existing index to
+    those paths: nothing else is walked or stat'ed, and the vector files are updated in place
+    (see :func:`write_vectors`); a path that no longer exists drops what was indexed there.
     """
     t0 = time.perf_counter()
     root = Path(root).expanduser().resolve()
@@ -127,7 +131,9 @@ def index_folder(
         raise EarshotError(f"{root}: not a folder")
     settings = settings_for(encoder, cfg, root)
     with staged_build(out) as where, _deferred_sigint():
-        report = _run(where, out, root, encoder, settings, cfg, progress)
+        # ``changed`` only limits an update: a new index is always a whole walk
+        only = None if changed is None or where != out else list(changed)
+        report = _run(where, out, root, encoder, settings, cfg, progress, only)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -244,8 +250,9 @@ def _swap_in(staging: Path, out: Path) -> None:
 
 
 def _run(where: Path, out: Path, root: Path, encoder: Encoder, settings: IndexSettings, cfg: IndexConfig,
-         progress: Callable[[Progress], None] | None) -> IndexReport:
-    """One indexing run writing into directory ``where`` (``out`` itself or its building folder)."""
+         progress: Callable[[Progress], None] | None, changed: list[str | Path] | None = None) -> IndexReport:
+    """One indexing run writing into directory ``where`` (``out`` itself or its building folder);
+    ``changed``: only these paths (see :func:`index_folder`)."""
     for stale in where.glob(f".{FAISS_FILE}.*.tmp"):  # left by a run killed mid-write
         with contextlib.suppress(OSError):
             stale.unlink()
@@ -254,17 +261,20 @@ def _run(where: Path, out: Path, root: Path, encoder: Encoder, settings: IndexSe
         check_settings(store, settings, out)
         store.set_info("links_outside", cfg.links_outside)
         report = IndexReport(index=out, root=root)
-        _update(store, root, out, encoder, settings, cfg, report, progress)
+        _update(store, root, out, encoder, settings, cfg, report, progress, changed)
         _checkpoint()  # Ctrl-C before the final writes stops here; each of them is safe to cut
-        finish_run(store, root, settings, cfg, report)
+        finish_run(store, root, settings, cfg, report, whole_walk=changed is None)
     finally:
         store.close()
     return report
 
 
-def finish_run(store: Store, root: Path, settings: IndexSettings, cfg: IndexConfig, report: IndexReport) -> None:
+def finish_run(store: Store, root: Path, settings: IndexSettings, cfg: IndexConfig, report: IndexReport,
+               whole_walk: bool = True) -> None:
     """After every file is committed: words, window vectors, the FAISS file, the report's totals,
-    and the run marked finished. Shared by both engines, so their indexes end alike."""
+    and the run marked finished. Shared by both engines, so their indexes end alike.
+    ``whole_walk=False`` (a watcher's batch of named paths): the run's ``found`` counts only those
+    paths, so the folder's count is taken from the database instead."""
     words.sync(store, root)  # names and tags of new files, for word search and filters
     # every window, for moment ranking; before vectors.faiss, whose stamp tells a running
     # server that the update is complete
@@ -274,8 +284,9 @@ def finish_run(store: Store, root: Path, settings: IndexSettings, cfg: IndexConf
     report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
     report.items = store.count()
     report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())
+    found = report.found if whole_walk else report.items + len(report.bad)  # the whole folder's count
     with store.transaction():
-        store.set_info("run", {"found": report.found, "finished": True})
+        store.set_info("run", {"found": found, "finished": True})
 
 
 def check_settings(store: Store, new: IndexSettings, out: Path) -> None:
@@ -307,8 +318,9 @@ def _update(
     cfg: IndexConfig,
     report: IndexReport,
     progress: Callable[[Progress], None] | None,
+    changed: list[str | Path] | None = None,
 ) -> None:
-    files, jobs = plan_update(store, root, out, settings, cfg, report)
+    files, jobs = plan_update(store, root, out, settings, cfg, report, changed)
     done = len(files) - len(jobs)
     if progress:
         progress(Progress(done, len(files), 0.0))
@@ -336,19 +348,28 @@ def _update(
 
 
 def plan_update(
-    store: Store, root: Path, out: Path, settings: IndexSettings, cfg: IndexConfig, report: IndexReport
+    store: Store, root: Path, out: Path, settings: IndexSettings, cfg: IndexConfig, report: IndexReport,
+    changed: list[str | Path] | None = None,
 ) -> tuple[list[Path], list[tuple]]:
     """Walk ``root`` against the index: (files found, decode jobs for new or changed files).
 
     Commits what needs no decoding at once (deleted files dropped, unreadable or unsupported
     ones recorded as bad) and fills ``report.found/unchanged/removed``. Both engines (local and
     Ray, :mod:`earshot.index.engine_ray`) plan through here, so they skip and report alike.
+    With ``changed`` only those paths are looked at (:func:`changed_files`), and only what was
+    indexed at or under them can be dropped.
     """
-    files = walk(root, exclude=out)
+    if changed is None:
+        files = walk(root, exclude=out)
+        known, bad = store.files(), store.bad()
+        with store.transaction():
+            store.set_info("run", {"found": len(files), "finished": False})
+        damaged = store.damaged_files(settings.dim)
+    else:  # a watched batch: the damaged-row check and the full walk are left to a full run
+        files, named = changed_files(root, out, changed)
+        known, bad = store.files_at(named)
+        damaged = []
     report.found = len(files)
-    with store.transaction():
-        store.set_info("run", {"found": len(files), "finished": False})
-    damaged = store.damaged_files(settings.dim)
     if damaged:  # rows that are not whole: drop them, so the files are encoded again below
         with store.transaction():
             for rel in damaged:
@@ -356,8 +377,7 @@ def plan_update(
             store.bump_generation()
         report.repaired.append(f"{len(damaged)} file(s) had damaged rows in the database "
                                f"({', '.join(damaged[:3])}{', ...' if len(damaged) > 3 else ''}); encoded them again")
-    known = store.files()
-    bad = store.bad()
+        known = store.files()
     present: set[str] = set()
     jobs = []
     framing = Framing(settings.sample_rate, cfg.window_s, cfg.hop_s, cfg.min_s, cfg.limits, cfg.stream_after_s)
@@ -407,6 +427,31 @@ def plan_update(
             store.bump_generation()
     report.removed = [g for g in gone if g in known]
     return files, jobs
+
+
+def changed_files(root: Path, out: Path, changed: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """(candidate files among or under the ``changed`` paths, those paths relative to ``root``).
+
+    A changed folder (moved or copied in whole) is walked; a path that is gone yields no file,
+    so what was indexed at or under it is dropped; paths outside ``root``, inside the index or
+    hidden are ignored, as a full walk would ignore them. Each path costs one ``stat``.
+    """
+    files: dict[Path, None] = {}
+    named: list[str] = []
+    for p in changed:
+        p = Path(p) if Path(p).is_absolute() else root / p
+        try:
+            rel = p.relative_to(root)
+        except ValueError:
+            continue
+        if not rel.parts or p == out or out in p.parents or any(part.startswith(".") for part in rel.parts):
+            continue
+        named.append(rel.as_posix())
+        if p.is_dir() and not p.is_symlink():
+            files.update(dict.fromkeys(walk(p, exclude=out)))
+        elif p.is_file() or p.is_symlink():
+            files[p] = None
+    return sorted(files), sorted(set(named))
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -603,15 +648,20 @@ def write_vectors(store: Store, dim: int, cfg: V.VectorConfig, notes: list[str] 
 
     gen = store.generation()
     path = store.directory / FAISS_FILE
-    ids, vecs = store.clip_vectors(dim)
+    ids = store.file_ids()
     kind = V.describe(cfg, len(ids), dim)
-    if store.get_info("faiss_generation") == gen and store.get_info("faiss_kind") == kind and path.is_file():
+    index = None
+    if store.get_info("faiss_kind") == kind and path.is_file():
         why = integrity.check_vectors(store, path)
-        if why is None:
+        if why is None and store.get_info("faiss_generation") == gen:
             return kind
-        if notes is not None:
+        if why is None:  # the file written for an older generation: patched in place where FAISS allows
+            index = _patched(V.load(path), store, ids, dim)
+        elif notes is not None:
             notes.append(f"{FAISS_FILE}: {why}; rebuilt it from the database")
-    index = V.build(vecs, ids, cfg)
+    if index is None:
+        ids, vecs = store.clip_vectors(dim)
+        index = V.build(vecs, ids, cfg)
     V.save(index, path)
     with store.transaction():
         store.set_info("faiss_generation", gen)
@@ -619,3 +669,28 @@ def write_vectors(store: Store, dim: int, cfg: V.VectorConfig, notes: list[str] 
         store.set_info("vector_config", {k: getattr(cfg, k) for k in cfg.__dataclass_fields__})
     integrity.record_vectors(store, path, gen)
     return kind
+
+
+REBUILD_AFTER = 0.2  # an update changing more than this share of the vectors rebuilds them (fresh IVF cells)
+
+
+def _patched(index, store: Store, ids: np.ndarray, dim: int):
+    """``index`` (the file-level vectors of an older generation) brought to the files ``ids``
+    now in the database: ids gone are removed, new ones added with their embeddings (a changed
+    file has a new id, so it is one of each). None when FAISS cannot do that for this index
+    (HNSW, the compressed and sharded kinds) or when most of it changed: rebuild instead."""
+    import faiss
+
+    if not V.patchable(index):
+        return None
+    have = V.ids_of(index)
+    gone = np.setdiff1d(have, ids, assume_unique=True)
+    new = np.setdiff1d(ids, have, assume_unique=True)
+    if len(gone) + len(new) > REBUILD_AFTER * max(len(ids), 1):
+        return None
+    if len(gone):
+        index.remove_ids(faiss.IDSelectorBatch(len(gone), faiss.swig_ptr(np.ascontiguousarray(gone))))
+    if len(new):
+        new_ids, vecs = store.clip_vectors(dim, new)
+        index.add_with_ids(np.ascontiguousarray(vecs), np.ascontiguousarray(new_ids))
+    return index

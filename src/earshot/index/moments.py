@@ -91,11 +91,13 @@ class WindowVectors:
 
     def __init__(self, index: faiss.Index, file_ids: np.ndarray, idx: np.ndarray):
         self.index = index
-        self.file_ids = np.ascontiguousarray(file_ids, dtype=np.int64)  # (N,)
+        self.file_ids = np.ascontiguousarray(file_ids, dtype=np.int64)  # (N,); -1: a removed row
         self.idx = np.ascontiguousarray(idx, dtype=np.int32)  # (N,)
+        self._live = int((self.file_ids >= 0).sum())
 
     def __len__(self) -> int:
-        return len(self.file_ids)
+        """Windows that can be found (rows of removed files excluded)."""
+        return self._live
 
     @property
     def kind(self) -> str:
@@ -110,15 +112,7 @@ class WindowVectors:
     @classmethod
     def from_store(cls, conn, dim: int, cfg: V.VectorConfig = V.VectorConfig()) -> "WindowVectors":
         """Build from the window embeddings in an index database (``Store.conn``)."""
-        fids, idxs, parts = [], [], []
-        cur = conn.execute("SELECT file_id, idx, embedding FROM windows ORDER BY file_id, idx")
-        while rows := cur.fetchmany(65536):
-            fids.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-            idxs.append(np.fromiter((r[1] for r in rows), dtype=np.int32, count=len(rows)))
-            parts.append(np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim))
-        file_ids = np.concatenate(fids) if fids else np.zeros(0, dtype=np.int64)
-        idx = np.concatenate(idxs) if idxs else np.zeros(0, dtype=np.int32)
-        vecs = np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+        file_ids, idx, vecs = _window_rows(conn, dim)
         return cls.build(vecs, file_ids, idx, cfg)
 
     @classmethod
@@ -130,6 +124,38 @@ class WindowVectors:
         sharded ones included: filters reach them through :func:`search_params`."""
         index = V.build(vecs, np.arange(len(vecs), dtype=np.int64), cfg)
         return cls(index, file_ids, idx)
+
+    @staticmethod
+    def kind_for(cfg: V.VectorConfig, n: int, dim: int) -> str:
+        """The index type :meth:`build` makes for ``n`` windows (the file-level rule)."""
+        return V.resolve_kind(cfg, n, dim)
+
+    def patch(self, conn, dim: int, file_ids: np.ndarray) -> bool:
+        """Bring the vectors to the files ``file_ids`` now in the database, in place: windows of
+        files gone are removed from the FAISS index (their rows stay, marked -1, so row numbers
+        keep their meaning), windows of new files are appended. False, and nothing changed, when
+        FAISS cannot (HNSW) or so much changed (or lies dead) that a rebuild is due."""
+        if not V.patchable(self.index):
+            return False
+        have = np.unique(self.file_ids[self.file_ids >= 0])
+        gone = np.setdiff1d(have, file_ids, assume_unique=True)
+        new = np.setdiff1d(file_ids, have, assume_unique=True)
+        dead_rows = np.flatnonzero(np.isin(self.file_ids, gone))
+        fids, idxs, vecs = _window_rows(conn, dim, new)
+        dead_after = len(self.file_ids) - self._live + len(dead_rows)
+        if len(dead_rows) + len(fids) > REBUILD_AFTER * max(self._live, 1) or dead_after > REBUILD_AFTER * (
+                len(self.file_ids) + len(fids)):
+            return False
+        if len(dead_rows):
+            self.index.remove_ids(faiss.IDSelectorBatch(len(dead_rows), faiss.swig_ptr(dead_rows)))
+            self.file_ids[dead_rows] = -1
+        if len(fids):
+            rows = np.arange(len(self.file_ids), len(self.file_ids) + len(fids), dtype=np.int64)
+            self.index.add_with_ids(vecs, rows)
+            self.file_ids = np.concatenate([self.file_ids, fids])
+            self.idx = np.concatenate([self.idx, idxs])
+        self._live = int((self.file_ids >= 0).sum())
+        return True
 
     def save(self, path: str | Path, generation: int) -> None:
         """Write atomically: a crash leaves the old file, never half a new one. A plain FAISS
@@ -202,6 +228,30 @@ class WindowVectors:
         return sorted(best.items(), key=lambda t: -t[1])[:n_files]
 
 
+REBUILD_AFTER = 0.2  # a patch touching (or leaving dead) more than this share of the windows rebuilds them
+
+
+def _window_rows(conn, dim: int, file_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(file ids (N,), window numbers (N,), embeddings (N, D)) of the windows in the database,
+    of every file or of ``file_ids`` only, in (file, window) order; read in blocks."""
+    fids, idxs, parts = [], [], []
+    if file_ids is None:
+        cursors = [conn.execute("SELECT file_id, idx, embedding FROM windows ORDER BY file_id, idx")]
+    else:
+        ids = [int(i) for i in np.sort(file_ids)]
+        cursors = [conn.execute(f"SELECT file_id, idx, embedding FROM windows WHERE file_id IN "
+                                f"({','.join('?' * len(ids[lo:lo + 900]))}) ORDER BY file_id, idx", ids[lo:lo + 900])
+                   for lo in range(0, len(ids), 900)]  # SQLite's bound-parameter limit
+    for cur in cursors:
+        while rows := cur.fetchmany(65536):
+            fids.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+            idxs.append(np.fromiter((r[1] for r in rows), dtype=np.int32, count=len(rows)))
+            parts.append(np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim))
+    return (np.concatenate(fids) if fids else np.zeros(0, dtype=np.int64),
+            np.concatenate(idxs) if idxs else np.zeros(0, dtype=np.int32),
+            np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32))
+
+
 def search_params(index: faiss.Index, mask: np.ndarray) -> faiss.SearchParameters:
     """FAISS search parameters that only admit ids whose ``mask`` entry is true (ids are
     row numbers here), keeping the index's own query-time knobs (nprobe, efSearch)."""
@@ -241,12 +291,27 @@ def _params(index: faiss.Index, sel: faiss.IDSelector, buffer: np.ndarray) -> fa
 
 
 def write_windows(store, dim: int, cfg: V.VectorConfig) -> str:
-    """Rebuild ``windows.npz`` from the database if it is stale; return its index type."""
+    """Bring ``windows.npz`` up to date with the database; return its index type.
+
+    A file written for an older generation is patched (:meth:`WindowVectors.patch`: only the
+    windows of new and removed files are touched) while its index type is still the one
+    ``cfg`` picks for this many windows; otherwise, or if it cannot be read, it is rebuilt."""
     gen = store.generation()
     path = store.directory / WINDOWS_FILE
     if store.get_info("windows_generation") == gen and path.is_file():
         return str(store.get_info("windows_kind"))
-    wv = WindowVectors.from_store(store.conn, dim, cfg)
+    wv = None
+    if path.is_file():
+        try:
+            old, _ = WindowVectors.load(path)
+        except EarshotError:
+            old = None
+        n = store.conn.execute("SELECT COUNT(*) FROM windows").fetchone()[0]
+        if old is not None and old.kind == WindowVectors.kind_for(cfg, n, dim) and old.patch(
+                store.conn, dim, store.file_ids()):
+            wv = old
+    if wv is None:
+        wv = WindowVectors.from_store(store.conn, dim, cfg)
     wv.save(path, gen)
     with store.transaction():
         store.set_info("windows_generation", gen)

@@ -297,6 +297,25 @@ class Store:
         rows = self.conn.execute(f"SELECT {_ROW_COLS} FROM files").fetchall()
         return {r[1]: FileRow(*r) for r in rows}
 
+    def files_at(self, rels: list[str]) -> tuple[dict[str, FileRow], dict[str, tuple[int, int, str]]]:
+        """(indexed files, skipped files) whose path is one of ``rels`` or lies under one of them
+        (a folder): what a watched change to those paths can touch, without reading every row."""
+        files: dict[str, FileRow] = {}
+        bad: dict[str, tuple[int, int, str]] = {}
+        for rel in rels:  # "a/b" itself, and "a/b/..." as the range ["a/b/", "a/b0"): '0' follows '/'
+            span = (rel, rel + "/", rel + "0")
+            for r in self.conn.execute(f"SELECT {_ROW_COLS} FROM files WHERE path = ? OR (path >= ? AND path < ?)",
+                                       span):
+                files[r[1]] = FileRow(*r)
+            for r in self.conn.execute("SELECT path, size, mtime_ns, reason FROM bad WHERE path = ? OR "
+                                       "(path >= ? AND path < ?)", span):
+                bad[r[0]] = (r[1], r[2], r[3])
+        return files, bad
+
+    def file_ids(self) -> np.ndarray:
+        """Ids of every indexed file, ascending (no embeddings read)."""
+        return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM files ORDER BY id")), dtype=np.int64)
+
     def rows(self, ids: list[int]) -> dict[int, FileRow]:
         """Indexed files by id (unknown ids are absent)."""
         if not ids:
@@ -367,9 +386,17 @@ class Store:
         return {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute("SELECT path, size, mtime_ns, reason FROM bad")}
 
     # -- embeddings ---------------------------------------------------------------------------
-    def clip_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(ids (N,), clip embeddings (N, D)) of every indexed file, by id."""
-        rows = self.conn.execute("SELECT id, embedding, path FROM files ORDER BY id").fetchall()
+    def clip_vectors(self, dim: int, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (N,), clip embeddings (N, D)) of every indexed file (or of the files ``ids``), by id."""
+        if ids is None:
+            rows = self.conn.execute("SELECT id, embedding, path FROM files ORDER BY id").fetchall()
+        else:
+            rows = []
+            for lo in range(0, len(ids), 900):  # SQLite's bound-parameter limit
+                part = [int(i) for i in ids[lo:lo + 900]]
+                rows += self.conn.execute(f"SELECT id, embedding, path FROM files WHERE id IN ({','.join('?' * len(part))})",
+                                          part).fetchall()
+            rows.sort(key=lambda r: r[0])
         for r in rows:
             self._check_blob(r[1], dim, f"clip embedding of {r[2]!r}")
         ids = np.array([r[0] for r in rows], dtype=np.int64)

@@ -4,7 +4,8 @@ Exact search (``IndexFlatIP``) is the reference and is used below ``auto_thresho
 where it is already fast. Above it (or by choice) an approximate index is built: IVF-Flat
 (k-means cells; quick to build, which matters because the vectors are rebuilt from SQLite after
 every update; the default) or HNSW (no training, good latency/recall, much slower to build).
-Every index is wrapped in ``IndexIDMap2`` so hits come back as file ids, not row numbers.
+Hits come back as file ids, not row numbers: IVF stores the ids in its lists, the other kinds
+are wrapped in ``IndexIDMap2``. Flat and IVF indexes can be patched in place (:func:`patchable`).
 
 At scale (issue 22): ``ivfpq`` is the compressed index of :mod:`earshot.index.compressed` (OPQ +
 IVF-PQ codes in RAM, exact re-ranking from the float vectors memory-mapped from disk), which
@@ -110,6 +111,11 @@ def build(vectors: np.ndarray, ids: np.ndarray, cfg: VectorConfig = VectorConfig
         sample = vectors if n <= cap else vectors[np.random.default_rng(0).choice(n, cap, replace=False)]
         inner.train(sample)
         inner.nprobe = min(cfg.ivf_nprobe, cells)
+        # IVF keeps ids in its own lists: no ID map, so ``remove_ids`` works in place (through
+        # ``IndexIDMap2`` it would renumber the map but not the lists)
+        if n:
+            inner.add_with_ids(vectors, ids)
+        return inner
     else:
         inner = faiss.IndexFlatIP(d)
     index = faiss.IndexIDMap2(inner)  # the SWIG wrapper keeps ``inner`` alive
@@ -148,6 +154,27 @@ def nbytes(index) -> int:
     if isinstance(index, CompressedIndex):
         return index.nbytes_in_ram()
     return int(faiss.serialize_index(index).nbytes)
+
+
+def patchable(index) -> bool:
+    """Whether ``index`` can take ``remove_ids``/``add_with_ids`` in place (an ID-mapped flat or
+    IVF index as :func:`build` makes them); HNSW cannot remove, and the compressed and sharded
+    kinds are rebuilt whole."""
+    if isinstance(index, faiss.IndexIVF):
+        return True
+    if not isinstance(index, faiss.IndexIDMap2):
+        return False
+    return isinstance(faiss.downcast_index(index.index), faiss.IndexFlat)
+
+
+def ids_of(index: faiss.Index) -> np.ndarray:
+    """The ids a :func:`patchable` index holds (any order)."""
+    if isinstance(index, faiss.IndexIDMap):
+        return faiss.vector_to_array(index.id_map).astype(np.int64)
+    lists = index.invlists
+    parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+             for i in range(index.nlist) if lists.list_size(i)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
 
 def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,10 +1,13 @@
 """A folder that keeps itself indexed: ``earshot index DIR --watch`` and ``earshot serve INDEX --watch``.
 
 :func:`watch_folder` waits for file-system events under the folder (``watchfiles``: inotify
-on Linux, FSEvents on macOS), lets a burst settle, then brings the index up to date with
-:func:`earshot.index.index_folder`, the same incremental run a person would start by hand:
-new and changed files are encoded, deleted ones dropped, a moved file is a delete plus a new
-file. Events are debounced (``debounce_ms``: a burst of 1,000 copied files arrives as a few
+on Linux, FSEvents on macOS), lets a burst settle, then hands the paths the events named to
+:func:`earshot.index.index_folder` (``changed=``): only those paths are looked at (a folder
+moved or copied in is walked, nothing else), new and changed files are encoded, deleted ones
+dropped, a moved file is a delete plus a new file, and the vector files are patched in place
+(FAISS ``remove_ids``/``add_with_ids``) rather than rebuilt. A full run (the whole walk, the
+damaged-row check, vectors rebuilt when much changed) happens only as a fallback: every
+``reconcile_s`` seconds, and after a targeted run failed. Events are debounced (``debounce_ms``: a burst of 1,000 copied files arrives as a few
 batches, each one indexing run) and a changed file is only indexed once its size and mtime
 have stopped moving for ``settle_s`` (so a file still being written is retried when it is
 finished, not recorded as bad; a file that never settles within ``max_settle_s`` is indexed as
@@ -31,6 +34,7 @@ class WatchConfig:
     debounce_ms: int = 1000  # events closer than this are one batch
     settle_s: float = 1.0  # a changed file must keep its size and mtime this long before it is indexed
     max_settle_s: float = 30.0  # ...but a batch waits at most this long for its files to settle
+    reconcile_s: float = 3600.0  # a full walk of the folder at most this often, on the next event (0: never)
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class Update:
     bad: int  # files skipped in the index now
     seconds: float  # the indexing run's wall time
     error: str | None = None  # the run failed (the watcher keeps going)
+    full: bool = False  # a full reconcile (the whole folder walked), not just the changed paths
 
 
 def _stamp(path: str) -> tuple[int, int] | None:
@@ -99,6 +104,8 @@ def watch_folder(
         raise EarshotError(f"{root}: not a folder")
     cfg = cfg if cfg is not None else config_of(out)
     stop = stop or threading.Event()
+    last_full = time.monotonic()  # the caller has just run (or will run) a full index
+    failed = False
 
     def not_in_index(_change, path: str) -> bool:
         p = Path(path)
@@ -119,15 +126,20 @@ def watch_folder(
         if stop.is_set():
             return
         t0 = time.perf_counter()
+        full = failed or (watch.reconcile_s > 0 and time.monotonic() - last_full >= watch.reconcile_s)
         try:
-            report = index_folder(root, encoder, out, cfg)
-        except EarshotError as e:  # e.g. another indexer holds the lock: try again on the next event
+            report = index_folder(root, encoder, out, cfg, changed=None if full else sorted(paths))
+        except EarshotError as e:  # e.g. another indexer holds the lock: a full run on the next event
+            failed = True
             if on_update:
-                on_update(Update(len(paths), 0, 0, 0, time.perf_counter() - t0, str(e)))
+                on_update(Update(len(paths), 0, 0, 0, time.perf_counter() - t0, str(e), full))
             continue
+        failed = False
+        if full:
+            last_full = time.monotonic()
         if on_update:
             on_update(Update(len(paths), len(report.encoded), len(report.removed), len(report.bad),
-                             time.perf_counter() - t0))
+                             time.perf_counter() - t0, None, full))
 
 
 def config_of(out: Path):

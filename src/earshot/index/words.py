@@ -55,19 +55,26 @@ _EASY = {"title": "title", "artist": "artist", "album": "album", "genre": "genre
 _MAX_VALUE = 1000  # characters kept per tag value
 
 
+_CAMEL = re.compile(r"([a-z])([A-Z])")
+_ACRONYM = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_LETTER_DIGIT = re.compile(r"([A-Za-z])([0-9])|([0-9])([A-Za-z])")
+_SEPARATORS = re.compile(r"[\W_]+")
+
+
 def split_words(text: str) -> list[str]:
     """Words of a name: split on separators, camelCase and letter/digit boundaries, lowercased."""
-    text = re.sub(r"([a-z])([A-Z])", r"\1 \2", text)
-    text = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", text)
-    text = re.sub(r"([A-Za-z])([0-9])|([0-9])([A-Za-z])", lambda m: " ".join(g for g in m.groups() if g), text)
-    return [w.lower() for w in re.split(r"[\W_]+", text) if w]
+    text = _CAMEL.sub(r"\1 \2", text)
+    text = _ACRONYM.sub(r"\1 \2", text)
+    text = _LETTER_DIGIT.sub(lambda m: " ".join(g for g in m.groups() if g), text)
+    return [w.lower() for w in _SEPARATORS.split(text) if w]
 
 
 def path_terms(rel: str) -> tuple[str, str]:
-    """(folder words, name words) of a path relative to the indexed root."""
-    p = Path(rel)
-    folders = [w for part in p.parent.parts for w in split_words(part)]
-    return " ".join(folders), " ".join(split_words(p.stem))
+    """(folder words, name words) of a path relative to the indexed root (POSIX separators)."""
+    folder, _, name = rel.rpartition("/")
+    stem = name[:name.rindex(".")] if "." in name[1:] else name  # as Path.stem: ".wav" alone is a name
+    folders = [w for part in folder.split("/") if part for w in split_words(part)]
+    return " ".join(folders), " ".join(split_words(stem))
 
 
 def read_tags(path: str | Path) -> dict[str, list[str]]:
