@@ -187,8 +187,9 @@ class WindowVectors:
                          else faiss.deserialize_index(z["faiss"]))
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             raise EarshotError(f"{path}: cannot read window vectors: {e}") from None
-        if index.ntotal != len(file_ids):
-            raise EarshotError(f"{path}: {index.ntotal} window vectors for {len(file_ids)} rows; "
+        live = int((file_ids >= 0).sum())  # rows of removed files stay, marked -1 (see patch)
+        if index.ntotal != live:
+            raise EarshotError(f"{path}: {index.ntotal} window vectors for {live} rows; "
                                "run earshot index again to rebuild them")
         return cls(index, file_ids, idx), generation
 
