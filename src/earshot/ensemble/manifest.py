@@ -122,7 +122,7 @@ def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu",
     path = Path(path)
     cfg = read_manifest(path)
     dirs = member_paths(cfg, path)
-    models = []
+    models, refs = [], []
     for d, m in zip(dirs, cfg.members):
         try:
             ref = member_ref(d, m.path)
@@ -130,9 +130,10 @@ def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu",
             raise ConfigError(f"{path}: member {m.path!r}: {e}") from None
         model = open_ref(ref, OpenOptions(text_only=text_only))
         models.append(model if text_only else model.to(map_location))
+        refs.append(ref)
     ens = Ensemble(models, [m.weight for m in cfg.members], cfg.rule, cfg.rrf_k, cfg.sample_rate,
                    names=[m.path for m in cfg.members])
-    ens.checkpoints = dirs
+    ens.member_refs = refs
     return ens
 
 

@@ -55,8 +55,9 @@ def load_registered(name: str, progress: bool = True, cache_dir: str | Path | No
 
     entry = registry.get_weights(name)
     if entry.retriever is None:
-        raise ConfigError(f"{name}: this file is not a whole model (it feeds "
-                          f"{', '.join(entry.architectures) or 'no tower'})")
+        from earshot.loading.resolve import not_a_model
+
+        raise not_a_model(entry)
     # A copy already in the cache is checked (size, digest once) and used; a file whose source
     # publishes no digest is downloaded only by `earshot weights download NAME --allow-unverified`.
     path = locate_checked(entry, cache_dir) or registry.download(entry, cache_dir, progress=progress)

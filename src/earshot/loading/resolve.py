@@ -273,10 +273,26 @@ def _resolve_registry(name: str) -> ModelRef | None:
         return None
     entry = registry.get_weights(name)
     if entry.retriever is None:
-        raise WeightsError(f"{name!r}: this registry file is not a whole model (it feeds the "
-                           f"{', '.join(entry.architectures) or 'no'} tower(s)); name it as a tower's "
-                           f"`weights:` in a training config instead")
+        raise not_a_model(entry)
     return ModelRef("registry", name, entry)
+
+
+def not_a_model(entry: "WeightsEntry") -> WeightsError:
+    """The error for a registry file that is not a whole model: a tower's weights (name it as
+    a tower's ``weights:``) or a file models need beside their weights (a tokenizer)."""
+    from earshot import weights as registry
+
+    if entry.towers:
+        towers = ", ".join(f"{t.kind} tower {t.architecture!r}" for t in entry.towers)
+        return WeightsError(f"{entry.name!r}: this registry file is not a whole model (it holds the "
+                            f"weights of the {towers}); name it as a tower's `weights:` in a "
+                            f"training config instead")
+    users = [n for n in registry.list_weights()
+             if (e := registry.get_weights(n)).retriever is not None and entry.name in e.retriever.companions]
+    used = (f"it is downloaded with {', '.join(users)}; open one of those" if users
+            else "no model in the registry uses it")
+    return WeightsError(f"{entry.name!r}: this registry file is not a whole model but a {entry.file_format} "
+                        f"file that models need beside their weights ({used})")
 
 
 def _resolve_hub(text: str, explicit: bool) -> ModelRef:
