@@ -10,7 +10,8 @@
 * ``published_file``: a file its publisher wrote (LAION-CLAP ``.pt``, MS-CLAP ``.pth``, the
   DCASE 2025 baseline's Lightning ``.ckpt``, a CLAP ``model.safetensors``), recognised by its
   CONTENT (the keys each format's registered ``detect`` knows), never by its file name; the
-  registry entry it is is chosen by its published digest, else the only entry of that format;
+  registry entry it is is chosen by its published digest, else by the architecture its keys
+  and tensor shapes show (where its converter reads one), else the only entry of that format;
 * ``registry``: a name from ``earshot weights list`` that holds a whole retriever;
 * ``hf_hub``: a Hugging Face hub id (``laion/clap-htsat-unfused``, ``@revision`` to pin one),
   opened from the user's hub cache (``HF_HOME``) or downloaded by ``huggingface_hub``.
@@ -232,19 +233,26 @@ def recognise_file(p: Path) -> tuple[str, "WeightsEntry"]:
     """(weights format, registry entry) of a published whole-model file, by its content.
 
     The format is the one whose registered ``detect`` accepts the file's keys. The entry is the
-    one of that format whose published SHA-256 the file has, else the only entry of that
-    format; several candidates and no digest match is an error naming them."""
+    one of that format whose published SHA-256 the file has; else, for a format whose converter
+    reads an architecture from keys and tensor shapes (LAION-CLAP: fused or not, HTSAT sizes,
+    text tower), the first entry built as that architecture (a user's fine-tuned file opens as
+    what it is); else the only entry of that format. Anything else is an error that says why."""
     from earshot import weights as registry
     from earshot.loading import dcase2025  # noqa: F401  (registers the baseline's format)
-    from earshot.models.converters import detect_format, read_file
+    from earshot.models.converters import detect_format, get_converter, read_file
 
     obj = read_file(p, "model file")
     formats = detect_format(obj)
-    del obj
     if len(formats) != 1:
         found = f"it looks like {' and '.join(formats)}" if formats else "its keys match no known layout"
         raise WeightsError(f"{p}: not a model earshot can open ({found}; expected {_WHAT})")
     fmt = formats[0]
+    conv = get_converter(fmt)
+    try:
+        arch = conv.architecture(obj) if conv.architecture is not None else None
+    except WeightsError as e:
+        raise WeightsError(f"{p}: {e}") from None
+    del obj
     candidates = [registry.get_weights(n) for n in registry.list_weights()
                   if (e := registry.get_weights(n)).retriever is not None
                   and (e.retriever.state_format or e.towers[0].converter) == fmt]
@@ -254,13 +262,24 @@ def recognise_file(p: Path) -> tuple[str, "WeightsEntry"]:
         match = [e for e in pinned if e.checksum.digest == digest]
         if match:
             return fmt, match[0]
+    add = (f"if it is a copy of a registered file, `earshot weights add NAME {p}` puts it in the "
+           f"cache and NAME opens it")
+    if arch is not None:
+        fitting = [e for e in candidates if conv.config_architecture(e.retriever.config) == arch]
+        if fitting:
+            return fmt, fitting[0]
+        built = ", ".join(f"{k}={v}" for k, v in arch.items())
+        raise WeightsError(
+            f"{p}: a {fmt} file built as {built}, which is none of the registered {fmt} models "
+            f"({', '.join(e.name for e in candidates) or 'none registered'}), so no registry entry "
+            f"says how to build it; load it as the `weights:` (weights_format: {fmt}) of towers "
+            f"configured with those sizes in a model config")
     if len(candidates) == 1:
         return fmt, candidates[0]
     raise WeightsError(
         f"{p}: a {fmt} file, but not one of the published files of that format "
         f"({', '.join(e.name for e in candidates) or 'none registered'}) by its SHA-256, so its "
-        f"architecture is unknown; if it is a copy of one, `earshot weights add NAME {p}` puts it "
-        f"in the cache and NAME opens it")
+        f"architecture is unknown; {add}")
 
 
 # --- names -------------------------------------------------------------------------------------
