@@ -105,6 +105,13 @@ def detect_format(obj: Any) -> list[str]:
             if (c := CONVERTERS.get(n)).detect is not None and c.model is not None and c.detect(obj)]
 
 
+def detect_tower_format(obj: Any) -> list[str]:
+    """The formats a tower can load whose ``detect`` accepts ``obj`` (a read file's content)."""
+    _families()
+    return [n for n in CONVERTERS.names()
+            if (c := CONVERTERS.get(n)).detect is not None and c.tower is not None and c.detect(obj)]
+
+
 # --- the one reader ---------------------------------------------------------------------------
 
 _NUMPY_GLOBALS = (
