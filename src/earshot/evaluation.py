@@ -294,3 +294,49 @@ def evaluate_model(
     if submission is not None:
         write_ranked_submission(submission, list(result.queries.texts), names, result.similarity)
     return ModelEvaluation(result, names, why)
+
+
+@dataclass(frozen=True)
+class SubmissionRun:
+    """What :func:`submit_model` wrote."""
+
+    path: Path  # the submission CSV
+    captions: int  # distinct captions ranked
+    files: int  # audio files ranked for each
+
+
+def submit_model(model: str | Path, captions: str | Path, audio_dir: str | Path | None = None,
+                 out: str | Path = "submission.csv", seconds: float | None = None, workers: int = 0,
+                 progress: bool = True, precision: str = "auto") -> SubmissionRun:
+    """``earshot submit`` as one call: check the model argument, the output file, the captions
+    file and the audio folder (Clotho's ``<split>/`` beside ``clotho_captions_<split>.csv`` when
+    not given) before loading anything; then rank every file in the folder for each caption and
+    write the 10 best per caption as a DCASE submission."""
+    from earshot.data.readers import clotho_audio_dir
+    from earshot.errors import DataError
+    from earshot.loading.resolve import check_model_argument
+    from earshot.loading.retriever import load_retriever
+    from earshot.models.inference import prepare_for_inference
+    from earshot.submission import read_queries, write_ranked_submission
+    from earshot.utils import check_out_file
+
+    model = check_model_argument(model)
+    out = check_out_file(out, "--out")
+    captions = Path(captions).expanduser()
+    if not captions.is_file():
+        raise DataError(f"--captions {captions}: no such file")
+    if audio_dir is None:
+        audio_dir = clotho_audio_dir(captions)
+        if audio_dir is None:
+            raise DataError(f"{captions}: which audio files should be ranked? give their folder "
+                            f"with --audio-dir")
+    audio_dir = Path(audio_dir).expanduser()
+    if not audio_dir.is_dir():
+        raise DataError(f"--audio-dir {audio_dir}: no such folder")
+    queries = read_queries(captions)
+    table = file_table(audio_dir)
+    retriever = prepare_for_inference(load_retriever(model), precision)
+    audio = encode_clips(retriever, table, audio_dir, seconds, num_workers=workers, progress=progress)
+    sim = similarity(retriever, retriever.embed_text(queries), audio)
+    write_ranked_submission(out, queries, [c.clip_id for c in table], sim)
+    return SubmissionRun(out, len(set(queries)), len(table))

@@ -127,7 +127,7 @@ def submit_command(
                                   "fp32) | fp32 | bf16: the audio tower's arithmetic."),
 ) -> None:
     """Write a DCASE retrieval submission: the 10 best audio files for each caption."""
-    from earshot.submission import submit_model
+    from earshot.evaluation import submit_model
 
     run = submit_model(model, captions, audio_dir, out, seconds, workers,
                        progress=sys.stderr.isatty() if progress is None else progress, precision=precision)

@@ -43,9 +43,6 @@ def report_table(report) -> Table:
     return table
 
 
-ENGINES = ("local", "ray")  # earshot.index.indexer.index_folder | earshot.index.engine_ray.index_folder_ray
-
-
 @app.command("index")
 def index_cmd(
     folder: Optional[Path] = typer.Argument(None, help="Folder of sounds, walked recursively."),
@@ -94,36 +91,19 @@ def index_cmd(
         return
     if folder is None or model is None:
         raise EarshotError("give the FOLDER of sounds and --model (or --verify --out IDX to check an index)")
-    folder, out = folder.expanduser(), out.expanduser()
-    if not folder.is_dir():
-        raise EarshotError(f"{folder}: no such folder")
-    if out.exists() and not out.is_dir():
-        raise EarshotError(f"--out {out}: is a file; give a folder for the index")
-    from earshot.errors import WeightsError
-    from earshot.loading.resolve import resolve
-
-    try:
-        resolve(model)
-    except WeightsError as e:
-        raise EarshotError(f"--model {e}") from None
     from earshot.audio.io import SUPPORTED_SUFFIXES
     from earshot.index import IndexConfig, VectorConfig, index_folder, open_encoder
     from earshot.index.decode import Limits
-    from earshot.index.indexer import walk
+    from earshot.index.indexer import check_index_request, files_kept
 
-    if not (out / "meta.sqlite").is_file() and not any(
-            p.suffix.lower() in SUPPORTED_SUFFIXES for p in walk(folder, out.resolve())):
+    request = check_index_request(folder, model, out, engine, address, gpus_per_worker, watch)
+    folder, out = request.folder, request.out
+    if not request.has_audio:
         typer.echo(f"{folder}: no audio files to index ({', '.join(sorted(SUPPORTED_SUFFIXES))})", err=True)
         raise typer.Exit(1)
     cfg = IndexConfig(window_s=window, hop_s=hop, pooling=pooling, workers=workers,  # type: ignore[arg-type]
                       batch_size=batch_size, vectors=VectorConfig(kind=index_type, shards=shards),  # type: ignore[arg-type]
                       limits=Limits(max_duration_s=max_hours * 3600), links_outside=links_outside)
-    if engine not in ENGINES:
-        raise EarshotError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
-    if engine == "local" and (address or gpus_per_worker):
-        raise EarshotError("--address and --gpus-per-worker need --engine ray")
-    if engine == "ray" and watch:
-        raise EarshotError("--watch keeps this machine's index up to date: use it with --engine local")
     console = Console()
     columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -149,7 +129,7 @@ def index_cmd(
                 report = index_folder(folder, encoder, out, cfg, progress)
             except KeyboardInterrupt:
                 bar.stop()
-                typer.echo(f"interrupted: {_files_kept(out)} files kept; run the same command to continue",
+                typer.echo(f"interrupted: {files_kept(out)} files kept; run the same command to continue",
                            err=True)
                 # Everything is committed and the workers are gone; skip the interpreter's exit
                 # handlers, where multiprocessing can wait for ever on a dead worker's pipe.
@@ -194,24 +174,6 @@ def _parse_like(like: str) -> tuple[str, float | None]:
         minutes, _, seconds = tail.rpartition(":")
         return head, (int(minutes) * 60 if minutes else 0) + float(seconds)
     return like, None
-
-
-def _files_kept(out: Path) -> int | str:
-    """How many files an interrupted run left in the index at ``out`` (or its building folder)."""
-    from earshot.index.indexer import building_dir
-    from earshot.index.store import DB_FILE, Store
-
-    for where in (out, building_dir(out.resolve())):
-        if (where / DB_FILE).is_file():
-            try:
-                store = Store.open(where, readonly=True, check=False)
-                try:
-                    return store.count()
-                finally:
-                    store.close()
-            except Exception:  # noqa: BLE001 - interrupted before the first commit: nothing kept
-                return 0
-    return 0
 
 
 def _verify(out: Path) -> None:

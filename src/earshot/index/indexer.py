@@ -88,6 +88,63 @@ class IndexReport:
     notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note): indexed, but not as declared
 
 
+ENGINES = ("local", "ray")  # index_folder | earshot.index.engine_ray.index_folder_ray
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    """An ``earshot index`` run, checked by :func:`check_index_request`."""
+
+    folder: Path  # the sound folder (expanded)
+    out: Path  # the index directory (expanded)
+    has_audio: bool  # the folder holds audio to index, or an index is already there to update
+
+
+def check_index_request(folder: str | Path, model: str | Path, out: str | Path, engine: str = "local",
+                        address: str | None = None, gpus_per_worker: float = 0.0,
+                        watch: bool = False) -> IndexRequest:
+    """What ``earshot index`` checks before any model is opened: the folder is one, ``out`` is
+    not a file, the model argument means something (the one resolver's error otherwise,
+    prefixed ``--model``), the engine and its options agree; and whether there is audio."""
+    from earshot.errors import WeightsError
+    from earshot.loading.resolve import resolve
+
+    folder, out = Path(folder).expanduser(), Path(out).expanduser()
+    if not folder.is_dir():
+        raise EarshotError(f"{folder}: no such folder")
+    if out.exists() and not out.is_dir():
+        raise EarshotError(f"--out {out}: is a file; give a folder for the index")
+    try:
+        resolve(model)
+    except WeightsError as e:
+        raise EarshotError(f"--model {e}") from None
+    if engine not in ENGINES:
+        raise EarshotError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "local" and (address or gpus_per_worker):
+        raise EarshotError("--address and --gpus-per-worker need --engine ray")
+    if engine == "ray" and watch:
+        raise EarshotError("--watch keeps this machine's index up to date: use it with --engine local")
+    has_audio = (out / "meta.sqlite").is_file() or any(
+        p.suffix.lower() in SUPPORTED_SUFFIXES for p in walk(folder, out.resolve()))
+    return IndexRequest(folder, out, has_audio)
+
+
+def files_kept(out: str | Path) -> int:
+    """How many files an interrupted run left in the index at ``out`` (or its building folder)."""
+    out = Path(out)
+    for where in (out, building_dir(out.resolve())):
+        if (where / DB_FILE).is_file():
+            try:
+                store = Store.open(where, readonly=True, check=False)
+                try:
+                    return store.count()
+                finally:
+                    store.close()
+            except Exception:  # noqa: BLE001 - interrupted before the first commit: nothing kept
+                return 0
+    return 0
+
+
 def pool(window_embeddings: np.ndarray, how: Pooling, normalize: bool) -> np.ndarray:
     """(W, D) window embeddings -> (D,) clip embedding; unit length again when ``normalize``."""
     v = window_embeddings.mean(axis=0) if how == "mean" else window_embeddings.max(axis=0)
