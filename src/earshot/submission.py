@@ -332,4 +332,3 @@ def read_queries(path: str | Path) -> list[str]:
     if not queries:
         raise DataError(f"{path}: no captions")
     return queries
-
