@@ -302,6 +302,28 @@ def test_manifest_round_trips_and_moves_with_its_folder(ckpts, tmp_path, suffix)
     assert E.read_manifest(again) == cfg
 
 
+def test_fingerprint_of_members_given_by_registry_name(ckpts, tmp_path, monkeypatch):
+    """A member named by the registry (no folder beside the manifest) is identified by its
+    published digest, so the fingerprint needs no download, stays stable, and changes when
+    the member names other weights."""
+    from earshot.loading import openers
+
+    # Opening a registry member would download it: stand in a small model (the fingerprint
+    # must not depend on what was opened, only on what the name means).
+    monkeypatch.setattr(openers, "load_registered", lambda name, **kw: checkpoint.load(ckpts[2]))
+    manifest = tmp_path / "ens.json"
+
+    def fingerprint(member: str) -> str:
+        manifest.write_text(json.dumps({"members": [{"path": str(ckpts[0])}, {"path": member}],
+                                        "rule": "mean"}))
+        return E.load_ensemble(manifest).fingerprint()
+
+    fp = fingerprint("laion_clap_general")
+    assert len(fp) == 64 and fp == fingerprint("laion_clap_general")
+    assert fingerprint("laion_clap_htsat_fused") != fp  # another published file
+    assert fingerprint(str(ckpts[1])) != fp  # a checkpoint in its place
+
+
 def test_bad_manifests_are_named_errors(ckpts, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"members": [{"path": str(ckpts[0])}], "rulez": "mean"}))

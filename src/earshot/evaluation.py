@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -62,9 +62,15 @@ def encode_clips(
     ds = ClipDataset(table, audio_dir, "waveform", model.sample_rate, clip_seconds)
     bs = batch_size if clip_seconds is not None else 1
     loader = DataLoader(ds, batch_size=bs, num_workers=num_workers, collate_fn=collate_clips)
+    from earshot.models.biencoder import BiEncoder
+
+    # A bi-encoder gets each frame's true length (PaSST counts its segments from it); other
+    # retrievers embed what they are given.
+    with_lengths = isinstance(model, BiEncoder) and clip_seconds is not None
     out = []
     for batch in tqdm(loader, desc="encoding audio", unit="batch", disable=not progress):
-        out.append(model.embed_audio(batch.audio, batch_size=bs))
+        extra = {"lengths": batch.lengths} if with_lengths else {}
+        out.append(model.embed_audio(batch.audio, batch_size=bs, **extra))
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -190,3 +196,147 @@ def save_evaluation(out_dir: str | Path, result: EvalResult, file_names: Sequenc
         json.dump(result.metrics, f, indent=2)
     write_ranks(out / "ranks.csv", result, file_names)
     return out
+
+
+def load_split(data: str | Path, fmt: str = "clotho",
+               audio_dir: str | Path | None = None) -> tuple[CaptionTable, Path]:
+    """The caption table and its audio folder, with every missing audio file reported at once,
+    before any model is loaded. Without ``audio_dir``, Clotho's ``<split>/`` folder beside
+    ``clotho_captions_<split>.csv`` is the default, else the table's own folder."""
+    from earshot.data.readers import clotho_audio_dir, read_table
+    from earshot.errors import DataError
+
+    data = Path(data).expanduser()
+    if not data.is_file():
+        raise DataError(f"{data}: no such caption table")
+    table = read_table(data, format=fmt)
+    if audio_dir is not None:
+        root = Path(audio_dir).expanduser()
+        if not root.is_dir():
+            raise DataError(f"--audio-dir {root}: no such folder")
+    else:
+        root = clotho_audio_dir(data) or data.parent
+    report = table.check_audio(root)
+    if not report.ok:
+        hint = "" if audio_dir is not None else (
+            f"\n(looked in {root}; give the folder that holds the audio with --audio-dir)")
+        raise DataError(f"{data}: {report}{hint}")
+    return table, root
+
+
+def evaluation_framing(model: str | Path, seconds: float | None) -> tuple[float | None, str]:
+    """(clip seconds or None for whole clips, a line saying which and why): ``seconds`` when
+    given (0 = whole clips), else the ``eval_seconds`` a trained checkpoint carries, so evaluate
+    reproduces the validation figure it logged."""
+    if seconds is not None:
+        return (None, "whole clips (--seconds 0)") if seconds <= 0 else (seconds, f"{seconds:g} s crops (--seconds)")
+    from earshot.loading.resolve import is_checkpoint
+    from earshot.models import checkpoint
+
+    model = Path(model)
+    if model.is_dir() and is_checkpoint(model):
+        stored = checkpoint.read_config(model).get("eval_seconds")
+        if stored:
+            return float(stored), (f"{float(stored):g} s crops, as this checkpoint was validated "
+                                   "(--seconds 0 for whole clips)")
+    return None, "whole clips (--seconds N to frame them)"
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """What :func:`evaluate_model` did."""
+
+    result: EvalResult  # metrics, similarities, ranks and queries
+    clip_names: list[str]  # clip ids in the similarity matrix's column order
+    framing: str  # how clips were framed, and why
+
+
+def evaluate_model(
+    model: str | Path,
+    data: str | Path,
+    *,
+    fmt: str = "clotho",
+    audio_dir: str | Path | None = None,
+    seconds: float | None = None,
+    map_k: int | None = 16,
+    out: str | Path | None = None,
+    submission: str | Path | None = None,
+    workers: int = 0,
+    relevance: str | Path = "clip",
+    progress: bool = True,
+    precision: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> ModelEvaluation:
+    """``earshot evaluate`` as one call: check the model argument, the output paths and the
+    split (every missing audio file at once) before loading anything; frame clips as the
+    checkpoint was validated unless ``seconds`` says otherwise (``log`` hears which); open the
+    model through the one resolver; evaluate; write ``metrics.json`` + ``ranks.csv`` to ``out``
+    and a DCASE submission to ``submission`` when given."""
+    from earshot.loading.resolve import check_model_argument
+    from earshot.loading.retriever import load_retriever
+    from earshot.models.inference import prepare_for_inference
+    from earshot.submission import write_ranked_submission
+    from earshot.utils import check_out_file, check_out_folder
+
+    model = check_model_argument(model)
+    submission = check_out_file(submission, "--submission")
+    out = check_out_folder(out, "--out")
+    table, root = load_split(data, fmt, audio_dir)
+    seconds, why = evaluation_framing(model, seconds)
+    if log is not None:
+        log(f"framing: {why}")
+    retriever = prepare_for_inference(load_retriever(model), precision)
+    result = evaluate(retriever, table, root, clip_seconds=seconds, num_workers=workers, extra_map_k=map_k,
+                      relevance=relevance, progress=progress)
+    names = [c.clip_id for c in table]
+    if out is not None:
+        save_evaluation(out, result, names)
+    if submission is not None:
+        write_ranked_submission(submission, list(result.queries.texts), names, result.similarity)
+    return ModelEvaluation(result, names, why)
+
+
+@dataclass(frozen=True)
+class SubmissionRun:
+    """What :func:`submit_model` wrote."""
+
+    path: Path  # the submission CSV
+    captions: int  # distinct captions ranked
+    files: int  # audio files ranked for each
+
+
+def submit_model(model: str | Path, captions: str | Path, audio_dir: str | Path | None = None,
+                 out: str | Path = "submission.csv", seconds: float | None = None, workers: int = 0,
+                 progress: bool = True, precision: str = "auto") -> SubmissionRun:
+    """``earshot submit`` as one call: check the model argument, the output file, the captions
+    file and the audio folder (Clotho's ``<split>/`` beside ``clotho_captions_<split>.csv`` when
+    not given) before loading anything; then rank every file in the folder for each caption and
+    write the 10 best per caption as a DCASE submission."""
+    from earshot.data.readers import clotho_audio_dir
+    from earshot.errors import DataError
+    from earshot.loading.resolve import check_model_argument
+    from earshot.loading.retriever import load_retriever
+    from earshot.models.inference import prepare_for_inference
+    from earshot.submission import read_queries, write_ranked_submission
+    from earshot.utils import check_out_file
+
+    model = check_model_argument(model)
+    out = check_out_file(out, "--out")
+    captions = Path(captions).expanduser()
+    if not captions.is_file():
+        raise DataError(f"--captions {captions}: no such file")
+    if audio_dir is None:
+        audio_dir = clotho_audio_dir(captions)
+        if audio_dir is None:
+            raise DataError(f"{captions}: which audio files should be ranked? give their folder "
+                            f"with --audio-dir")
+    audio_dir = Path(audio_dir).expanduser()
+    if not audio_dir.is_dir():
+        raise DataError(f"--audio-dir {audio_dir}: no such folder")
+    queries = read_queries(captions)
+    table = file_table(audio_dir)
+    retriever = prepare_for_inference(load_retriever(model), precision)
+    audio = encode_clips(retriever, table, audio_dir, seconds, num_workers=workers, progress=progress)
+    sim = similarity(retriever, retriever.embed_text(queries), audio)
+    write_ranked_submission(out, queries, [c.clip_id for c in table], sim)
+    return SubmissionRun(out, len(set(queries)), len(table))

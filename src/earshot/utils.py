@@ -75,3 +75,28 @@ def lazy_exports(package: str, exports: dict[str, str]):
         return sorted(set(exports) | {"__all__"})
 
     return __getattr__, __dir__
+
+
+def check_out_file(path: str | Path | None, option: str) -> Path | None:
+    """An output file path (``option`` names it in the error), expanded; a ConfigError when it
+    names a folder. None stays None."""
+    from earshot.errors import ConfigError
+
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name")
+    return path
+
+
+def check_out_folder(path: str | Path | None, option: str) -> Path | None:
+    """An output folder path, expanded; a ConfigError when it names a file. None stays None."""
+    from earshot.errors import ConfigError
+
+    if path is None:
+        return None
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{option} {path}: is a file; give a folder")
+    return path

@@ -59,8 +59,16 @@ def test_names_hub_ids_and_did_you_mean():
         resolve("laion_clap_generl")
     with pytest.raises(WeightsError, match=r"^'nothing_like_it': no such model \(expected"):
         resolve("nothing_like_it")  # the same wording, no suggestion when nothing is close
-    with pytest.raises(WeightsError, match="not a whole model"):
+    with pytest.raises(WeightsError, match=r"not a whole model \(it holds the weights of the audio "
+                                           r"tower 'cnn14'\); name it as a tower's `weights:`"):
         resolve("panns_cnn14")  # a tower's file
+    # A tokenizer feeds no tower: it is named for what it is and who needs it, never
+    # "the no tower(s)".
+    with pytest.raises(WeightsError) as tok:
+        resolve("laion_clap_tokenizer")
+    assert "no tower" not in str(tok.value) and "weights:" not in str(tok.value)
+    assert "not a whole model but a json file that models need" in str(tok.value)
+    assert "laion_clap_general" in str(tok.value)  # one of the models downloaded with it
     with pytest.raises(WeightsError, match="no such model in `earshot weights list`"):
         resolve("registry:laion_clap_generl")
 

@@ -487,7 +487,7 @@ def test_registry_name_downloads_once_with_its_tokenizer(hf, tmp_path, monkeypat
 # --- LAION's files as LAION's trainer writes them; the hub cache (issue 18, section 3) ---------
 
 
-def _laion_entry(folder, fusion, file, tok_folder):
+def _laion_entry(folder, fusion, file, tok_folder, name="tiny_laion_test", digest=None):
     from earshot.weights.clap import clap_retriever
     from earshot.weights.entry import Checksum, Tower, WeightsEntry
 
@@ -499,8 +499,8 @@ def _laion_entry(folder, fusion, file, tok_folder):
                                               "tokenizer": str(folder)}}
     cfg["embed_dim"] = 8
     return WeightsEntry(
-        name="tiny_laion_test", file_name="tiny_laion.pt", urls=("https://invalid.example/x",),
-        checksum=Checksum("sha256", hashlib.sha256(file.read_bytes()).hexdigest(), "test"),
+        name=name, file_name=f"{name}.pt", urls=("https://invalid.example/x",),
+        checksum=Checksum("sha256", digest or hashlib.sha256(file.read_bytes()).hexdigest(), "test"),
         size_bytes=None, towers=(Tower("audio", "clap_htsat", "laion_clap", 8),
                                  Tower("text", "clap_roberta", "laion_clap", 8)),
         file_format="torch_pickle", source="test", licence="test",
@@ -535,6 +535,48 @@ def test_laion_trainer_file_opens_by_content_with_weights_only(hf, tmp_path, mon
     np.testing.assert_allclose(from_file.embed_text(TEXTS), from_hf.embed_text(TEXTS), atol=1e-6)
     np.testing.assert_allclose(from_file.embed_audio(_clips()[:1], SR), from_hf.embed_audio(_clips()[:1], SR),
                                atol=1e-6)
+
+
+def _trainer_file(path, laion):
+    # LAION-AI/CLAP's training/main.py layout (see the test above).
+    torch.save({"epoch": 3, "name": "my-finetune", "state_dict": laion,
+                "optimizer": {"state": {}, "param_groups": [{"lr": np.float64(1e-5), "params": [0]}]}}, path)
+    return path
+
+
+def test_a_users_laion_trainer_file_opens_by_its_architecture(hf, tmp_path, monkeypatch):
+    """A LAION-CLAP file no published digest names (a user's fine-tune), with several entries of
+    the format registered: the architecture is read from its keys and tensor shapes (fused or
+    not, HTSAT widths and depths, the text tower), so it opens as the entry built that way; a
+    file built otherwise is an error saying how it is built."""
+    folder, ref, fe, tok = hf
+    from earshot.models.audio.clap import ClapFrontendConfig, laion_architecture
+
+    fusion = ref.config.audio_config.enable_fusion
+    laion = _to_laion({k: v.clone() for k, v in ref.state_dict().items()},
+                      ClapFrontendConfig(**clap_tiny.frontend(fusion)))
+    file = _trainer_file(tmp_path / "epoch_3.pt", laion)
+    # Two tiny variants registered with the digests of their "published" files, which this
+    # file is not: only the architecture can tell which one it is.
+    for name, fused in (("tiny_laion_unfused", False), ("tiny_laion_fused", True)):
+        entry = _laion_entry(folder, fused, file, tok, name=name, digest="0" * 63 + str(int(fused)))
+        monkeypatch.setitem(W.WEIGHTS._items, name, entry)
+    arch = laion_architecture(torch.load(file, weights_only=False))
+    assert (arch["enable_fusion"], arch["depths"], arch["num_attention_heads"]) == (fusion, [2, 1], [1, 2])
+    assert (arch["patch_embeds_hidden_size"], arch["text_hidden_size"], arch["text_layers"]) == (8, 16, 1)
+    r = resolve(file)
+    assert (r.kind, r.fmt, r.entry.name) == ("published_file", "laion_clap",
+                                             "tiny_laion_fused" if fusion else "tiny_laion_unfused")
+    assert r.identity() == "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()[:16]  # its own
+    from_file, from_hf = load_model(file), load_model(folder)
+    np.testing.assert_allclose(from_file.embed_text(TEXTS), from_hf.embed_text(TEXTS), **SAME_WEIGHTS)
+    np.testing.assert_allclose(from_file.embed_audio(_clips()[:1], SR), from_hf.embed_audio(_clips()[:1], SR),
+                               **SAME_WEIGHTS)
+    # One Swin block fewer in the first stage: no registered entry is built that way.
+    shallow = {k: v for k, v in laion.items() if not k.startswith("module.audio_branch.layers.0.blocks.1.")}
+    with pytest.raises(WeightsError, match=r"built as .*depths=\[1, 1\].* none of the registered "
+                                           r"laion_clap models .*tiny_laion_fused"):
+        resolve(_trainer_file(tmp_path / "shallow.pt", shallow))
 
 
 def test_laion_converter_names_what_it_ignores(hf):

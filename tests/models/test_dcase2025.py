@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from earshot.errors import WeightsError
 from earshot.models import checkpoint
 from earshot.models.base import create_audio_encoder
-from earshot.loading.dcase2025 import convert_dcase2025_baseline_state_dict, import_dcase2025_baseline
+from earshot.loading.dcase2025 import convert_dcase2025_baseline_state_dict
+from earshot.loading.openers import import_dcase2025_baseline
 
 TINY_PASST = {"embed_dim": 32, "depth": 1, "num_heads": 2}
 TINY_ROBERTA = {"model_type": "roberta", "vocab_size": 30522, "hidden_size": 24, "num_hidden_layers": 1,

@@ -41,8 +41,42 @@ def test_missing_download_and_wrong_tower_are_clear(cache):
 
     with pytest.raises(ConfigError, match="no audio tower for 'cnn6'"):
         create_model({"audio": {"name": "cnn6", "weights": "panns_cnn14"}, "text": {"name": "bow"}})
-    with pytest.raises(WeightsError, match="neither a file nor a known name"):
+    with pytest.raises(WeightsError, match=r"^'no_such_weights': no such model or weights file for the "
+                                           r"audio tower 'cnn6'"):
         create_model({"audio": {"name": "cnn6", "weights": "no_such_weights"}, "text": {"name": "bow"}})
+
+
+def test_tower_weights_go_through_the_one_resolver(cache, tmp_path, monkeypatch):
+    """A tower's `weights:` is decided by resolve's rules: the prefixes, a near-miss name with a
+    did-you-mean among the files holding that tower, a file's format read from its content."""
+    from earshot.errors import ConfigError
+    from earshot.loading.resolve import resolve_tower_weights
+
+    with pytest.raises(WeightsError, match="no such model .*audio tower 'cnn6'.*did you mean 'panns_cnn6'"):
+        resolve_tower_weights("panns_cnn7", "cnn6", "audio")
+    assert resolve_tower_weights("registry:panns_cnn6", "cnn6", "audio").kind == "registry"
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(3)
+    source = create_audio_encoder("cnn6")
+    (tmp_path / "panns_cnn6").write_bytes(b"")  # a file named like the registry entry: a path wins
+    assert resolve_tower_weights("panns_cnn6", "cnn6", "audio", "panns").kind == "file"
+    assert resolve_tower_weights("registry:panns_cnn6", "cnn6", "audio").kind == "registry"
+    with pytest.raises(WeightsError, match="no such file or folder"):
+        resolve_tower_weights("path:panns_cnn7", "cnn6", "audio")
+    # A PANNs release file given by path without weights_format: recognised by its content.
+    torch.save({"model": {**source.state_dict(), **torchlibrosa_buffers()}}, tmp_path / "mine.pth")
+    ref = resolve_tower_weights(tmp_path / "mine.pth", "cnn6", "audio")
+    assert (ref.kind, ref.fmt) == ("file", "panns")
+    model = create_model({"audio": {"name": "cnn6", "weights": str(tmp_path / "mine.pth"), "train": "none"},
+                          "text": {"name": "bow"}, "embed_dim": 8})
+    for k, v in source.state_dict().items():
+        assert torch.equal(model.audio_encoder.state_dict()[k], v), k  # the same tensors, copied
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "junk.pt")
+    with pytest.raises(ConfigError, match="needs weights_format .*keys match no known layout"):
+        resolve_tower_weights(tmp_path / "junk.pt", "cnn6", "audio")
+    hub = resolve_tower_weights("hf-hub:laion/clap-htsat-unfused@abc", "clap_htsat", "audio")
+    assert (hub.kind, hub.location, hub.revision, hub.fmt) == ("hf_hub", "laion/clap-htsat-unfused", "abc",
+                                                               "clap_hf")
 
 
 @pytest.mark.slow

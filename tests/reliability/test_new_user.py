@@ -52,7 +52,7 @@ def test_evaluate_frames_as_the_checkpoint_was_validated_unless_told(tmp_path):
     # before: evaluate framed whole clips while the demo preset validated 30 s crops (0.292 vs 0.415)
     import torch
 
-    from earshot.app.cmd_eval import evaluation_framing
+    from earshot.evaluation import evaluation_framing
     from earshot.models import checkpoint
     from earshot.models.biencoder import create_model
 

@@ -127,3 +127,19 @@ def test_an_unknown_split_key_names_itself():
         load_config(load_yaml(CONFIGS[0].parent / "dcase2025_baseline.yaml"), ["data.train.audio_extt=.mp3"])
     with pytest.raises(ConfigError, match=r"data\.val: unknown key\(s\) \['tabel'\]"):
         load_config(load_yaml(CONFIGS[0].parent / "dcase2025_baseline.yaml"), ["data.val.tabel=x.csv"])
+
+
+@pytest.mark.parametrize("preset", sorted((Path(__file__).resolve().parents[2] / "configs").glob("amr_*.yaml")),
+                         ids=lambda p: p.name)
+def test_moment_presets_load_strictly_and_name_a_model_the_resolver_knows(preset):
+    """The moment-head presets are `earshot moments train` configs (MomentTrainConfig, not the
+    TrainConfig that check_config takes): each loads with every key known, and the retriever
+    that computes its features means something to the one resolver (no download)."""
+    from earshot.loading.resolve import resolve
+    from earshot.train.moments import load_moment_config
+
+    cfg = load_moment_config(preset)
+    ref = resolve(cfg.features.retriever)
+    assert ref.kind == "registry" and ref.entry.retriever is not None
+    with pytest.raises(ConfigError, match="hidden_dimm"):
+        load_moment_config(preset, ["model.hidden_dimm=8"])  # an unknown key is refused

@@ -136,9 +136,11 @@ def test_batched_gather_equals_item_by_item():
     ds = CaptionInputs([q // 5 for q in range(50)], audio_views=views, text=text, seed=1)
     ds.set_epoch(2)
     picks = [3, 17, 40, 41]
-    for x, y in zip(collate_inputs(ds.__getitems__(picks)), collate_inputs([ds[q] for q in picks])):
+    gathered, one_by_one = collate_inputs(ds.__getitems__(picks)), collate_inputs([ds[q] for q in picks])
+    for x, y in zip(gathered[:3], one_by_one[:3]):
         assert torch.equal(x, y)
-    audio, txt, clips = next(iter(DataLoader(ds, batch_size=8, collate_fn=collate_inputs)))
+    assert gathered[3] is None and one_by_one[3] is None  # cached outputs have no crop length
+    audio, txt, clips, lengths = next(iter(DataLoader(ds, batch_size=8, collate_fn=collate_inputs)))
     assert audio.shape == (8, 4) and torch.equal(txt, text[:8]) and clips.tolist() == [0] * 5 + [1] * 3
 
 

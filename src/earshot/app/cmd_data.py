@@ -93,11 +93,6 @@ def synth_cmd(
     with every clip's generation parameters. Files are written atomically, so an interrupted
     run can simply be started again.
     """
-    from earshot.errors import DataError
-
-    out = out.expanduser()
-    if out.exists() and not out.is_dir():
-        raise DataError(f"--out {out}: is a file; give a folder for the corpus")
     make_synth(out, clips, seed, Console(), sample_rate=sample_rate,
                min_duration=min_duration, max_duration=max_duration)
 
@@ -115,20 +110,17 @@ def check_cmd(
 ) -> None:
     """Leakage check: clips shared by a training and an evaluation table, by file name and by
     audio content (SHA-256 of files of equal size). Exits 1 when any are shared."""
-    from earshot.data.leakage import find_overlap
-    from earshot.data.readers import clotho_audio_dir, read_table
+    from earshot.data.leakage import check_leakage
 
-    train, evaluation = train.expanduser(), evaluation.expanduser()
-    a = read_table(train, format=fmt)
-    b = read_table(evaluation, format=eval_format or fmt)
-    overlap = find_overlap(a, train_audio_dir or clotho_audio_dir(train) or train.parent,
-                           b, eval_audio_dir or clotho_audio_dir(evaluation) or evaluation.parent)
+    found = check_leakage(train, evaluation, fmt, eval_format, train_audio_dir, eval_audio_dir)
+    overlap, train, evaluation = found.overlap, train.expanduser(), evaluation.expanduser()
     console = Console()
     if overlap.unreadable:
         console.print(f"{overlap.unreadable} audio file(s) could not be read; they were checked by name only",
                       markup=False)
     if not overlap:
-        console.print(f"no clips shared between {train} ({len(a)} clips) and {evaluation} ({len(b)} clips)",
+        console.print(f"no clips shared between {train} ({found.train_clips} clips) and {evaluation} "
+                      f"({found.eval_clips} clips)",
                       markup=False)
         return
     console.print("LEAKAGE: " + overlap.describe(str(train), str(evaluation)), markup=False, style="bold red")

@@ -86,19 +86,12 @@ def search_command(
     from rich.console import Console
     from rich.markup import escape
 
-    from earshot.app.cmd_eval import _check_model_path, _check_out_file, _load_split
+    from earshot.ensemble.search import search_and_save
 
-    members = [_check_model_path(m) for m in _models(models, models_opt)]
-    out = _check_out_file(out, "--out")
-    table, root = _load_split(data, fmt, audio_dir)
-    from earshot.ensemble import SimilarityCache, search_ensembles
-
-    cache = False if no_cache else SimilarityCache(cache_dir) if cache_dir is not None else None
-    report = search_ensembles(members, table, root, rule=rule, max_size=max_size,
-                              greedy=greedy, rrf_k=rrf_k, clip_seconds=seconds, cache=cache,
-                              num_workers=workers, precision=precision,
-                              progress=(sys.stderr.isatty() and not as_json) if progress is None else progress)
-    path = report.save(out)
+    report, path = search_and_save(
+        _models(models, models_opt), data, out, fmt, audio_dir, cache_dir, no_cache, rule=rule,
+        max_size=max_size, greedy=greedy, rrf_k=rrf_k, clip_seconds=seconds, num_workers=workers,
+        precision=precision, progress=(sys.stderr.isatty() and not as_json) if progress is None else progress)
     if as_json:
         doc = {"manifest": str(path), "rule": rule,
                "results": [{"members": report.names(r), "metrics": r.metrics} for r in report.results]}
@@ -119,14 +112,7 @@ def make_command(
     rrf_k: float = typer.Option(60.0, "--rrf-k", help="Constant k of reciprocal-rank fusion."),
 ) -> None:
     """Write an ensemble manifest by hand (no search); it opens like the members do."""
-    from earshot.ensemble import load_ensemble, save_manifest
-    from earshot.errors import ConfigError
+    from earshot.ensemble.manifest import make_manifest
 
-    if weights and len(weights) != len(models):
-        raise ConfigError(f"{len(weights)} --weight values for {len(models)} models")
-    models = [m.expanduser() for m in models]
-    for m in models:
-        if not m.is_dir():
-            raise ConfigError(f"{m}: not a checkpoint directory")
-    path = save_manifest(out, models, weights or None, rule, rrf_k)
-    typer.echo(f"{load_ensemble(path)!r} -> {path}")
+    ensemble, path = make_manifest(models, out, weights, rule, rrf_k)
+    typer.echo(f"{ensemble!r} -> {path}")

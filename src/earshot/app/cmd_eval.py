@@ -58,54 +58,6 @@ def score(
     typer.echo(json.dumps(scores, indent=2) if as_json else format_score_table(scores))
 
 
-def _load_split(data: Path, fmt: str, audio_dir: Path | None):
-    """The caption table and its audio folder, with every missing audio file reported at once,
-    before any model is loaded. Without ``--audio-dir``, Clotho's ``<split>/`` folder beside
-    ``clotho_captions_<split>.csv`` is the default, else the table's own folder."""
-    from earshot.data.readers import clotho_audio_dir, read_table
-    from earshot.errors import DataError
-
-    data = data.expanduser()
-    if not data.is_file():
-        raise DataError(f"{data}: no such caption table")
-    table = read_table(data, format=fmt)
-    if audio_dir is not None:
-        root = audio_dir.expanduser()
-        if not root.is_dir():
-            raise DataError(f"--audio-dir {root}: no such folder")
-    else:
-        root = clotho_audio_dir(data) or data.parent
-    report = table.check_audio(root)
-    if not report.ok:
-        hint = "" if audio_dir is not None else (
-            f"\n(looked in {root}; give the folder that holds the audio with --audio-dir)")
-        raise DataError(f"{data}: {report}{hint}")
-    return table, root
-
-
-def _check_model_path(model: Path) -> Path:
-    """The model path, expanded, if something is there (before the table is read or torch is
-    imported)."""
-    from earshot.loading.resolve import resolve
-
-    if model.expanduser().exists():  # what it holds is decided when it is opened (after the data checks)
-        return model.expanduser()
-    resolve(model)  # a name or hub id; else the one "no such model" error (with a did-you-mean)
-    return model
-
-
-def _check_out_file(path: Path | None, option: str) -> Path | None:
-    """An output file path, expanded; refused when it names a folder."""
-    from earshot.errors import ConfigError
-
-    if path is None:
-        return None
-    path = path.expanduser()
-    if path.is_dir():
-        raise ConfigError(f"{option} {path}: is a folder; give a file name")
-    return path
-
-
 def format_eval_table(metrics: dict[str, float], name: str = "model", map_k: int | None = None) -> str:
     """A table shaped like the seeds' tables: one row, R@1 R@5 R@10 mAP@10 (and mAP@k when
     asked for) per direction, the 95% interval below."""
@@ -148,49 +100,14 @@ def evaluate_command(
                                   "fp32) | fp32 | bf16: the audio tower's arithmetic."),
 ) -> None:
     """Evaluate text-to-audio and audio-to-text retrieval: R@1/5/10, mAP@10 (+mAP@k), 95% CIs."""
-    from earshot.errors import ConfigError
+    from earshot.evaluation import evaluate_model
 
-    model = _check_model_path(model)
-    submission = _check_out_file(submission, "--submission")
-    if out is not None:
-        out = out.expanduser()
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out}: is a file; give a folder")
-    table, root = _load_split(data, fmt, audio_dir)
-    from earshot.evaluation import evaluate, save_evaluation
-    from earshot.loading.retriever import load_retriever
-    from earshot.submission import write_ranked_submission
-
-    from earshot.models.inference import prepare_for_inference
-
-    seconds, why = evaluation_framing(model, seconds)
-    typer.echo(f"framing: {why}", err=True)
-    retriever = prepare_for_inference(load_retriever(model), precision)
-    result = evaluate(retriever, table, root, clip_seconds=seconds, num_workers=workers, extra_map_k=map_k,
-                      relevance=relevance, progress=sys.stderr.isatty() if progress is None else progress)
-    names = [c.clip_id for c in table]
-    if out is not None:
-        save_evaluation(out, result, names)
-    if submission is not None:
-        write_ranked_submission(submission, list(result.queries.texts), names, result.similarity)
-    typer.echo(json.dumps(result.metrics, indent=2) if as_json
-               else format_eval_table(result.metrics, run_label(model), map_k))
-
-
-def evaluation_framing(model: Path, seconds: float | None) -> tuple[float | None, str]:
-    """(clip seconds or None for whole clips, a line saying which and why): ``--seconds`` when
-    given (0 = whole clips), else the ``eval_seconds`` a trained checkpoint carries, so evaluate
-    reproduces the validation figure it logged."""
-    if seconds is not None:
-        return (None, "whole clips (--seconds 0)") if seconds <= 0 else (seconds, f"{seconds:g} s crops (--seconds)")
-    from earshot.models import checkpoint
-
-    if model.is_dir() and checkpoint.is_checkpoint(model):
-        stored = checkpoint.read_config(model).get("eval_seconds")
-        if stored:
-            return float(stored), (f"{float(stored):g} s crops, as this checkpoint was validated "
-                                   "(--seconds 0 for whole clips)")
-    return None, "whole clips (--seconds N to frame them)"
+    run = evaluate_model(model, data, fmt=fmt, audio_dir=audio_dir, seconds=seconds, map_k=map_k, out=out,
+                         submission=submission, workers=workers, relevance=relevance,
+                         progress=sys.stderr.isatty() if progress is None else progress, precision=precision,
+                         log=lambda line: typer.echo(line, err=True))
+    typer.echo(json.dumps(run.result.metrics, indent=2) if as_json
+               else format_eval_table(run.result.metrics, run_label(model), map_k))
 
 
 @app.command("submit")
@@ -210,34 +127,8 @@ def submit_command(
                                   "fp32) | fp32 | bf16: the audio tower's arithmetic."),
 ) -> None:
     """Write a DCASE retrieval submission: the 10 best audio files for each caption."""
-    from earshot.data.readers import clotho_audio_dir
-    from earshot.errors import DataError
+    from earshot.evaluation import submit_model
 
-    model = _check_model_path(model)
-    out = _check_out_file(out, "--out")
-    captions = captions.expanduser()
-    if not captions.is_file():
-        raise DataError(f"--captions {captions}: no such file")
-    if audio_dir is None:
-        audio_dir = clotho_audio_dir(captions)
-        if audio_dir is None:
-            raise DataError(f"{captions}: which audio files should be ranked? give their folder "
-                            f"with --audio-dir")
-    audio_dir = audio_dir.expanduser()
-    if not audio_dir.is_dir():
-        raise DataError(f"--audio-dir {audio_dir}: no such folder")
-    from earshot.submission import read_queries, write_ranked_submission
-
-    queries = read_queries(captions)
-    from earshot.evaluation import encode_clips, file_table, similarity
-    from earshot.loading.retriever import load_retriever
-
-    from earshot.models.inference import prepare_for_inference
-
-    table = file_table(audio_dir)
-    retriever = prepare_for_inference(load_retriever(model), precision)
-    audio = encode_clips(retriever, table, audio_dir, seconds, num_workers=workers,
-                         progress=sys.stderr.isatty() if progress is None else progress)
-    sim = similarity(retriever, retriever.embed_text(queries), audio)
-    write_ranked_submission(out, queries, [c.clip_id for c in table], sim)
-    typer.echo(f"wrote {out}: {len(set(queries))} captions x top 10 of {len(table)} files")
+    run = submit_model(model, captions, audio_dir, out, seconds, workers,
+                       progress=sys.stderr.isatty() if progress is None else progress, precision=precision)
+    typer.echo(f"wrote {run.path}: {run.captions} captions x top 10 of {run.files} files")

@@ -46,9 +46,6 @@ def report_table(report) -> Table:
     return table
 
 
-ENGINES = ("local", "ray")  # earshot.index.indexer.index_folder | earshot.index.engine_ray.index_folder_ray
-
-
 @app.command("index")
 def index_cmd(
     folder: Optional[Path] = typer.Argument(None, help="Folder of sounds, walked recursively."),
@@ -99,35 +96,18 @@ def index_cmd(
     with _CtrlC(out.expanduser()) as guard:
         if folder is None or model is None:
             raise EarshotError("give the FOLDER of sounds and --model (or --verify --out IDX to check an index)")
-        folder, out = folder.expanduser(), out.expanduser()
-        if not folder.is_dir():
-            raise EarshotError(f"{folder}: no such folder")
-        if out.exists() and not out.is_dir():
-            raise EarshotError(f"--out {out}: is a file; give a folder for the index")
-        from earshot.errors import WeightsError
-        from earshot.loading.resolve import resolve
-
-        try:
-            resolve(model)
-        except WeightsError as e:
-            raise EarshotError(f"--model {e}") from None
         from earshot.audio.io import SUPPORTED_SUFFIXES
         from earshot.index import IndexConfig, VectorConfig, index_folder, open_encoder
         from earshot.index.decode import Limits
-        from earshot.index.indexer import walk
+        from earshot.index.indexer import check_index_request
 
-        if not (out / "meta.sqlite").is_file() and not any(
-                p.suffix.lower() in SUPPORTED_SUFFIXES for p in walk(folder, out.resolve())):
+        request = check_index_request(folder, model, out, engine, address, gpus_per_worker, watch)
+        folder, out = request.folder, request.out
+        if not request.has_audio:
             raise EarshotError(f"{folder}: no audio files to index ({', '.join(sorted(SUPPORTED_SUFFIXES))})")
         cfg = IndexConfig(window_s=window, hop_s=hop, pooling=pooling, workers=workers,  # type: ignore[arg-type]
                           batch_size=batch_size, vectors=VectorConfig(kind=index_type, shards=shards),  # type: ignore[arg-type]
                           limits=Limits(max_duration_s=max_hours * 3600), links_outside=links_outside)
-        if engine not in ENGINES:
-            raise EarshotError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
-        if engine == "local" and (address or gpus_per_worker):
-            raise EarshotError("--address and --gpus-per-worker need --engine ray")
-        if engine == "ray" and watch:
-            raise EarshotError("--watch keeps this machine's index up to date: use it with --engine local")
         console = Console()
         columns = (TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -233,7 +213,9 @@ class _CtrlC:
         if self.bar is not None:
             with contextlib.suppress(Exception):
                 self.bar.stop()
-        typer.echo(f"interrupted: {_files_kept(self.out)} files kept; run the same command to continue", err=True)
+        from earshot.index.store import files_kept  # light: no model, no FAISS
+
+        typer.echo(f"interrupted: {files_kept(self.out)} files kept; run the same command to continue", err=True)
         self._exit()
 
     @staticmethod
@@ -242,23 +224,6 @@ class _CtrlC:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(130)
-
-
-def _files_kept(out: Path) -> int | str:
-    """How many files an interrupted run left in the index at ``out`` (or its building folder)."""
-    from earshot.index.store import DB_FILE, Store, building_dir
-
-    for where in (out, building_dir(out.resolve())):
-        if (where / DB_FILE).is_file():
-            try:
-                store = Store.open(where, readonly=True, check=False)
-                try:
-                    return store.count()
-                finally:
-                    store.close()
-            except Exception:  # noqa: BLE001 - interrupted before the first commit: nothing kept
-                return 0
-    return 0
 
 
 def _verify(out: Path) -> None:

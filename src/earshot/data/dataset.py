@@ -35,6 +35,7 @@ class CaptionItem(NamedTuple):
     audio: Tensor
     caption: str
     clip_index: int
+    length: int  # samples (or frames) of real audio in ``audio``; the rest is crop padding
 
 
 class CaptionBatch(NamedTuple):
@@ -43,6 +44,7 @@ class CaptionBatch(NamedTuple):
     audio: Tensor
     captions: list[str]
     clip_indices: Tensor  # int64
+    lengths: Tensor  # (B,) int64: each row's true length before zero padding
 
 
 class ClipItem(NamedTuple):
@@ -50,11 +52,13 @@ class ClipItem(NamedTuple):
 
     audio: Tensor
     clip_index: int
+    length: int  # samples (or frames) of real audio in ``audio``; the rest is crop padding
 
 
 class ClipBatch(NamedTuple):
     audio: Tensor  # (B, T) or (B, frames, n_mels)
     clip_indices: Tensor  # (B,) int64
+    lengths: Tensor  # (B,) int64: each row's true length before zero padding
 
 
 def _stack(arrays: Sequence[Tensor]) -> Tensor:
@@ -71,6 +75,7 @@ def collate(items: Sequence[CaptionItem]) -> CaptionBatch:
         audio=_stack([it.audio for it in items]),
         captions=[it.caption for it in items],
         clip_indices=torch.tensor([it.clip_index for it in items], dtype=torch.long),
+        lengths=torch.tensor([it.length for it in items], dtype=torch.long),
     )
 
 
@@ -79,6 +84,7 @@ def collate_clips(items: Sequence[ClipItem]) -> ClipBatch:
     return ClipBatch(
         audio=_stack([it.audio for it in items]),
         clip_indices=torch.tensor([it.clip_index for it in items], dtype=torch.long),
+        lengths=torch.tensor([it.length for it in items], dtype=torch.long),
     )
 
 
@@ -134,12 +140,21 @@ class AudioSource:
                 self.floor = 10.0 * math.log10(fe.amin) - 10.0 * math.log10(max(fe.amin, fe.ref))
 
     def array(self, clip_index: int, rng: np.random.Generator | None) -> Tensor:
+        """Clip ``clip_index``'s audio, cropped or framed (zero-padded when short)."""
+        return self.item(clip_index, rng)[0]
+
+    def item(self, clip_index: int, rng: np.random.Generator | None) -> tuple[Tensor, int]:
+        """(audio, true length): the array :meth:`array` gives and how many of its samples (or
+        frames) are the clip's, the rest being padding. A model that needs a clip's duration
+        (PaSST's segment rule) gets it from here, never from where trailing zeros begin."""
         clip = self.table[clip_index]
         if self.cache is not None:
             arr = np.asarray(self.cache.get(clip.clip_id))
         else:
             arr = load_audio(resolve_audio(clip, self.audio_dir), self.sample_rate, mono=True)
+        true_length = int(arr.shape[0])
         if self.length is not None:
+            true_length = min(true_length, self.length)
             if self.mode == "features":
                 arr = _crop_frames(arr, self.length, rng, self.floor)
             elif rng is not None:
@@ -147,7 +162,7 @@ class AudioSource:
             else:
                 arr = fixed_frame(arr, self.length)
         # Copy: the cache hands out read-only memory maps and torch wants writable memory.
-        return torch.from_numpy(np.array(arr, dtype=np.float32, copy=True))
+        return torch.from_numpy(np.array(arr, dtype=np.float32, copy=True)), true_length
 
 
 class CaptionDataset(Dataset[CaptionItem]):
@@ -194,8 +209,8 @@ class CaptionDataset(Dataset[CaptionItem]):
         if not 0 <= index < len(self):
             raise IndexError(f"caption index {index} out of range 0..{len(self) - 1}")
         clip_index, k = self.table.caption_position(index)
-        audio = self._source.array(clip_index, self.rng(index))
-        return CaptionItem(audio, self.table[clip_index].captions[k], clip_index)
+        audio, length = self._source.item(clip_index, self.rng(index))
+        return CaptionItem(audio, self.table[clip_index].captions[k], clip_index, length)
 
 
 class ClipDataset(Dataset[ClipItem]):
@@ -223,4 +238,5 @@ class ClipDataset(Dataset[ClipItem]):
     def __getitem__(self, index: int) -> ClipItem:
         if not 0 <= index < len(self):
             raise IndexError(f"clip index {index} out of range 0..{len(self) - 1}")
-        return ClipItem(self._source.array(index, None), index)
+        audio, length = self._source.item(index, None)
+        return ClipItem(audio, index, length)

@@ -93,3 +93,29 @@ def find_overlap(train: CaptionTable, train_audio_dir: str | Path | None,
             for match in theirs.get(digest(path) or "", []):
                 by_content.append((clip_id, match))
     return Overlap(by_name, tuple(by_content), bad_a + bad_b)
+
+
+@dataclass(frozen=True)
+class LeakageCheck:
+    """What :func:`check_leakage` found between two caption tables."""
+
+    overlap: Overlap  # the shared clips (falsy when none)
+    train_clips: int  # clips in the training table
+    eval_clips: int  # clips in the evaluation table
+
+
+def check_leakage(train: str | Path, evaluation: str | Path, fmt: str = "clotho",
+                  eval_format: str | None = None, train_audio_dir: str | Path | None = None,
+                  eval_audio_dir: str | Path | None = None) -> LeakageCheck:
+    """``earshot data check`` as one call: read both tables (``eval_format`` defaults to
+    ``fmt``), find each one's audio (Clotho's ``<split>/`` folder beside
+    ``clotho_captions_<split>.csv``, else the table's folder, unless given) and compare them by
+    file name and audio content (:func:`find_overlap`)."""
+    from earshot.data.readers import clotho_audio_dir, read_table
+
+    train, evaluation = Path(train).expanduser(), Path(evaluation).expanduser()
+    a = read_table(train, format=fmt)
+    b = read_table(evaluation, format=eval_format or fmt)
+    overlap = find_overlap(a, train_audio_dir or clotho_audio_dir(train) or train.parent,
+                           b, eval_audio_dir or clotho_audio_dir(evaluation) or evaluation.parent)
+    return LeakageCheck(overlap, len(a), len(b))

@@ -670,7 +670,11 @@ def generate_corpus(out_dir: str | Path, clips: int, seed: int,
     each clip. Returns what is on disk.
     """
     t_start = time.perf_counter()
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()
+    if out_dir.exists() and not out_dir.is_dir():
+        from earshot.errors import DataError
+
+        raise DataError(f"--out {out_dir}: is a file; give a folder for the corpus")
     splits = tuple(float(s) for s in splits)  # type: ignore[assignment]
     plan = plan_corpus(clips, seed, splits, sample_rate, min_duration, max_duration)
     settings = {"generator": "earshot.data.synth", "version": SYNTH_VERSION, "clips": clips,

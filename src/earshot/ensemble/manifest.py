@@ -112,6 +112,21 @@ def save_manifest(
     return path
 
 
+def make_manifest(models: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None,
+                  rule: str = "zmean", rrf_k: float = RRF_K) -> tuple[Ensemble, Path]:
+    """``earshot ensemble make`` as one call: check one weight per model and that every member
+    is a checkpoint directory, write the manifest at ``out`` and open it (so a manifest that
+    would not open is never left unreported). Returns (the ensemble, the manifest's path)."""
+    if weights and len(weights) != len(models):
+        raise ConfigError(f"{len(weights)} --weight values for {len(models)} models")
+    members = [Path(m).expanduser() for m in models]
+    for m in members:
+        if not m.is_dir():
+            raise ConfigError(f"{m}: not a checkpoint directory")
+    path = save_manifest(out, members, weights or None, rule, rrf_k)
+    return load_ensemble(path), path
+
+
 def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu",
                   text_only: bool = False) -> Ensemble:
     """Open a manifest: open every member through the one resolver (a checkpoint, a Hugging Face
@@ -122,7 +137,7 @@ def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu",
     path = Path(path)
     cfg = read_manifest(path)
     dirs = member_paths(cfg, path)
-    models = []
+    models, refs = [], []
     for d, m in zip(dirs, cfg.members):
         try:
             ref = member_ref(d, m.path)
@@ -130,9 +145,10 @@ def load_ensemble(path: str | Path, map_location: str | torch.device = "cpu",
             raise ConfigError(f"{path}: member {m.path!r}: {e}") from None
         model = open_ref(ref, OpenOptions(text_only=text_only))
         models.append(model if text_only else model.to(map_location))
+        refs.append(ref)
     ens = Ensemble(models, [m.weight for m in cfg.members], cfg.rule, cfg.rrf_k, cfg.sample_rate,
                    names=[m.path for m in cfg.members])
-    ens.checkpoints = dirs
+    ens.member_refs = refs
     return ens
 
 

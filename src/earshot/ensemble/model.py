@@ -55,7 +55,9 @@ class Ensemble:
             raise ConfigError(f"{len(self.names)} names for {len(self.members)} ensemble members")
         self.dims = [int(m.embed_dim) for m in self.members]
         self._scale = [math.sqrt(w) for w in self.weights]
-        self.checkpoints: list[Path] | None = None  # member directories, when loaded from a manifest
+        # What each member is (earshot.loading.resolve.ModelRef), when opened from a manifest:
+        # a checkpoint, a registry name, a hub id, a published file...
+        self.member_refs: list[Any] | None = None
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{n} x{w:.3g}" for n, w in zip(self.names, self.weights))
@@ -67,11 +69,14 @@ class Ensemble:
         return sum(self.dims)
 
     def fingerprint(self) -> str:
-        """SHA-256 identifying what this ensemble scores with: each member checkpoint's content,
-        the weights, the rule and the input rate. An index stores it to refuse another model."""
-        if self.checkpoints is None:
+        """SHA-256 identifying what this ensemble scores with: each member's content (a
+        checkpoint's config and weights; for a registry name, hub id or published file, the
+        identity of its weights), the weights, the rule and the input rate. An index stores it
+        to refuse another model."""
+        if self.member_refs is None:
             raise ConfigError("fingerprint needs an ensemble opened from a manifest (load_ensemble)")
-        doc = {"members": [checkpoint_fingerprint(p) for p in self.checkpoints],
+        doc = {"members": [checkpoint_fingerprint(r.path) if r.kind == "checkpoint" else r.identity()
+                           for r in self.member_refs],
                "weights": self.weights, "rule": self.rule, "rrf_k": self.rrf_k,
                "sample_rate": self.sample_rate}
         return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -237,3 +237,30 @@ def search_ensembles(
             for p in paths]
     results = search_combinations(sims, table.caption_clip_indices(), rule, max_size, greedy, rrf_k, metric)
     return SearchReport(paths, results, rule, rrf_k, metric, table.name)
+
+
+def search_and_save(
+    models: Sequence[str | Path],
+    data: str | Path,
+    out: str | Path = "ensemble.json",
+    fmt: str = "clotho",
+    audio_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    no_cache: bool = False,
+    **options,
+) -> tuple[SearchReport, Path]:
+    """``earshot ensemble search`` as one call: check every model argument, the manifest path
+    and the validation split (every missing audio file at once) before encoding anything, run
+    :func:`search_ensembles` (``options``: its rule, sizes, framing, workers, precision,
+    progress) with the similarity cache at ``cache_dir`` (the user cache by default; none with
+    ``no_cache``), and save the best ensemble's manifest at ``out``. Returns (report, path)."""
+    from earshot.evaluation import load_split
+    from earshot.loading.resolve import check_model_argument
+    from earshot.utils import check_out_file
+
+    members = [check_model_argument(m) for m in models]
+    out = check_out_file(out, "--out")
+    table, root = load_split(data, fmt, audio_dir)
+    cache = False if no_cache else SimilarityCache(cache_dir) if cache_dir is not None else None
+    report = search_ensembles(members, table, root, cache=cache, **options)
+    return report, report.save(out)

@@ -32,7 +32,7 @@ from earshot.index.decode import (Decoded, Framing, Limits, WindowStream, decode
                                   is_candidate)
 from earshot.index.encoder import Encoder
 from earshot.index.moments import write_windows
-from earshot.index.store import DB_FILE, FAISS_FILE, LOCK_FILE, IndexSettings, Store, building_dir, index_lock
+from earshot.index.store import DB_FILE, FAISS_FILE, LOCK_FILE, IndexSettings, Store, building_dir, files_kept, index_lock  # noqa: F401 - files_kept re-exported
 
 Pooling = Literal["mean", "max"]
 
@@ -86,6 +86,47 @@ class IndexReport:
     kind: str = "flat"  # FAISS index type written
     repaired: list[str] = field(default_factory=list)  # what was found damaged and rebuilt
     notes: list[tuple[str, str]] = field(default_factory=list)  # (path, note): indexed, but not as declared
+
+
+ENGINES = ("local", "ray")  # index_folder | earshot.index.engine_ray.index_folder_ray
+
+
+@dataclass(frozen=True)
+class IndexRequest:
+    """An ``earshot index`` run, checked by :func:`check_index_request`."""
+
+    folder: Path  # the sound folder (expanded)
+    out: Path  # the index directory (expanded)
+    has_audio: bool  # the folder holds audio to index, or an index is already there to update
+
+
+def check_index_request(folder: str | Path, model: str | Path, out: str | Path, engine: str = "local",
+                        address: str | None = None, gpus_per_worker: float = 0.0,
+                        watch: bool = False) -> IndexRequest:
+    """What ``earshot index`` checks before any model is opened: the folder is one, ``out`` is
+    not a file, the model argument means something (the one resolver's error otherwise,
+    prefixed ``--model``), the engine and its options agree; and whether there is audio."""
+    from earshot.errors import WeightsError
+    from earshot.loading.resolve import resolve
+
+    folder, out = Path(folder).expanduser(), Path(out).expanduser()
+    if not folder.is_dir():
+        raise EarshotError(f"{folder}: no such folder")
+    if out.exists() and not out.is_dir():
+        raise EarshotError(f"--out {out}: is a file; give a folder for the index")
+    try:
+        resolve(model)
+    except WeightsError as e:
+        raise EarshotError(f"--model {e}") from None
+    if engine not in ENGINES:
+        raise EarshotError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    if engine == "local" and (address or gpus_per_worker):
+        raise EarshotError("--address and --gpus-per-worker need --engine ray")
+    if engine == "ray" and watch:
+        raise EarshotError("--watch keeps this machine's index up to date: use it with --engine local")
+    has_audio = (out / "meta.sqlite").is_file() or any(
+        p.suffix.lower() in SUPPORTED_SUFFIXES for p in walk(folder, out.resolve()))
+    return IndexRequest(folder, out, has_audio)
 
 
 def pool(window_embeddings: np.ndarray, how: Pooling, normalize: bool) -> np.ndarray:

@@ -449,3 +449,19 @@ class Store:
         ends = np.array([r[1] for r in rows], dtype=np.float64)
         embs = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
         return starts, ends, embs
+
+
+def files_kept(out: str | Path) -> int:
+    """How many files an interrupted run left in the index at ``out`` (or its building folder)."""
+    out = Path(out)
+    for where in (out, building_dir(out.resolve())):
+        if (where / DB_FILE).is_file():
+            try:
+                store = Store.open(where, readonly=True, check=False)
+                try:
+                    return store.count()
+                finally:
+                    store.close()
+            except Exception:  # noqa: BLE001 - interrupted before the first commit: nothing kept
+                return 0
+    return 0

@@ -15,14 +15,14 @@ published). Its ``state_dict`` (``d25_t6/retrieval_module.py``) holds
 :func:`convert_dcase2025_baseline_state_dict` maps that onto the bi-encoder that
 :func:`baseline_model_config` describes (``passt`` + ``hf_transformer`` built from RoBERTa's
 published architecture, linear heads, normalised, fixed temperature), and
-:func:`import_dcase2025_baseline` writes it as an earshot checkpoint directory that ``earshot
-evaluate`` takes. RoBERTa's tokenizer (``roberta-large``, which the baseline uses for both
+:func:`earshot.loading.openers.import_dcase2025_baseline` writes it as an earshot checkpoint
+directory that ``earshot evaluate`` takes (it builds models, so it lives with the openers: this
+module, which the resolver imports to recognise the format, builds none). RoBERTa's tokenizer (``roberta-large``, which the baseline uses for both
 sizes) must be in the local Hugging Face cache.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from earshot.models.converters import read_state_dict, register_converter
 from earshot.weights.passt import ROBERTA, baseline_model_config
 
 __all__ = ["ROBERTA", "baseline_model_config", "convert_dcase2025_baseline_state_dict",
-           "import_dcase2025_baseline"]
+           "read_dcase2025_baseline", "roberta_from_state_dict"]
 
 # RoBERTa's published architectures (Hugging Face roberta-large / roberta-base config.json)
 _AUDIO = "audio_embedding_model.model.model."
@@ -76,31 +76,8 @@ def convert_dcase2025_baseline_state_dict(sd: Mapping[str, Any]) -> dict[str, Te
     return out
 
 
-def import_dcase2025_baseline(ckpt: str | Path, out_dir: str | Path, tokenizer: str = "roberta-large",
-                              roberta: dict[str, Any] | str | None = None,
-                              passt: dict[str, Any] | None = None) -> Path:
-    """Read the baseline's ``.ckpt`` (``weights_only=True``), load it strictly into the earshot
-    model and save that as a checkpoint directory; returns ``out_dir``. The RoBERTa size is read
-    from the checkpoint's text projection unless ``roberta`` is given."""
-    from earshot.models import checkpoint
-    from earshot.models.biencoder import create_model
-
-    ckpt = Path(ckpt)
-    sd = _read(ckpt)
-    if roberta is None:
-        roberta = roberta_from_state_dict(sd, ckpt)
-    model = create_model(baseline_model_config(roberta, tokenizer, passt), load_weights=False)
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise WeightsError(f"{ckpt}: does not match the baseline model: missing {missing[:8]}, "
-                           f"unexpected {unexpected[:8]}")
-    model.load_state_dict(sd, strict=True)
-    tau = 1.0 / math.exp(float(sd["log_logit_scale"]))
-    return checkpoint.save(model.eval(), out_dir, {"source": f"dcase2025_task6_baseline {ckpt.name}", "tau": tau})
-
-
-def _read(path: str | Path) -> dict[str, Tensor]:
+def read_dcase2025_baseline(path: str | Path) -> dict[str, Tensor]:
+    """The baseline ``.ckpt``'s state dict, converted to the earshot bi-encoder's keys."""
     return convert_dcase2025_baseline_state_dict(read_state_dict(path, what="DCASE 2025 baseline checkpoint"))
 
 
@@ -132,7 +109,7 @@ def _adapt(cfg: dict, path: Path) -> dict:
     cfg = dict(cfg)
     text = dict(cfg["text"])
     options = dict(text.get("options", {}))
-    options["config"] = roberta_from_state_dict(_read(path), path, known=(options.get("config") or {},))
+    options["config"] = roberta_from_state_dict(read_dcase2025_baseline(path), path, known=(options.get("config") or {},))
     text["options"] = options
     cfg["text"] = text
     return cfg
@@ -143,5 +120,5 @@ def _looks_like_baseline(obj: Any) -> bool:
     return isinstance(sd, Mapping) and any(k.startswith(_AUDIO) for k in sd) and any(k.startswith(_TEXT) for k in sd)
 
 
-register_converter("dcase2025_baseline", model=lambda path, model: _read(path), detect=_looks_like_baseline,
+register_converter("dcase2025_baseline", model=lambda path, model: read_dcase2025_baseline(path), detect=_looks_like_baseline,
                    adapt=_adapt)(None)

@@ -7,6 +7,7 @@ Manifests are opened by :mod:`earshot.ensemble.manifest`, which registers that k
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,31 @@ def retriever_from_entry(entry, path: Path):
     return model.eval()
 
 
+def import_dcase2025_baseline(ckpt: str | Path, out_dir: str | Path, tokenizer: str = "roberta-large",
+                              roberta: dict[str, Any] | str | None = None,
+                              passt: dict[str, Any] | None = None) -> Path:
+    """Read the baseline's ``.ckpt`` (``weights_only=True``), load it strictly into the earshot
+    model and save that as a checkpoint directory; returns ``out_dir``. The RoBERTa size is read
+    from the checkpoint's text projection unless ``roberta`` is given."""
+    from earshot.loading.dcase2025 import baseline_model_config, read_dcase2025_baseline, roberta_from_state_dict
+    from earshot.models import checkpoint
+    from earshot.models.biencoder import create_model
+
+    ckpt = Path(ckpt)
+    sd = read_dcase2025_baseline(ckpt)
+    if roberta is None:
+        roberta = roberta_from_state_dict(sd, ckpt)
+    model = create_model(baseline_model_config(roberta, tokenizer, passt), load_weights=False)
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise WeightsError(f"{ckpt}: does not match the baseline model: missing {missing[:8]}, "
+                           f"unexpected {unexpected[:8]}")
+    model.load_state_dict(sd, strict=True)
+    tau = 1.0 / math.exp(float(sd["log_logit_scale"]))
+    return checkpoint.save(model.eval(), out_dir, {"source": f"dcase2025_task6_baseline {ckpt.name}", "tau": tau})
+
+
 def load_registered(name: str, progress: bool = True, cache_dir: str | Path | None = None):
     """Download (once, verified) a registered retriever and its companion files, then open it.
 
@@ -55,8 +81,9 @@ def load_registered(name: str, progress: bool = True, cache_dir: str | Path | No
 
     entry = registry.get_weights(name)
     if entry.retriever is None:
-        raise ConfigError(f"{name}: this file is not a whole model (it feeds "
-                          f"{', '.join(entry.architectures) or 'no tower'})")
+        from earshot.loading.resolve import not_a_model
+
+        raise not_a_model(entry)
     # A copy already in the cache is checked (size, digest once) and used; a file whose source
     # publishes no digest is downloaded only by `earshot weights download NAME --allow-unverified`.
     path = locate_checked(entry, cache_dir) or registry.download(entry, cache_dir, progress=progress)

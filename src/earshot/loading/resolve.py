@@ -10,7 +10,8 @@
 * ``published_file``: a file its publisher wrote (LAION-CLAP ``.pt``, MS-CLAP ``.pth``, the
   DCASE 2025 baseline's Lightning ``.ckpt``, a CLAP ``model.safetensors``), recognised by its
   CONTENT (the keys each format's registered ``detect`` knows), never by its file name; the
-  registry entry it is is chosen by its published digest, else the only entry of that format;
+  registry entry it is is chosen by its published digest, else by the architecture its keys
+  and tensor shapes show (where its converter reads one), else the only entry of that format;
 * ``registry``: a name from ``earshot weights list`` that holds a whole retriever;
 * ``hf_hub``: a Hugging Face hub id (``laion/clap-htsat-unfused``, ``@revision`` to pin one),
   opened from the user's hub cache (``HF_HOME``) or downloaded by ``huggingface_hub``.
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from earshot.errors import WeightsError
+from earshot.errors import ConfigError, WeightsError
 from earshot.registry import Registry
 
 if TYPE_CHECKING:
@@ -98,8 +99,7 @@ def resolve(name_or_path: str | Path) -> ModelRef:
     text = str(name_or_path).strip()
     if not text:
         raise no_such_model(text)
-    prefix = next((p for p in PREFIXES if text.startswith(p)), None)
-    body = text[len(prefix):] if prefix else text
+    prefix, body = _split_prefix(text)
     if prefix == "path:":
         p = Path(body).expanduser()
         if not p.exists():
@@ -117,9 +117,29 @@ def resolve(name_or_path: str | Path) -> ModelRef:
         return _resolve_path(p)
     if (ref := _resolve_registry(body)) is not None:
         return ref
-    if _HUB_ID.match(body) and not body.startswith((".", "~", "/")):
+    if _looks_like_hub_id(body):
         return _resolve_hub(body, explicit=False)
     raise no_such_model(body)
+
+
+def _split_prefix(text: str) -> tuple[str | None, str]:
+    prefix = next((p for p in PREFIXES if text.startswith(p)), None)
+    return prefix, text[len(prefix):] if prefix else text
+
+
+def _looks_like_hub_id(body: str) -> bool:
+    return bool(_HUB_ID.match(body)) and not body.startswith((".", "~", "/"))
+
+
+def check_model_argument(model: str | Path) -> Path:
+    """A command's model argument, checked before any table is read or torch imported: an
+    existing path (expanded; what it holds is decided when it is opened), else a name or hub
+    id that :func:`resolve` accepts; else the one "no such model" error (with a did-you-mean)."""
+    p = Path(model).expanduser()
+    if p.exists():
+        return p
+    resolve(model)
+    return Path(model)
 
 
 def no_such_model(name: str, registry_only: bool = False) -> WeightsError:
@@ -202,9 +222,18 @@ def open_ref(ref: ModelRef | str | Path, options: OpenOptions | None = None) -> 
 # --- path kinds --------------------------------------------------------------------------------
 
 
-def _resolve_path(p: Path) -> ModelRef:
-    from earshot.models.checkpoint import is_checkpoint
+def is_checkpoint(path: str | Path) -> bool:
+    """True for a folder holding an earshot checkpoint: its config document
+    (``earshot.models.checkpoint.CONFIG_FILE``) carries a format tag (a Hugging Face folder's
+    ``config.json`` does not). Read here, without importing the checkpoint module, so the
+    resolver stays below everything that builds models."""
+    try:
+        return "format" in json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
+
+def _resolve_path(p: Path) -> ModelRef:
     if p.is_dir():
         if is_checkpoint(p):
             return ModelRef("checkpoint", str(p))
@@ -232,19 +261,26 @@ def recognise_file(p: Path) -> tuple[str, "WeightsEntry"]:
     """(weights format, registry entry) of a published whole-model file, by its content.
 
     The format is the one whose registered ``detect`` accepts the file's keys. The entry is the
-    one of that format whose published SHA-256 the file has, else the only entry of that
-    format; several candidates and no digest match is an error naming them."""
+    one of that format whose published SHA-256 the file has; else, for a format whose converter
+    reads an architecture from keys and tensor shapes (LAION-CLAP: fused or not, HTSAT sizes,
+    text tower), the first entry built as that architecture (a user's fine-tuned file opens as
+    what it is); else the only entry of that format. Anything else is an error that says why."""
     from earshot import weights as registry
-    from earshot.loading import dcase2025  # noqa: F401  (registers the baseline's format)
-    from earshot.models.converters import detect_format, read_file
+    from earshot.loading import dcase2025  # noqa: F401  (registers the baseline's format; builds no model)
+    from earshot.models.converters import detect_format, get_converter, read_file
 
     obj = read_file(p, "model file")
     formats = detect_format(obj)
-    del obj
     if len(formats) != 1:
         found = f"it looks like {' and '.join(formats)}" if formats else "its keys match no known layout"
         raise WeightsError(f"{p}: not a model earshot can open ({found}; expected {_WHAT})")
     fmt = formats[0]
+    conv = get_converter(fmt)
+    try:
+        arch = conv.architecture(obj) if conv.architecture is not None else None
+    except WeightsError as e:
+        raise WeightsError(f"{p}: {e}") from None
+    del obj
     candidates = [registry.get_weights(n) for n in registry.list_weights()
                   if (e := registry.get_weights(n)).retriever is not None
                   and (e.retriever.state_format or e.towers[0].converter) == fmt]
@@ -254,13 +290,128 @@ def recognise_file(p: Path) -> tuple[str, "WeightsEntry"]:
         match = [e for e in pinned if e.checksum.digest == digest]
         if match:
             return fmt, match[0]
+    add = (f"if it is a copy of a registered file, `earshot weights add NAME {p}` puts it in the "
+           f"cache and NAME opens it")
+    if arch is not None:
+        fitting = [e for e in candidates if conv.config_architecture(e.retriever.config) == arch]
+        if fitting:
+            return fmt, fitting[0]
+        built = ", ".join(f"{k}={v}" for k, v in arch.items())
+        raise WeightsError(
+            f"{p}: a {fmt} file built as {built}, which is none of the registered {fmt} models "
+            f"({', '.join(e.name for e in candidates) or 'none registered'}), so no registry entry "
+            f"says how to build it; load it as the `weights:` (weights_format: {fmt}) of towers "
+            f"configured with those sizes in a model config")
     if len(candidates) == 1:
         return fmt, candidates[0]
     raise WeightsError(
         f"{p}: a {fmt} file, but not one of the published files of that format "
         f"({', '.join(e.name for e in candidates) or 'none registered'}) by its SHA-256, so its "
-        f"architecture is unknown; if it is a copy of one, `earshot weights add NAME {p}` puts it "
-        f"in the cache and NAME opens it")
+        f"architecture is unknown; {add}")
+
+
+# --- a tower's `weights:` ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TowerWeights:
+    """What a tower config's ``weights:`` means, decided by :func:`resolve_tower_weights`."""
+
+    kind: str  # "file", "hf_clap_folder", "registry" or "hf_hub"
+    location: str  # the path, the registry name, or the hub repository id
+    fmt: str  # the converter that loads it into the tower (a weights format)
+    entry: "WeightsEntry | None" = None  # the registry entry (kind "registry")
+    revision: str | None = None  # hub revision (kind "hf_hub"); None: "main"
+
+    def locate(self, progress: bool = True) -> Path:
+        """The local file or folder: a path as given, a registry file from the cache (a
+        WeightsError saying how to download it when absent), a hub snapshot (downloaded
+        unless cached or offline)."""
+        if self.kind == "registry":
+            return downloaded_file(self.location, str(self))
+        if self.kind == "hf_hub":
+            from earshot.loading.hub import hub_folder
+
+            return hub_folder(self.location, self.revision, progress=progress)
+        return Path(self.location)
+
+    def __str__(self) -> str:
+        return self.location if self.revision is None else f"{self.location}@{self.revision}"
+
+
+def resolve_tower_weights(weights: str | Path, architecture: str, kind: str,
+                          weights_format: str | None = None) -> TowerWeights:
+    """What ``weights:`` on the ``kind`` tower ``architecture`` means, with the same rules and
+    prefixes as :func:`resolve`: an existing file (its format ``weights_format``, else read from
+    its content) or Hugging Face CLAP folder, a registry name whose file holds this tower, or a
+    hub id. Nothing is read from the network; :meth:`TowerWeights.locate` finds the file."""
+    from earshot import weights as registry
+    from earshot.models.converters import get_converter, tower_formats
+
+    text = str(weights).strip()
+    prefix, body = _split_prefix(text)
+    if weights_format is not None and weights_format not in tower_formats():
+        get_converter(weights_format)  # an unknown format: ConfigError naming the known ones
+        raise ConfigError(f"{architecture}: weights_format {weights_format!r} holds whole models, not "
+                          f"one tower; pass the file as the model instead (one of "
+                          f"{', '.join(tower_formats())})")
+    p = Path(body).expanduser()
+    if prefix == "path:" or (prefix is None and body and p.exists()):
+        if not p.exists():
+            raise WeightsError(f"{p}: no such file or folder")
+        if p.is_dir():
+            if not is_hf_clap_folder(p):
+                raise WeightsError(f"{architecture}: weights {p} is a folder but not a Hugging Face CLAP "
+                                   f"folder (config.json of model_type \"clap\")")
+            return TowerWeights("hf_clap_folder", str(p), weights_format or "clap_hf")
+        return TowerWeights("file", str(p), weights_format or _tower_format_of(p, architecture))
+    if prefix in (None, "registry:") and body in registry.WEIGHTS:
+        entry = registry.get_weights(body)
+        towers = [t for t in entry.towers if t.architecture == architecture and t.kind == kind]
+        if not towers:
+            held = ", ".join(f"{t.kind} tower {t.architecture!r}" for t in entry.towers) or "no tower"
+            raise ConfigError(f"weights {body!r} hold no {kind} tower for {architecture!r} (they hold {held})")
+        return TowerWeights("registry", body, weights_format or towers[0].converter, entry)
+    if prefix == "hf-hub:" or (prefix is None and _looks_like_hub_id(body)):
+        ref = _resolve_hub(body, explicit=prefix is not None)
+        return TowerWeights("hf_hub", ref.location, weights_format or "clap_hf", revision=ref.revision)
+    names = [n for n in registry.list_weights()
+             if any(t.architecture == architecture and t.kind == kind for t in registry.get_weights(n).towers)]
+    close = difflib.get_close_matches(body, names or registry.list_weights(), n=3, cutoff=0.75)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    holding = f" ({', '.join(names)} hold one)" if names else ""
+    raise WeightsError(
+        f"{body!r}: no such model or weights file for the {kind} tower {architecture!r} (expected a "
+        f"weights file, a Hugging Face CLAP folder or hub id, or a name from `earshot weights "
+        f"list`{holding}){hint}")
+
+
+def downloaded_file(name: str, what: str) -> Path:
+    """The cached file of registry entry ``name`` (``what`` needs it), or a WeightsError saying
+    how to download it."""
+    from earshot import weights as registry
+
+    if name not in registry.WEIGHTS:
+        raise WeightsError(f"{what}: {name!r} is neither a file, a folder nor a registry name")
+    from earshot.weights.cache import locate_checked
+
+    found = locate_checked(registry.get_weights(name))  # size every time, digest once: never loads a wrong file
+    if found is None:
+        raise WeightsError(f"{what}: {name!r} is not downloaded; run `earshot weights download "
+                           f"{name}`")
+    return found
+
+
+def _tower_format_of(p: Path, architecture: str) -> str:
+    # A file given without weights_format: its format is read from its content, as for models.
+    from earshot.models.converters import detect_tower_format, read_file, tower_formats
+
+    formats = detect_tower_format(read_file(p, f"{architecture} weights"))
+    if len(formats) != 1:
+        seen = f"it looks like {' and '.join(formats)}" if formats else "its keys match no known layout"
+        raise ConfigError(f"{architecture}: weights file {p} needs weights_format ({seen}; one of "
+                          f"{', '.join(tower_formats())})")
+    return formats[0]
 
 
 # --- names -------------------------------------------------------------------------------------
@@ -273,10 +424,26 @@ def _resolve_registry(name: str) -> ModelRef | None:
         return None
     entry = registry.get_weights(name)
     if entry.retriever is None:
-        raise WeightsError(f"{name!r}: this registry file is not a whole model (it feeds the "
-                           f"{', '.join(entry.architectures) or 'no'} tower(s)); name it as a tower's "
-                           f"`weights:` in a training config instead")
+        raise not_a_model(entry)
     return ModelRef("registry", name, entry)
+
+
+def not_a_model(entry: "WeightsEntry") -> WeightsError:
+    """The error for a registry file that is not a whole model: a tower's weights (name it as
+    a tower's ``weights:``) or a file models need beside their weights (a tokenizer)."""
+    from earshot import weights as registry
+
+    if entry.towers:
+        towers = ", ".join(f"{t.kind} tower {t.architecture!r}" for t in entry.towers)
+        return WeightsError(f"{entry.name!r}: this registry file is not a whole model (it holds the "
+                            f"weights of the {towers}); name it as a tower's `weights:` in a "
+                            f"training config instead")
+    users = [n for n in registry.list_weights()
+             if (e := registry.get_weights(n)).retriever is not None and entry.name in e.retriever.companions]
+    used = (f"it is downloaded with {', '.join(users)}; open one of those" if users
+            else "no model in the registry uses it")
+    return WeightsError(f"{entry.name!r}: this registry file is not a whole model but a {entry.file_format} "
+                        f"file that models need beside their weights ({used})")
 
 
 def _resolve_hub(text: str, explicit: bool) -> ModelRef:

@@ -27,6 +27,10 @@ class AudioEncoder(nn.Module):
 
     embed_dim: int
     sample_rate: int
+    # True: ``forward(waveform, lengths)`` also takes each row's true length in samples
+    # ``(B,)`` (before a crop's zero padding), as PaSST's segment rule needs; the batch
+    # carries it from the loader (``CaptionBatch.lengths``), so trailing zeros never shorten a clip.
+    takes_lengths: bool = False
 
     def blocks(self) -> list[nn.Module]:
         """The encoder's trunk as an ordered list of blocks (input side first).

@@ -104,10 +104,20 @@ class BiEncoder(nn.Module):
         """Text-tower outputs (B, Dt) -> shared space (B, D)."""
         return self._finish(self.text_head(features), normalize)
 
-    def encode_audio(self, waveform: torch.Tensor, normalize: bool | None = None) -> torch.Tensor:
-        """Waveforms (B, T) at ``sample_rate`` -> embeddings (B, D)."""
+    def audio_features(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Audio-tower outputs (B, Da) of waveforms (B, T); ``lengths`` (B,): each row's true
+        length in samples before zero padding, passed to a tower that uses it
+        (``takes_lengths``, PaSST's segment rule); None: each row's full width."""
+        if lengths is not None and self.audio_encoder.takes_lengths:
+            return self.audio_encoder(waveform, lengths)
+        return self.audio_encoder(waveform)
+
+    def encode_audio(self, waveform: torch.Tensor, normalize: bool | None = None,
+                     lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Waveforms (B, T) at ``sample_rate`` -> embeddings (B, D); ``lengths`` as in
+        :meth:`audio_features` (the loaders' ``CaptionBatch.lengths``)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.cfg.audio.train != "none"):
-            feats = self.audio_encoder(waveform)  # (B, Da)
+            feats = self.audio_features(waveform, lengths)  # (B, Da)
         return self.project_audio(feats, normalize)
 
     def encode_text(self, texts: Sequence[str], normalize: bool | None = None) -> torch.Tensor:
@@ -130,11 +140,13 @@ class BiEncoder(nn.Module):
     # -- inference: batched, no autograd ------------------------------------------------------
     @torch.inference_mode()
     def embed_audio(
-        self, waveforms: torch.Tensor | Sequence[np.ndarray], batch_size: int = 32
+        self, waveforms: torch.Tensor | Sequence[np.ndarray], batch_size: int = 32,
+        lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Embed many clips in batches under inference mode -> (N, D) on the CPU. Clips of
         different lengths are batched with others of the same length, so no padding changes
-        any embedding."""
+        any embedding. ``lengths`` (N,): true lengths of zero-padded frames (a loader's
+        ``ClipBatch.lengths``), for towers that use them."""
         if not isinstance(waveforms, torch.Tensor):
             waveforms = [torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in waveforms]
         by_length: dict[int, list[int]] = {}
@@ -147,7 +159,8 @@ class BiEncoder(nn.Module):
                 for start in range(0, len(idx), batch_size):
                     chunk = idx[start : start + batch_size]
                     batch = torch.stack([waveforms[i] for i in chunk])  # (b, T)
-                    out[chunk] = self.encode_audio(batch.to(device)).to("cpu", torch.float32)
+                    lens = None if lengths is None else lengths[chunk].to(device)
+                    out[chunk] = self.encode_audio(batch.to(device), lengths=lens).to("cpu", torch.float32)
         return out
 
     @torch.inference_mode()

@@ -52,15 +52,6 @@ def save(model: BiEncoder, path: str | Path, extra: dict[str, Any] | None = None
     return path
 
 
-def is_checkpoint(path: str | Path) -> bool:
-    """True for a folder holding an earshot checkpoint: its config document carries a format
-    tag (a Hugging Face folder's ``config.json`` does not)."""
-    try:
-        return "format" in json.loads((Path(path) / CONFIG_FILE).read_text())
-    except (OSError, ValueError, TypeError):
-        return False
-
-
 def read_config(path: str | Path) -> dict[str, Any]:
     """The stored JSON document of a checkpoint directory."""
     path = Path(path)

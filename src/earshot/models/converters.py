@@ -40,6 +40,12 @@ class Converter:
     # A registry entry's model config -> the config the file at ``path`` holds (sizes read from
     # the file, e.g. the DCASE 2025 baseline's RoBERTa-base or -large); None: the entry's as is.
     adapt: Callable[[dict, Path], dict] | None = None
+    # What a file of this format is built as, read from its keys and tensor shapes (e.g. LAION:
+    # fused or not, HTSAT widths and depths, text tower sizes), and the same values for a
+    # registry entry's model config: a file no published digest names opens as the entry of
+    # its own architecture (a user's fine-tuned file). None: the format has one architecture.
+    architecture: Callable[[Any], dict] | None = None  # read file -> architecture values
+    config_architecture: Callable[[Mapping], dict] | None = None  # entry config -> the same
 
 
 CONVERTERS: Registry[Converter] = Registry("weights format")
@@ -47,12 +53,16 @@ CONVERTERS: Registry[Converter] = Registry("weights format")
 
 def register_converter(name: str, *, model: Callable[[Path, Any], dict] | None = None,
                        detect: Callable[[Any], bool] | None = None,
-                       adapt: Callable[[dict, Path], dict] | None = None):
+                       adapt: Callable[[dict, Path], dict] | None = None,
+                       architecture: Callable[[Any], dict] | None = None,
+                       config_architecture: Callable[[Mapping], dict] | None = None):
     """Decorator for a family's tower loader ``fn(tower, path)`` (or ``None`` via
     :func:`add_converter` when the format only holds whole models)."""
+    if (architecture is None) != (config_architecture is None):
+        raise ValueError(f"{name}: architecture and config_architecture come together")
 
     def deco(fn: Callable[[Any, Path], None] | None):
-        add_converter(Converter(name, fn, model, detect, adapt))
+        add_converter(Converter(name, fn, model, detect, adapt, architecture, config_architecture))
         return fn
 
     return deco
@@ -93,6 +103,13 @@ def detect_format(obj: Any) -> list[str]:
     _families()
     return [n for n in CONVERTERS.names()
             if (c := CONVERTERS.get(n)).detect is not None and c.model is not None and c.detect(obj)]
+
+
+def detect_tower_format(obj: Any) -> list[str]:
+    """The formats a tower can load whose ``detect`` accepts ``obj`` (a read file's content)."""
+    _families()
+    return [n for n in CONVERTERS.names()
+            if (c := CONVERTERS.get(n)).detect is not None and c.tower is not None and c.detect(obj)]
 
 
 # --- the one reader ---------------------------------------------------------------------------

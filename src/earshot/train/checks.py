@@ -26,7 +26,7 @@ def check_config(cfg: TrainConfig) -> None:
     not downloaded, caption tables and audio files that are not there, ``init_from``."""
     from earshot.losses import create_loss
     from earshot.models.base import AUDIO_ENCODERS, TEXT_ENCODERS, _import_builtin_encoders
-    from earshot.loading.pretrained import resolve_weights
+    from earshot.loading.resolve import resolve_tower_weights
 
     create_loss(cfg.loss.name, **cfg.loss.options)  # unknown name or option: ConfigError
     _import_builtin_encoders()
@@ -34,7 +34,9 @@ def check_config(cfg: TrainConfig) -> None:
                                   ("text", cfg.model.text, TEXT_ENCODERS)):
         _check_options(f"{kind} encoder", tower.name, registry.get(tower.name), tower.options)
         if tower.weights is not None and cfg.init_from is None:
-            resolve_weights(tower.name, tower.weights, tower.weights_format, kind)
+            ref = resolve_tower_weights(tower.weights, tower.name, kind, tower.weights_format)
+            if ref.kind == "registry":
+                ref.locate()  # a registry file must be downloaded before the run starts
     if cfg.init_from is not None:
         check_init_from(cfg.init_from)
     splits = [("data.train", cfg.data.train), ("data.val", cfg.data.val)]

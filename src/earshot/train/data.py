@@ -90,12 +90,13 @@ def load_splits(d: DataConfig) -> tuple[CaptionTable, str | None, CaptionTable |
 
 
 class CaptionInputs(Dataset):
-    """One item per caption: (audio input, text input, clip index).
+    """One item per caption: (audio input, text input, clip index, true length).
 
     Each side is either a frozen tower's cached output or the raw input its tower trains on:
     audio views ``(clips, views, Da)`` (a view drawn per (seed, epoch, caption), so every epoch
     sees other crops) or a :class:`CaptionDataset` of waveform crops; text outputs
-    ``(captions, Dt)`` or the caption strings.
+    ``(captions, Dt)`` or the caption strings. The true length is a waveform crop's samples
+    before zero padding (PaSST counts its segments from it), None for cached outputs.
     """
 
     def __init__(self, caption_clip: Sequence[int], audio_views: torch.Tensor | None = None,
@@ -126,18 +127,19 @@ class CaptionInputs(Dataset):
         n_views = self.audio_views.shape[1]
         views = torch.zeros_like(q) if n_views == 1 else torch.as_tensor(
             [int(np.random.default_rng([self.seed, self.epoch, i]).integers(n_views)) for i in qs])
-        return _Gathered((self.audio_views[clips, views], self.text[q], clips))
+        return _Gathered((self.audio_views[clips, views], self.text[q], clips, None))
 
     def __getitem__(self, q: int):
         clip = self.caption_clip[q]
         if self.audio_views is not None:
             views = self.audio_views.shape[1]
             v = 0 if views == 1 else int(np.random.default_rng([self.seed, self.epoch, q]).integers(views))
-            audio = self.audio_views[clip, v]
+            audio, length = self.audio_views[clip, v], None
         else:
-            audio = self.waves[q].audio
+            item = self.waves[q]
+            audio, length = item.audio, item.length
         text = self.text[q] if self.text is not None else self.captions[q]
-        return audio, text, clip
+        return audio, text, clip, length
 
 
 class _Gathered(tuple):
@@ -145,12 +147,14 @@ class _Gathered(tuple):
 
 
 def collate_inputs(items):
-    """Stack tensors, keep strings as a list: (audio, text, clip ids (B,))."""
+    """Stack tensors, keep strings as a list: (audio, text, clip ids (B,), true lengths (B,)
+    of waveform crops, or None for cached tower outputs)."""
     if isinstance(items, _Gathered):
         return tuple(items)
-    audio, text, clips = zip(*items)
+    audio, text, clips, lengths = zip(*items)
     text = torch.stack(text) if isinstance(text[0], torch.Tensor) else list(text)
-    return torch.stack(audio), text, torch.tensor(clips, dtype=torch.long)
+    lengths = None if lengths[0] is None else torch.tensor(lengths, dtype=torch.long)
+    return torch.stack(audio), text, torch.tensor(clips, dtype=torch.long), lengths
 
 
 def _specaugment_on(tower: torch.nn.Module, on: bool) -> None:
@@ -232,13 +236,15 @@ def cached_audio_outputs(
     views_of = _Views(AudioSource(table, audio_dir, "waveform", sr, seconds, None), train, seed)
 
     def compute(batch_keys: list[str]) -> torch.Tensor:
-        waves = _load(views_of, [position[k] for k in batch_keys], num_workers)
+        loaded = _load(views_of, [position[k] for k in batch_keys], num_workers)
+        waves = [w for w, _ in loaded]
+        lengths = torch.tensor([n for _, n in loaded], dtype=torch.long)
         _specaugment_on(model.audio_encoder, specaugment and train)
         try:
             with torch.inference_mode():
                 if seconds is None:  # whole clips differ in length: one at a time
-                    return torch.cat([model.audio_encoder(w[None]) for w in waves])
-                return model.audio_encoder(torch.stack(waves))
+                    return torch.cat([model.audio_features(w[None]) for w in waves])
+                return model.audio_features(torch.stack(waves), lengths)
         finally:
             _specaugment_on(model.audio_encoder, False)
 
@@ -255,16 +261,17 @@ class _Views(Dataset):
     def __init__(self, source: AudioSource, train: bool, seed: int):
         self.source, self.train, self.seed = source, train, seed
 
-    def __getitem__(self, item: tuple[int, int]) -> torch.Tensor:
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """(waveform, its true length before zero padding)."""
         clip, view = item
         rng = None
         if self.train:
             clip_id = self.source.table[clip].clip_id
             rng = np.random.default_rng([self.seed, zlib.crc32(clip_id.encode()), view])
-        return self.source.array(clip, rng)
+        return self.source.item(clip, rng)
 
 
-def _load(views: _Views, items: list[tuple[int, int]], num_workers: int) -> list[torch.Tensor]:
+def _load(views: _Views, items: list[tuple[int, int]], num_workers: int) -> list[tuple[torch.Tensor, int]]:
     """Decode ``items`` here, or in ``num_workers`` processes."""
     if num_workers <= 0 or len(items) < 2:
         return [views[item] for item in items]

@@ -92,8 +92,8 @@ class _WithCaptionIndex(Dataset):
 
 
 def _collate(items):
-    audio, text, clips = collate_inputs([item[:3] for item in items])
-    return audio, text, clips, torch.tensor([item[3] for item in items], dtype=torch.long)
+    audio, text, clips, lengths = collate_inputs([item[:4] for item in items])
+    return audio, text, clips, lengths, torch.tensor([item[4] for item in items], dtype=torch.long)
 
 
 class DistillModule(RetrievalModule):
@@ -107,8 +107,8 @@ class DistillModule(RetrievalModule):
         self.teacher_text = teacher_text  # (captions, D)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        audio, text, clip_ids, captions = batch
-        a, t = self._embed(audio, text)  # (B, D)
+        audio, text, clip_ids, lengths, captions = batch
+        a, t = self._embed(audio, text, lengths)  # (B, D)
         a, t, clip_ids = self._global_batch(a, t, clip_ids)  # (B_global, D) under DDP
         if not (self.cfg.local_loss or self.trainer.world_size == 1):
             captions = gather_rows(captions)  # rank order, as the embeddings

@@ -41,15 +41,17 @@ class RetrievalModule(L.LightningModule):
 
     # -- training -------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        audio, text, clip_ids = batch
-        a, t = self._embed(audio, text)  # (B, D)
+        audio, text, clip_ids, lengths = batch
+        a, t = self._embed(audio, text, lengths)  # (B, D)
         a, t, clip_ids = self._global_batch(a, t, clip_ids)  # (B_global, D) under DDP
         extra = {"temperature": 1.0 / self.model.logit_scale()} if self.loss_takes_temperature else {}
         return self._logged(self.loss_fn(a, t, clip_ids, **extra), len(clip_ids))
 
-    def _embed(self, audio, text) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings of a batch: heads on cached tower outputs, or the whole towers."""
-        a = self.model.project_audio(audio) if self.audio_cached else self.model.encode_audio(audio)
+    def _embed(self, audio, text, lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of a batch: heads on cached tower outputs, or the whole towers (given
+        each crop's true length, ``lengths``)."""
+        a = (self.model.project_audio(audio) if self.audio_cached
+             else self.model.encode_audio(audio, lengths=lengths))
         t = self.model.project_text(text) if self.text_cached else self.model.encode_text(text)
         return a, t
 
@@ -90,7 +92,7 @@ class RetrievalModule(L.LightningModule):
         if self.audio_cached:  # a (b, Da) tensor of cached tower outputs
             self._val_audio.append(self.model.project_audio(batch))
         else:  # a ClipBatch of waveforms
-            self._val_audio.append(self.model.encode_audio(batch.audio))
+            self._val_audio.append(self.model.encode_audio(batch.audio, lengths=batch.lengths))
 
     def on_validation_epoch_end(self) -> None:
         """Rank the whole validation set: each rank embedded its shard of the clips (the

@@ -432,6 +432,54 @@ def _looks_like_clap_hf(obj: Any) -> bool:
             and any(k.startswith("text_model.") for k in obj))
 
 
+def laion_architecture(obj: Any) -> dict[str, Any]:
+    """What a LAION-CLAP file is built as, read from its keys and tensor shapes (its
+    ``state_dict`` as LAION's trainer saves it, or a bare one): fused or not, HTSAT's patch
+    width, blocks per stage and heads per stage (the relative-position tables' columns), the
+    RoBERTa text tower's width, depth and vocabulary, and the projection width. The values
+    :func:`laion_config_architecture` gives for a model config, so a file no published digest
+    names (a user's own LAION-trainer output) is matched to the registered architecture."""
+    sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else {}
+    sd = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in sd.items()}
+
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in sd:
+            raise WeightsError(f"LAION-CLAP file without {key!r}: not a whole CLAP model")
+        return tuple(sd[key].shape)
+
+    blocks: dict[int, set[int]] = {}
+    for k in sd:
+        if m := _LAION_BLOCK.match(k):
+            blocks.setdefault(int(m[1]), set()).add(int(m[2]))
+    stages = sorted(blocks)
+    if stages != list(range(len(stages))) or not stages:
+        raise WeightsError(f"LAION-CLAP file with HTSAT stages {stages}: not 0..n-1")
+    text_layers = {int(m[1]) for k in sd if (m := re.match(r"^text_branch\.encoder\.layer\.(\d+)\.", k))}
+    vocab, width = shape("text_branch.embeddings.word_embeddings.weight")
+    return {
+        "enable_fusion": any(k.startswith("audio_branch.patch_embed.fusion_model.") for k in sd),
+        "patch_embeds_hidden_size": shape("audio_branch.patch_embed.proj.weight")[0],
+        "depths": [len(blocks[i]) for i in stages],
+        "num_attention_heads": [shape(f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table")[1]
+                                for i in stages],
+        "text_hidden_size": width, "text_layers": len(text_layers), "vocab_size": vocab,
+        "projection_dim": shape("audio_projection.2.weight")[0],
+    }
+
+
+def laion_config_architecture(config: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`laion_architecture`'s values for a bi-encoder config (a registry entry's
+    ``clap_htsat``/``clap_roberta`` options, transformers' defaults for what they leave out)."""
+    from transformers import ClapAudioConfig, ClapTextConfig
+
+    audio = ClapAudioConfig(**dict(config["audio"]["options"]["config"]))
+    text = ClapTextConfig(**dict(config["text"]["options"]["config"]))
+    return {"enable_fusion": bool(audio.enable_fusion), "patch_embeds_hidden_size": audio.patch_embeds_hidden_size,
+            "depths": list(audio.depths), "num_attention_heads": list(audio.num_attention_heads),
+            "text_hidden_size": text.hidden_size, "text_layers": text.num_hidden_layers,
+            "vocab_size": text.vocab_size, "projection_dim": audio.projection_dim}
+
+
 def _laion_model(path: Path, model: Any) -> dict:
     return biencoder_state_dict(convert_laion_clap_state_dict(read_laion_checkpoint(path),
                                                               model.audio_encoder.frontend_cfg))
@@ -441,7 +489,8 @@ def _clap_hf_model(path: Path, model: Any) -> dict:
     return biencoder_state_dict(convert_clap_hf_state_dict(read_hf_clap_weights(path)))
 
 
-@register_converter("laion_clap", model=_laion_model, detect=_looks_like_laion_clap)
+@register_converter("laion_clap", model=_laion_model, detect=_looks_like_laion_clap,
+                    architecture=laion_architecture, config_architecture=laion_config_architecture)
 def load_laion_clap_tower(tower: nn.Module, path: Path) -> None:
     """One tower from a LAION-CLAP ``.pt`` file, strictly."""
     fe = tower.frontend_cfg if isinstance(tower, ClapAudioTower) else None

@@ -23,10 +23,11 @@ Clips: PaSST sees 10 s segments (62 time patches). :class:`PasstEncoder` cuts a 
 them, which is the baseline's ``CutInputIntoSegmentsWrapper`` plus its duration rule (a clip of at
 most 10 s uses segment 1, at most 20 s the mean of segments 1-2, else of all three). The
 baseline knows each clip's duration (the file's, or a training crop's before padding). Here
-``forward(waveform, lengths)`` takes it in samples; without ``lengths`` an evaluating encoder
-takes the row's full width (evaluation never pads: clips are batched by length), so a clip whose
-last seconds are digital silence keeps its segments, and a training encoder takes where the
-row's trailing zeros begin (the loader zero-pads short crops to the batch's width). Beyond ``max_segments``
+``forward(waveform, lengths)`` takes it in samples: earshot's loaders carry each crop's true
+length through the batch (``CaptionBatch.lengths``, ``ClipBatch.lengths``) into training,
+validation, evaluation and the frozen-tower cache. Without ``lengths`` the row's full width is
+its duration (whole clips are batched by length, never padded). Trailing zeros never shorten a
+clip: a clip whose last seconds are digital silence keeps its segments. Beyond ``max_segments``
 segments the rest of a clip is ignored (the baseline crops clips to 30 s before the model).
 
 The classifier heads (``head``, ``head_dist``) load but never train (:meth:`unused_modules`).
@@ -234,6 +235,8 @@ class Block(nn.Module):
 class PasstEncoder(AudioEncoder):
     """PaSST-S (distilled: class and distillation tokens) with its mel front end; 768-d output."""
 
+    takes_lengths = True  # the baseline's duration rule needs each clip's true length
+
     def __init__(self, cfg: PasstConfig | None = None):
         super().__init__()
         cfg = cfg or PasstConfig()
@@ -334,10 +337,9 @@ class PasstEncoder(AudioEncoder):
         (default: see the module docstring)."""
         seg = self.segment_samples
         b, t = waveform.shape  # (B, T)
-        if lengths is None and not self.training:
+        if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long, device=waveform.device)
-        n_seg = (segment_counts(waveform, seg, self.cfg.max_segments) if lengths is None
-                 else duration_segments(lengths.to(waveform.device), seg, self.cfg.max_segments))  # (B,)
+        n_seg = duration_segments(lengths.to(waveform.device), seg, self.cfg.max_segments)  # (B,)
         s = int(n_seg.max())
         x = waveform[:, : s * seg] if t >= s * seg else F.pad(waveform, (0, s * seg - t))
         x = x.reshape(b, s, seg)  # (B, S, seg)
@@ -352,16 +354,6 @@ def duration_segments(lengths: Tensor, segment: int, max_segments: int) -> Tenso
     """``(B,)`` segments of clips ``lengths`` samples long: whole or partial segments, between 1
     and ``max_segments`` (the baseline's rule: <= 10 s one, <= 20 s two, else three)."""
     return ((lengths.long() + segment - 1) // segment).clamp(1, max_segments)
-
-
-def segment_counts(waveform: Tensor, segment: int, max_segments: int) -> Tensor:
-    """``(B,)`` segments each row needs: its length up to its trailing zeros, in whole or
-    partial segments, between 1 and ``max_segments`` (the baseline's duration rule)."""
-    t = waveform.shape[1]
-    nonzero = waveform != 0  # (B, T)
-    last = t - nonzero.flip(1).to(torch.int8).argmax(dim=1)  # (B,) index after the last non-zero
-    length = torch.where(nonzero.any(dim=1), last, torch.zeros_like(last))
-    return duration_segments(length, segment, max_segments)
 
 
 @register_audio_encoder("passt")
