@@ -183,3 +183,30 @@ def test_check_index_request_refuses_before_opening_a_model(small, tmp_path):
             check_index_request(*args)
     with pytest.raises(EarshotError, match="--watch .*--engine local"):
         check_index_request(small["root"], small["ckpt"], tmp_path / "i", "ray", watch=True)
+
+
+def test_run_index_then_search_index_answer_what_the_commands_print(small, tmp_path):
+    """`earshot index` is check_index_request + run_index, `earshot search` is search_index: a text,
+    an example and a like-this query over the three tones, each with the same hits as Index."""
+    from earshot.errors import EarshotError
+    from earshot.index import Index, IndexConfig
+    from earshot.index.indexer import check_index_request
+    from earshot.index.run import run_index
+    from earshot.index.search import parse_like, search_index
+
+    req = check_index_request(small["root"], small["ckpt"], tmp_path / "idx")
+    report, encoder = run_index(req, small["ckpt"], IndexConfig(window_s=0.1, hop_s=0.1, workers=0))
+    assert report.items == 3 and encoder is not None and report.index == (tmp_path / "idx").resolve()
+    with Index.open(tmp_path / "idx") as ix:
+        want_text = [h.path for h in ix.search("a tone at 900 hertz", 3)]
+        want_like = [h.path for h in ix.search_like("c1.wav", 0.1, 2)]
+    found = search_index(tmp_path / "idx", query="a tone at 900 hertz", k=3)
+    assert [h.path for h in found.hits] == want_text and found.title == "'a tone at 900 hertz'"
+    assert found.root == str(small["root"].resolve()) and found.partial is None
+    like = search_index(tmp_path / "idx", like="c1.wav@0.1", k=2)
+    assert [h.path for h in like.hits] == want_like and "c1.wav" not in want_like
+    by_example = search_index(tmp_path / "idx", audio=small["root"] / "c2.wav", k=1)
+    assert by_example.hits[0].path == "c2.wav"  # a clip is its own nearest neighbour
+    assert parse_like("a@b.wav") == ("a@b.wav", None) and parse_like("x.wav@1:05") == ("x.wav", 65.0)
+    with pytest.raises(EarshotError, match="exactly one"):
+        search_index(tmp_path / "idx", query="rain", like="c1.wav")

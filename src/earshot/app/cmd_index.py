@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -97,9 +96,10 @@ def index_cmd(
         if folder is None or model is None:
             raise EarshotError("give the FOLDER of sounds and --model (or --verify --out IDX to check an index)")
         from earshot.audio.io import SUPPORTED_SUFFIXES
-        from earshot.index import IndexConfig, VectorConfig, index_folder, open_encoder
+        from earshot.index import IndexConfig, VectorConfig
         from earshot.index.decode import Limits
         from earshot.index.indexer import check_index_request
+        from earshot.index.run import RayOptions, run_index
 
         request = check_index_request(folder, model, out, engine, address, gpus_per_worker, watch)
         folder, out = request.folder, request.out
@@ -122,16 +122,9 @@ def index_cmd(
                 bar.update(task, completed=p.done, total=p.total, rate=rate)
 
             try:
-                if engine == "ray":
-                    from earshot.index.engine_ray import EncoderSpec, RayConfig, index_folder_ray
-
-                    ray_cfg = RayConfig(address=address, workers=max(1, workers), gpus_per_worker=gpus_per_worker,
-                                        files_per_shard=files_per_shard)
-                    report = index_folder_ray(folder, EncoderSpec(str(model.expanduser()), precision), out, cfg,
-                                              ray_cfg, progress)
-                else:
-                    encoder = open_encoder(model, precision)
-                    report = index_folder(folder, encoder, out, cfg, progress)
+                report, encoder = run_index(request, model, cfg, engine=engine, precision=precision,
+                                            ray=RayOptions(address, workers, gpus_per_worker, files_per_shard),
+                                            progress=progress)
             except KeyboardInterrupt:  # index_folder stopped at its next checkpoint and put what it kept in place
                 guard.stop()
             guard.bar = None
@@ -165,15 +158,6 @@ def index_cmd(
                 watch_folder(folder, encoder, out, cfg, on_update=updated)
             except KeyboardInterrupt:
                 pass
-
-
-def _parse_like(like: str) -> tuple[str, float | None]:
-    """``FILE`` or ``FILE@START`` (START in seconds or m:ss) -> (file, start or None)."""
-    head, sep, tail = like.rpartition("@")
-    if sep and head and re.fullmatch(r"(\d+:)?\d+(\.\d*)?", tail) and not Path(like).expanduser().exists():
-        minutes, _, seconds = tail.rpartition(":")
-        return head, (int(minutes) * 60 if minutes else 0) + float(seconds)
-    return like, None
 
 
 class _CtrlC:
@@ -271,35 +255,19 @@ def search_cmd(
 
     Results list each file's moments: where in it the query matches (spans of windows).
     """
-    from earshot.index import Index
     from earshot.index import export as E
-    from earshot.index.filters import Filter
+    from earshot.index.search import search_index
 
     fmt = "json" if as_json else fmt
     if fmt not in E.FORMATS:
         raise EarshotError(f"--format {fmt!r}: expected one of {', '.join(E.FORMATS)}")
-    if sum(x is not None for x in (query, audio, like)) != 1:
-        raise EarshotError("give either a text QUERY or --audio CLIP (or --like FILE), exactly one")
-    opts = {"ranking": ranking, "top_m": top_m, "filter": Filter(where=where, folder=folder)}
-    with Index.open(index, model) as ix:
-        partial = ix.partial()
-        if partial:
-            Console(stderr=True).print(f"[yellow]{partial}[/yellow]", markup=True, highlight=False)
-        if query is not None:
-            note = ix.upgrade_note() if mode == "hybrid" else None
-            if note:
-                Console(stderr=True).print(f"[yellow]{escape(note)}; ranking by meaning only[/yellow]",
-                                           markup=True, highlight=False)
-            hits = ix.search(query, k, mode=mode, **opts)
-            title = repr(query)
-        elif audio is not None:
-            hits = ix.search_audio(audio, k, **opts)
-            title = f"like {audio}"
-        else:
-            file, start = _parse_like(like)  # type: ignore[arg-type]
-            hits = ix.search_like(file, start, k, **opts)
-            title = f"like {file}" + (f" @ {_fmt_time(start)}" if start is not None else "")
-        root = ix.settings.root
+    found = search_index(index, query=query, audio=audio, like=like, k=k, model=model, mode=mode,
+                         ranking=ranking, top_m=top_m, where=where, folder=folder)
+    hits, root, partial = found.hits, found.root, found.partial
+    if partial:
+        Console(stderr=True).print(f"[yellow]{partial}[/yellow]", markup=True, highlight=False)
+    for note in found.notes:
+        Console(stderr=True).print(f"[yellow]{escape(note)}[/yellow]", markup=True, highlight=False)
     if copy_to is not None:
         copied = E.copy_hits(hits, root, copy_to)
         Console(stderr=True).print(f"copied {len(copied)} file(s) to {escape(str(copy_to))}", highlight=False)
@@ -311,7 +279,7 @@ def search_cmd(
     if fmt in ("csv", "m3u"):
         typer.echo(E.to_csv(hits, root) if fmt == "csv" else E.to_m3u(hits, root), nl=False)
         return
-    table = Table(title=escape(title))
+    table = Table(title=escape(found.title))
     for col, just in (("rank", "right"), ("score", "right"), ("file", "left"), ("best window", "left"),
                       ("moments", "left")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]

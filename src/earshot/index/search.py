@@ -9,6 +9,7 @@ the one the index was built with.
 from __future__ import annotations
 
 import collections
+import re
 import threading
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -316,3 +317,59 @@ def _load_vectors(store: Store, settings: IndexSettings, directory: Path,
     cfg = V.VectorConfig(**doc)
     ids, vecs = store.clip_vectors(settings.dim)
     return V.build(vecs, ids, cfg)
+
+
+# ---- one call per `earshot search` ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What one search answered: the hits, the indexed folder they are relative to, the title
+    of the question, the index's partial-update note and any note on how it was ranked."""
+
+    hits: list[Hit]
+    root: str
+    title: str
+    partial: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+def parse_like(like: str) -> tuple[str, float | None]:
+    """``FILE`` or ``FILE@START`` (START in seconds or m:ss) -> (file, start or None). A file
+    whose own name holds ``@`` is taken whole when it exists."""
+    head, sep, tail = like.rpartition("@")
+    if sep and head and re.fullmatch(r"(\d+:)?\d+(\.\d*)?", tail) and not Path(like).expanduser().exists():
+        minutes, _, seconds = tail.rpartition(":")
+        return head, (int(minutes) * 60 if minutes else 0) + float(seconds)
+    return like, None
+
+
+def search_index(index: str | Path, *, query: str | None = None, audio: str | Path | None = None,
+                 like: str | None = None, k: int = 10, model: str | Path | None = None,
+                 mode: str = "hybrid", ranking: str = "windows", top_m: int = 1,
+                 where: str | None = None, folder: str | None = None) -> SearchOutcome:
+    """Search the index at ``index`` by exactly one of a text ``query``, an example ``audio``
+    clip or ``like`` (an indexed ``FILE[@START]``), with the filters ``where``/``folder``
+    applied before the top ``k``. What ``earshot search`` prints, as data."""
+    from earshot.index.filters import Filter
+
+    if sum(x is not None for x in (query, audio, like)) != 1:
+        raise EarshotError("give either a text QUERY or --audio CLIP (or --like FILE), exactly one")
+    opts = {"ranking": ranking, "top_m": top_m, "filter": Filter(where=where, folder=folder)}
+    notes: list[str] = []
+    with Index.open(index, model) as ix:
+        partial = ix.partial()
+        if query is not None:
+            note = ix.upgrade_note() if mode == "hybrid" else None
+            if note:
+                notes.append(f"{note}; ranking by meaning only")
+            hits = ix.search(query, k, mode=mode, **opts)
+            title = repr(query)
+        elif audio is not None:
+            hits = ix.search_audio(audio, k, **opts)
+            title = f"like {audio}"
+        else:
+            file, start = parse_like(like)  # type: ignore[arg-type]
+            hits = ix.search_like(file, start, k, **opts)
+            title = f"like {file}" + (f" @ {start:g} s" if start is not None else "")
+        root = ix.settings.root
+    return SearchOutcome(hits, root, title, partial, tuple(notes))
