@@ -19,6 +19,8 @@ from bench_library import _FixedText, synthetic_index
 from common import figure
 
 
+LOADS = (0,)  # 10^5 files: idle only
+
 def duplicates_at(n_files: int) -> list[dict[str, Any]]:
     from earshot.index import Index
     from earshot.index.duplicates import NEAR_THRESHOLD, find_duplicates

@@ -27,6 +27,9 @@ from bench_library import _FixedText, hybrid_queries, synthetic_index
 from common import figure
 
 
+TIMEOUT_S = 2400  # the 10^6-file index is built first (~13 min on 2 loaded cores)
+LOADS = (0,)  # sizes and latencies at scale: idle only
+
 def hybrid_at(n_files: int) -> list[dict[str, Any]]:
     from earshot.index import Index
 

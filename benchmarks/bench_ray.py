@@ -29,6 +29,8 @@ from common import figure, ratio_stats, summarize
 OUT = Path(__file__).resolve().parent / "out" / "bench_ray"
 
 
+LOADS = (0,)  # Ray's 2-workers-vs-1 ratio needs both cores
+
 def run(quick: bool = False, clips: int = 32, rounds: int | None = None) -> dict[str, Any]:
     import bench_index
     import ray

@@ -43,6 +43,9 @@ print(json.dumps({"kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 """
 
 
+TIMEOUT_S = 1800  # indexes 3 h of audio, then 20 concurrent 9-minute uploads
+LOADS = (0,)  # memory ratios: idle only
+
 def _model() -> Path:
     import torch
 

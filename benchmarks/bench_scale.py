@@ -45,6 +45,9 @@ OUT = Path(__file__).resolve().parent / "out" / "bench_scale"
 CHUNK = 65536
 
 
+TIMEOUT_S = 1800  # builds an IVF-PQ index over 10^5 vectors
+LOADS = (0,)  # bytes, recall and latency at scale: idle only
+
 def _centres(d: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     basis = np.linalg.qr(rng.standard_normal((d, 64)))[0]  # (d, 64) principal subspace

@@ -396,3 +396,22 @@ def test_load_passes_are_recorded_side_by_side(tmp_path):
     rc = harness.main(["--bench-dir", str(bench), "--out-dir", str(out), "--probe-size", "64", "--load", "1"])
     results = json.loads((out / "results.json").read_text())
     assert "probe" in results["sections"] and "probe" in results["loaded"]["load1"]
+
+
+def test_a_section_declares_its_own_time_out_and_passes(tmp_path):
+    """TIMEOUT_S lengthens (never shortens) --timeout for one section; LOADS = (0,) runs it only
+    in the idle pass; a section declaring neither gets every pass and the default."""
+    plain = _write(tmp_path, "plain", "def run():\n    return {}\n")
+    heavy = _write(tmp_path, "heavy", "TIMEOUT_S = 1_800  # long\nLOADS = (0,)\ndef run():\n    return {}\n")
+    short = _write(tmp_path, "short", "TIMEOUT_S = 5\ndef run():\n    return {}\n")
+    assert harness.section_limits(plain, 600) == (600, None)
+    assert harness.section_limits(heavy, 600) == (1800.0, (0,))
+    assert harness.section_limits(short, 600) == (600, None)
+    bench = tmp_path / "b"
+    bench.mkdir()
+    _write(bench, "idle_only", "LOADS = (0,)\ndef run():\n    return {'x': 1.0}\n")
+    out = tmp_path / "out"
+    assert harness.main(["--bench-dir", str(bench), "--out-dir", str(out), "--probe-size", "64", "--load", "0,1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["sections"]["idle_only"]["ok"] is True
+    assert "idle_only" not in results.get("loaded", {}).get("load1", {})
