@@ -36,6 +36,7 @@ class MomentDataConfig:
     train_audio: str = ""  # their recordings
     val: str = ""  # validation annotations (optional)
     val_audio: str = ""
+    on_bad_window: str = "error"  # a window past its recording: error | clip | drop (reported)
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,9 @@ def train_moment_head(cfg: MomentTrainConfig, progress: bool = False, retriever:
 
     if retriever is None:
         retriever = prepare_for_inference(load_retriever(cfg.features.retriever), "fp32")
-    train_recs = read_moments(cfg.data.train, cfg.data.train_audio)
-    val_recs = read_moments(cfg.data.val, cfg.data.val_audio) if cfg.data.val else []
+    bad = dict(on_bad_window=cfg.data.on_bad_window, report=lambda m: log(f"note: {m}"))
+    train_recs = read_moments(cfg.data.train, cfg.data.train_audio, **bad)
+    val_recs = read_moments(cfg.data.val, cfg.data.val_audio, **bad) if cfg.data.val else []
     log(f"features: {len(train_recs)} training recordings, {len(val_recs)} validation recordings")
     train = build_examples(retriever, train_recs, cfg.features, cfg.model.max_q_l)
     val = build_examples(retriever, val_recs, cfg.features, cfg.model.max_q_l) if val_recs else None
