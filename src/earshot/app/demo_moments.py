@@ -26,7 +26,7 @@ from earshot.utils import atomic_write
 
 MOMENTS_RESULTS = "moments_results.md"
 COLUMNS = ("R1@0.5", "R1@0.7", "mAP/avg")
-EPOCHS = 30  # head training epochs (the best on validation is kept)
+EPOCHS = 20  # head training epochs (the best on validation is kept)
 INPUT_DROPOUT = 0.5  # lighthouse's input_dropout
 
 
