@@ -182,3 +182,25 @@ def test_two_process_ddp_head_equals_one_process_and_bf16_runs(tmp_path):
     bf_loss = cb.losses
     assert len(bf_loss) == 2 and all(torch.isfinite(torch.tensor(bf_loss)))
     assert abs(bf_loss[0] - one_loss[0]) <= 0.05 * abs(one_loss[0]), (bf_loss, one_loss)
+
+
+def test_similarity_channel_reaches_the_head():
+    from earshot.moments.head import MomentHead, frame_inputs
+    from earshot.moments.qddetr import QDDETR
+
+    ex = _examples(2, 4)
+    for e in ex:
+        e.sim = torch.linspace(-1, 1, e.audio.shape[0])
+    b = collate(ex)
+    vid = b["inputs"]["src_vid"]
+    assert vid.shape == (2, 12, 3)  # tef (2) + similarity
+    assert vid[0, :, 2].tolist() == pytest.approx(torch.linspace(-1, 1, 12).tolist())
+    assert frame_inputs(4)[:, :2].tolist() == [[0.0, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1.0]]
+    torch.manual_seed(0)
+    head = MomentHead(QDDETR(QDDETRConfig(txt_dim=6, aud_dim=8, vid_dim=3, dim_feedforward=64)).eval(),
+                      FeatureSpec(retriever="none", similarity=True))
+    a = head.predict_features(ex[0].audio, [ex[0].text], sims=[ex[0].sim])[0]
+    flipped = head.predict_features(ex[0].audio, [ex[0].text], sims=[-ex[0].sim])[0]
+    assert a != flipped  # the channel changes the prediction
+    with pytest.raises(Exception, match="needs window similarities"):
+        head.predict_features(ex[0].audio, [ex[0].text])
