@@ -53,7 +53,7 @@ def moments_markdown(rows: list[tuple[str, dict[str, float]]], footer: str) -> s
 
 def run_moments_demo(out: Path, seed: int, console: Console, recordings: int = 100,
                      val_recordings: int = 20, test_recordings: int = 30, epochs: int = EPOCHS,
-                     progress: bool = False, bsz: int = 16, lr: float = 3e-4,
+                     progress: bool = False, bsz: int = 16, lr: float = 1e-3,
                      duration_s: float = 60.0) -> dict[str, Any]:
     """Generate the long recordings (resumable), run the baseline, train and score the head;
     print and write the table (``OUT/moments_results.md``); return the scores by system."""
