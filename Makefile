@@ -29,7 +29,7 @@ $(TSTAMP): $(STAMP) requirements/test.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	.venv/bin/earshot demo --out runs/demo
+	.venv/bin/earshot demo --out runs/demo --moments
 
 test: $(TSTAMP)
 	$(PY) -m pytest -q

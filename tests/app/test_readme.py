@@ -80,8 +80,21 @@ def test_parser_check_catches_a_renamed_option():
 def test_readme_demo_table_is_the_demo_results_file():
     results = (ROOT / "docs" / "demo_results.md").read_text().strip()
     assert results in README, "README must quote docs/demo_results.md (earshot demo's results.md) verbatim"
-    table = [line for line in results.splitlines() if line.startswith("|")]
-    assert table[0] == "| system | R@1 | R@5 | R@10 | mAP@10 |" and len(table) == 6
+    # two tables, each from a real run: clip retrieval (OUT/results.md) and, from the moments
+    # section, audio moment retrieval (OUT/moments_results.md)
+    tables, current = [], []
+    for line in results.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    assert len(tables) == 2, "docs/demo_results.md holds the retrieval table and the moments table"
+    retrieval, moments = tables
+    assert retrieval[0] == "| system | R@1 | R@5 | R@10 | mAP@10 |" and len(retrieval) == 6
+    assert moments[0] == "| system | R1@0.5 | R1@0.7 | mAP/avg |" and len(moments) == 5
+    assert [row.split(" | ")[0].removeprefix("| ").split(" (")[0] for row in moments[2:]] == [
+        "sliding window", "QD-DETR head", "chance"]
     assert "load average" in results and "minutes" in results  # machine, load and time stated
 
 

@@ -96,3 +96,19 @@ def test_train_cli_saves_a_head_that_predict_opens(tiny_corpus, tmp_path):
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert rows and all(1 <= len(x["pred_relevant_windows"]) <= 3 for x in rows)
+
+
+def test_score_on_bad_window_reports_each_change(tmp_path):
+    gt, pred = tmp_path / "gt.jsonl", tmp_path / "pred.jsonl"
+    gt.write_text(json.dumps({"qid": "a", "query": "a beep", "vid": "r", "duration": 10,
+                              "relevant_windows": [[2, 4], [10, 90]]}) + "\n")
+    pred.write_text(json.dumps({"qid": "a", "pred_relevant_windows": [[2, 4, 1.0]]}) + "\n")
+    cli._register()
+    r = CliRunner().invoke(cli.app, ["moments", "score", str(gt), str(pred), "--json"])
+    assert r.exit_code != 0 and "--on-bad-window" in str(r.exception)
+    r = CliRunner().invoke(cli.app, ["moments", "score", str(gt), str(pred), "--json", "--on-bad-window", "drop"])
+    assert r.exit_code == 0, r.output
+    assert "note: " in r.stderr and "gt.jsonl:1: relevant_windows[1] = [10.0, 90.0] dropped" in r.stderr
+    assert json.loads(r.stdout)["R1@0.5"] == 100.0  # one window left, predicted exactly
+    r = CliRunner().invoke(cli.app, ["moments", "score", str(gt), str(pred), "--on-bad-window", "fix"])
+    assert r.exit_code == 2 and "choose error | clip | drop" in r.output

@@ -79,3 +79,49 @@ def test_predictions(tmp_path):
     bad = _write(tmp_path / "b.jsonl", [{"qid": 1, "pred_relevant_windows": [[0, 1]]}])
     with pytest.raises(DataError, match=r"b.jsonl:1: pred_relevant_windows\[0\] must be a list of 3"):
         read_predictions(bad)
+
+
+def test_window_past_the_recording_policy(tmp_path):
+    # error (default) names the option; clip cuts to the recording; drop leaves the window
+    # out; a query left without windows is left out; every change is reported with file:line.
+    gt = _write(tmp_path / "gt.jsonl", [_row("a", wins=((1.0, 2.0), (3.0, 9.0))),
+                                        _row("b", wins=((4.0, 80.0),)), _row("c")])
+    with pytest.raises(DataError, match=r"gt.jsonl:1: relevant_windows\[1\].*outside.*on_bad_window"):
+        read_annotations(gt)
+    notes = []
+    clipped = read_annotations(gt, on_bad_window="clip", report=notes.append)
+    assert [q.qid for q in clipped] == ["a", "c"]
+    assert clipped[0].windows == ((1.0, 2.0), (3.0, 4.0))
+    assert notes[0].endswith("gt.jsonl:1: relevant_windows[1] = [3.0, 9.0] clipped to [3.0, 4.0] (duration 4 s)")
+    assert "gt.jsonl:2: relevant_windows[0] = [4.0, 80.0] dropped" in notes[1]
+    assert "gt.jsonl:2: query 'b' left out" in notes[2] and len(notes) == 3
+    notes.clear()
+    dropped = read_annotations(gt, on_bad_window="drop", report=notes.append)
+    assert dropped[0].windows == ((1.0, 2.0),) and [q.qid for q in dropped] == ["a", "c"]
+    assert len(notes) == 3 and "gt.jsonl:1: relevant_windows[1] = [3.0, 9.0] dropped" in notes[0]
+    with pytest.warns(UserWarning) as caught:  # no report given: warnings, never silence
+        read_annotations(gt, on_bad_window="drop")
+    assert [str(w.message) for w in caught] == notes
+    with pytest.raises(DataError, match="on_bad_window must be one of error, clip, drop"):
+        read_annotations(gt, on_bad_window="fix")
+
+
+@pytest.mark.shared
+def test_castella_train_release_loads_with_an_explicit_choice():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "moments" / "castella_train_release.jsonl"
+    if not path.is_file():
+        pytest.skip("../shared/data/moments not available")
+    with pytest.raises(DataError, match=r"castella_train_release.jsonl:656: relevant_windows\[3\] = "
+                                        r"\[299.0, 4800.0\].*on_bad_window"):
+        read_annotations(path)
+    rows = path.read_text().splitlines()
+    for policy in ("clip", "drop"):
+        notes = []
+        qs = read_annotations(path, on_bad_window=policy, report=notes.append)
+        # the one bad window starts at the recording's end: clipping leaves nothing, so it goes
+        assert len(notes) == 1 and "castella_train_release.jsonl:656: relevant_windows[3]" in notes[0], notes
+        assert len(qs) == len([r for r in rows if r.strip()])  # every query kept
+        assert [q for q in qs if q.line == 656][0].windows == (
+            (206, 209), (221, 223), (283, 285), (255, 258), (266, 270))

@@ -74,6 +74,21 @@ def test_features_are_cached(tmp_path):
     b = window_features(model, tmp_path / "r.wav")
     assert model.calls == calls  # read back, not recomputed
     np.testing.assert_array_equal(a, b)
+    # one file per recording; a damaged one is recomputed and replaced, never trusted
+    from earshot.utils import cache_dir
+
+    (entry,) = (cache_dir() / "moment_features").rglob("*.safetensors")
+    entry.write_bytes(b"garbage")
+    c = window_features(model, tmp_path / "r.wav")
+    assert model.calls > calls
+    np.testing.assert_array_equal(a, c)
+    assert window_features(model, tmp_path / "r.wav") is not None and entry.stat().st_size > 7
+    # weights changed in place (as an optimiser step does): another key, computed again
+    calls = model.calls
+    with torch.no_grad():
+        model.band.add_(1.0)
+    window_features(model, tmp_path / "r.wav")
+    assert model.calls > calls and len(list((cache_dir() / "moment_features").rglob("*.safetensors"))) == 2
 
 
 def test_moments_from_a_hand_made_curve():

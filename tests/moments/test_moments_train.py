@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -111,3 +112,95 @@ def test_collate_pads_and_normalises_spans():
     st, en = ex[0].windows[0]
     # (center, width) normalised by L * clip_length = 12 s
     assert b["targets"][0][0][0].tolist() == pytest.approx([(st + en) / 24, (en - st) / 12])
+
+
+class Losses(L.Callback):
+    """Each step's training loss (of the global batch under DDP)."""
+
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        loss = outputs["loss"].detach()
+        if trainer.world_size > 1:  # the global batch's loss: the ranks' equal-sized halves averaged
+            torch.distributed.all_reduce(loss)
+            loss = loss / trainer.world_size
+        self.losses.append(float(loss))
+
+
+def ddp_config(devices: int, precision: str = "32-true") -> MomentTrainConfig:
+    """2 steps of global batch 8 (bsz is per device): no dropout and no saliency term (its
+    random positives and in-batch negative texts differ by rank), so N processes and one
+    process compute the same gradients up to float32 summation order."""
+    from earshot.moments.qddetr import LossConfig
+
+    return MomentTrainConfig(
+        model=QDDETRConfig(txt_dim=6, aud_dim=8, dim_feedforward=64,
+                           dropout=0.0, input_dropout=0.0),
+        loss=LossConfig(lw_saliency=0.0), features=FeatureSpec(retriever="none"),
+        optim=MomentOptimConfig(lr=1e-3), n_epoch=1, bsz=8 // devices, accelerator="cpu",
+        devices=devices, precision=precision, seed=0)
+
+
+def _run_head(tmp_path, devices, precision="32-true"):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import earshot
+
+    out = tmp_path / f"d{devices}_{precision}"
+    out.mkdir()
+    src = str(Path(earshot.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    for var in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
+        env.pop(var, None)
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("ddp_head.py")), str(out),
+                           str(devices), precision], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out / "weights.pt"), json.loads((out / "losses.json").read_text())
+
+
+@pytest.mark.slow
+def test_two_process_ddp_head_equals_one_process_and_bf16_runs(tmp_path):
+    one_w, one_loss = _run_head(tmp_path, 1)
+    two_w, two_loss = _run_head(tmp_path, 2)
+    # 16 queries / global batch 8 = 2 steps. The ranks see the halves of the one process's
+    # batches (GlobalBatchSampler) and DDP averages their gradients: only float32 summation order
+    # differs (~1e-7 relative, carried by 2 AdamW steps). 1e-5 is far above that and far below
+    # a real difference: a rank training on its own half batch moves losses ~1e-1 and weights
+    # by ~lr = 1e-3 per step.
+    assert len(one_loss) == len(two_loss) == 2
+    assert max(abs(a - b) for a, b in zip(one_loss, two_loss)) <= 1e-5, (one_loss, two_loss)
+    assert max(float((one_w[k] - two_w[k]).abs().max()) for k in one_w) <= 1e-5
+    # bf16-mixed (CPU autocast): the step runs, the losses are finite and near fp32's (bf16 keeps
+    # 8 bits of mantissa: ~0.4 % per product; 5 % of the loss is a generous bound)
+    cb = Losses()
+    fit_moment_head(ddp_config(1, "bf16-mixed"), _examples(16, 5), callbacks=[cb])  # in process
+    bf_loss = cb.losses
+    assert len(bf_loss) == 2 and all(torch.isfinite(torch.tensor(bf_loss)))
+    assert abs(bf_loss[0] - one_loss[0]) <= 0.05 * abs(one_loss[0]), (bf_loss, one_loss)
+
+
+def test_similarity_channel_reaches_the_head():
+    from earshot.moments.head import MomentHead, frame_inputs
+    from earshot.moments.qddetr import QDDETR
+
+    ex = _examples(2, 4)
+    for e in ex:
+        e.sim = torch.linspace(-1, 1, e.audio.shape[0])
+    b = collate(ex)
+    vid = b["inputs"]["src_vid"]
+    assert vid.shape == (2, 12, 3)  # tef (2) + similarity
+    assert vid[0, :, 2].tolist() == pytest.approx(torch.linspace(-1, 1, 12).tolist())
+    assert frame_inputs(4)[:, :2].tolist() == [[0.0, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1.0]]
+    torch.manual_seed(0)
+    head = MomentHead(QDDETR(QDDETRConfig(txt_dim=6, aud_dim=8, vid_dim=3, dim_feedforward=64)).eval(),
+                      FeatureSpec(retriever="none", similarity=True))
+    a = head.predict_features(ex[0].audio, [ex[0].text], sims=[ex[0].sim])[0]
+    flipped = head.predict_features(ex[0].audio, [ex[0].text], sims=[-ex[0].sim])[0]
+    assert a != flipped  # the channel changes the prediction
+    with pytest.raises(Exception, match="needs window similarities"):
+        head.predict_features(ex[0].audio, [ex[0].text])

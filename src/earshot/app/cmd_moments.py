@@ -15,6 +15,24 @@ moments_app = typer.Typer(
     no_args_is_help=True)
 app.add_typer(moments_app, name="moments")
 
+_BAD_WINDOW_HELP = ("A relevant window past its recording's end (CASTELLA train line 656 has "
+                    "[299, 4800]): error | clip (cut to the recording) | drop (leave it out). "
+                    "Each change is reported with its file and line.")
+
+
+def _policy(value: str) -> str:
+    from earshot.moments.data import BAD_WINDOW_POLICIES
+
+    if value not in BAD_WINDOW_POLICIES:
+        raise typer.BadParameter(f"{value!r}: choose {' | '.join(BAD_WINDOW_POLICIES)}",
+                                 param_hint="--on-bad-window")
+    return value
+
+
+def _report(message: str) -> None:
+    typer.echo(f"note: {message}", err=True)
+
+
 _SHOWN = ("R1@0.5", "R1@0.7", "R1/avg", "mAP@0.5", "mAP@0.75", "mAP/avg")
 
 
@@ -37,12 +55,14 @@ def score_cmd(
     every: bool = typer.Option(False, "--all", help="Show every IoU threshold, not only the headline."),
     rounding: bool = typer.Option(False, "--lighthouse-rounding",
                                   help="Round to two decimals as lighthouse's eval.py prints them."),
+    on_bad_window: str = typer.Option("error", "--on-bad-window", help=_BAD_WINDOW_HELP),
 ) -> None:
     """Score moment predictions: R1@IoU and mAP@IoU (IoU 0.5:0.05:0.95, at most 10 windows per
     query) and their averages, in percent, as lighthouse's standalone_eval computes them."""
     from earshot.moments.metrics import score_files
 
-    scores = score_files(ground_truth, predictions, lighthouse_rounding=rounding)
+    scores = score_files(ground_truth, predictions, lighthouse_rounding=rounding,
+                         on_bad_window=_policy(on_bad_window), report=_report)
     typer.echo(json.dumps(scores, indent=2) if as_json else format_moment_scores(scores, every))
 
 
@@ -93,10 +113,11 @@ def data_moments_cmd(
                f"{s.seconds:.1f} s)")
 
 
-def _recordings(data: Path, audio_dir: Path, require_windows: bool):
+def _recordings(data: Path, audio_dir: Path, require_windows: bool, on_bad_window: str):
     from earshot.moments.data import read_moments
 
-    return read_moments(data.expanduser(), audio_dir.expanduser(), require_windows=require_windows)
+    return read_moments(data.expanduser(), audio_dir.expanduser(), require_windows=require_windows,
+                        on_bad_window=_policy(on_bad_window), report=_report)
 
 
 def _window(window: float, hop: float):
@@ -130,6 +151,7 @@ def predict_cmd(
     window: float = typer.Option(2.0, "--window", help=_WINDOW_HELP),
     hop: float = typer.Option(1.0, "--hop", help="Sliding-window hop, seconds."),
     precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16: the audio tower's arithmetic."),
+    on_bad_window: str = typer.Option("error", "--on-bad-window", help=_BAD_WINDOW_HELP),
 ) -> None:
     """Predict moments for every query (a moment head, or the zero-shot sliding-window baseline
     over a retriever) and write them in lighthouse's layout (what DCASE 2026 submissions carry)."""
@@ -139,7 +161,7 @@ def predict_cmd(
     from earshot.moments.data import write_predictions
     from earshot.moments.predict import predict_moments
 
-    recs = _recordings(data, audio_dir, require_windows=False)
+    recs = _recordings(data, audio_dir, require_windows=False, on_bad_window=on_bad_window)
     retriever = _open(model, precision)
     with _Bar(Console(stderr=True), "predicting") as bar:
         rows = predict_moments(retriever, recs, top=top, window=_window(window, hop), progress=bar)
@@ -157,6 +179,7 @@ def evaluate_cmd(
     out: Path = typer.Option(None, "--out", help="Also write the predictions here."),
     as_json: bool = typer.Option(False, "--json", help="Print every score as JSON."),
     precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16: the audio tower's arithmetic."),
+    on_bad_window: str = typer.Option("error", "--on-bad-window", help=_BAD_WINDOW_HELP),
 ) -> None:
     """Predict (moment head, or sliding-window baseline over a retriever) and score against the
     annotations (R1@IoU, mAP@IoU, their averages; lighthouse's standalone_eval)."""
@@ -167,7 +190,7 @@ def evaluate_cmd(
     from earshot.moments.metrics import score_moments
     from earshot.moments.predict import predict_moments
 
-    recs = _recordings(data, audio_dir, require_windows=True)
+    recs = _recordings(data, audio_dir, require_windows=True, on_bad_window=on_bad_window)
     retriever = _open(model, precision)
     with _Bar(Console(stderr=True), "predicting") as bar:
         rows = predict_moments(retriever, recs, window=_window(window, hop), progress=bar)

@@ -6,14 +6,18 @@ One query per line: ``qid``, ``query`` (the text), ``vid`` (the recording), ``du
 ``[[start, end, score], ...]`` ranked best first (what DCASE 2026 submissions hold).
 
 Every reader checks every line and raises :class:`~earshot.errors.DataError` naming the file,
-the line and the field; nothing is dropped or repaired silently.
+the line and the field; nothing is dropped or repaired silently. A window lying past the
+recording (CASTELLA's released train file has ``[299, 4800]`` in a 299 s recording) is an error
+by default; ``on_bad_window="clip"`` cuts it to ``[0, duration]`` and ``"drop"`` leaves it out,
+each change reported with its file and line (a query left with no window is left out, reported).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +25,7 @@ from typing import Any
 from earshot.errors import AudioError, DataError
 from earshot.utils import atomic_write
 
-__all__ = ["DEFAULT_EXTENSIONS", "MomentQuery", "MomentRecording", "read_annotations",
+__all__ = ["BAD_WINDOW_POLICIES", "DEFAULT_EXTENSIONS", "MomentQuery", "MomentRecording", "read_annotations",
            "read_moments", "read_predictions", "write_predictions", "windows_by_qid"]
 
 DEFAULT_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")  # tried in this order
@@ -29,6 +33,9 @@ DURATION_TOLERANCE_S = 1.0  # CASTELLA's durations are whole seconds of recordin
 # CASTELLA's released windows end up to 2 s past the annotated duration (test: 99 windows, val:
 # 12); they are kept as written (the metric of record uses them so) when within this margin.
 WINDOW_TOLERANCE_S = 2.0
+# What to do with a window outside [0, duration + tolerance]: refuse the file, cut the window
+# to the recording, or leave the window out (each change reported with its file and line).
+BAD_WINDOW_POLICIES: tuple[str, ...] = ("error", "clip", "drop")
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,7 @@ def _qid(row: dict, where: str) -> str | int:
     return qid
 
 
-def _windows(value: Any, where: str, name: str, width: int, duration: float | None,
-             margin: float = 0.0) -> list[list[float]]:
+def _windows(value: Any, where: str, name: str, width: int) -> list[list[float]]:
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: {name} must be a non-empty list of windows, got {value!r}")
     out = []
@@ -108,20 +114,51 @@ def _windows(value: Any, where: str, name: str, width: int, duration: float | No
             raise DataError(f"{where}: {name}[{i}] = {w!r}: start must be before end")
         if start < 0:
             raise DataError(f"{where}: {name}[{i}] = {w!r} starts before 0")
-        if duration is not None and end > duration + margin:
-            raise DataError(f"{where}: {name}[{i}] = {w!r} lies outside the recording "
-                            f"[0, {duration:g}] s (windows may end at most {margin:g} s late; "
-                            f"see window_tolerance_s)")
         out.append(nums)
     return out
 
 
+def _outside(wins: list[list[float]], duration: float, margin: float) -> list[int]:
+    return [i for i, w in enumerate(wins) if w[1] > duration + margin]
+
+
+def _repair(wins: list[list[float]], bad: list[int], duration: float, policy: str, where: str,
+            report: Callable[[str], None]) -> list[list[float]]:
+    # "clip": cut to [0, duration] (a window left empty goes); "drop": leave the window out.
+    keep = []
+    for i, w in enumerate(wins):
+        if i not in bad:
+            keep.append(w)
+            continue
+        cut = [w[0], min(w[1], duration)]
+        if policy == "clip" and cut[0] < cut[1]:
+            report(f"{where}: relevant_windows[{i}] = {w!r} clipped to {cut!r} (duration {duration:g} s)")
+            keep.append(cut)
+        else:
+            why = " (nothing left after clipping)" if policy == "clip" else ""
+            report(f"{where}: relevant_windows[{i}] = {w!r} dropped: outside [0, {duration:g}] s{why}")
+    return keep
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
 def read_annotations(path: str | Path, window_tolerance_s: float = WINDOW_TOLERANCE_S,
-                     require_windows: bool = True) -> list[MomentQuery]:
+                     require_windows: bool = True, on_bad_window: str = "error",
+                     report: Callable[[str], None] | None = None) -> list[MomentQuery]:
     """Every query of a lighthouse-layout annotation file, in file order, validated:
     windows inside ``[0, duration + window_tolerance_s]``, start < end, qids unique.
     ``require_windows=False`` also reads query files without ``relevant_windows`` (what a
-    system is given to predict on); windows present are still checked."""
+    system is given to predict on); windows present are still checked.
+
+    ``on_bad_window``: a window ending past ``duration + window_tolerance_s`` is an error
+    (``"error"``), is cut to ``[0, duration]`` (``"clip"``; one left empty is dropped) or is left
+    out (``"drop"``); a query left without windows is left out. Each change is passed to
+    ``report`` as ``file:line: ...`` (default: a :class:`UserWarning` each)."""
+    if on_bad_window not in BAD_WINDOW_POLICIES:
+        raise DataError(f"on_bad_window must be one of {', '.join(BAD_WINDOW_POLICIES)}, got {on_bad_window!r}")
+    report = report or _warn
     path = Path(path)
     out: list[MomentQuery] = []
     seen: dict[str, int] = {}
@@ -141,8 +178,20 @@ def read_annotations(path: str | Path, window_tolerance_s: float = WINDOW_TOLERA
         if duration <= 0:
             raise DataError(f"{where}: duration must be positive, got {duration:g}")
         if "relevant_windows" in row or require_windows:
-            wins = _windows(_field(row, "relevant_windows", where), where, "relevant_windows", 2,
-                            duration, window_tolerance_s)
+            wins = _windows(_field(row, "relevant_windows", where), where, "relevant_windows", 2)
+            bad = _outside(wins, duration, window_tolerance_s)
+            if bad and on_bad_window == "error":
+                w = wins[bad[0]]
+                raise DataError(f"{where}: relevant_windows[{bad[0]}] = {w!r} lies outside the recording "
+                                f"[0, {duration:g}] s (windows may end at most {window_tolerance_s:g} s "
+                                f"late; see window_tolerance_s). To load the file anyway, choose "
+                                f"on_bad_window='clip' or 'drop' (CLI: --on-bad-window clip|drop); "
+                                f"each change is reported")
+            if bad:
+                wins = _repair(wins, bad, duration, on_bad_window, where, report)
+                if not wins:
+                    report(f"{where}: query {qid!r} left out: none of its windows lies in the recording")
+                    continue
         else:
             wins = []
         fg = row.get("fg_dB")
@@ -168,20 +217,22 @@ def read_moments(jsonl: str | Path, audio_dir: str | Path,
                  extensions: Sequence[str] = DEFAULT_EXTENSIONS,
                  tolerance_s: float = DURATION_TOLERANCE_S,
                  window_tolerance_s: float = WINDOW_TOLERANCE_S,
-                 require_windows: bool = True) -> list[MomentRecording]:
+                 require_windows: bool = True, on_bad_window: str = "error",
+                 report: Callable[[str], None] | None = None) -> list[MomentRecording]:
     """The recordings of an annotation file with their audio, in first-mention order.
 
     ``vid`` -> ``audio_dir/<vid><ext>`` for the first of ``extensions`` present; every query of a
     recording must state the same duration, and the audio's real duration (read from the header)
     must agree with it within ``tolerance_s``. All problems are collected and raised together,
     each naming its file and line (a missing recording names the lines that need it).
+    ``on_bad_window`` / ``report``: as :func:`read_annotations`.
     """
     jsonl, audio_dir = Path(jsonl), Path(audio_dir)
     if not audio_dir.is_dir():
         raise DataError(f"{audio_dir}: audio folder not found")
     from earshot.audio.io import audio_info
 
-    queries = read_annotations(jsonl, window_tolerance_s, require_windows)
+    queries = read_annotations(jsonl, window_tolerance_s, require_windows, on_bad_window, report)
     by_vid: dict[str, list[MomentQuery]] = {}
     for q in queries:
         by_vid.setdefault(q.vid, []).append(q)
@@ -228,7 +279,7 @@ def read_predictions(path: str | Path) -> dict[str, list[list[float]]]:
         if qid in out:
             raise DataError(f"{where}: qid {qid!r} already predicted on line {lines[qid]}")
         out[qid] = _windows(_field(row, "pred_relevant_windows", where), where,
-                            "pred_relevant_windows", 3, None)
+                            "pred_relevant_windows", 3)
         lines[qid] = n
     if not out:
         raise DataError(f"{path}: no predictions")

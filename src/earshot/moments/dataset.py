@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from earshot.moments.data import MomentRecording
-from earshot.moments.head import FeatureSpec, text_features
-from earshot.moments.qddetr import span_xx_to_cxw, tef
+from earshot.moments.head import FeatureSpec, frame_inputs, text_features, window_text_similarity
+from earshot.moments.qddetr import span_xx_to_cxw
 
 __all__ = ["MomentExample", "build_examples", "collate", "saliency_labels"]
 
@@ -34,6 +34,7 @@ class MomentExample:
     text: torch.Tensor  # (Lq, Dt) token (or pooled) features
     windows: list[tuple[float, float]]  # relevant [start, end] seconds
     duration: float  # L * clip_length seconds (what spans are normalised by)
+    sim: torch.Tensor | None = None  # (L,) window-text similarity (FeatureSpec.similarity)
 
 
 def build_examples(retriever: Any, recordings: Sequence[MomentRecording], spec: FeatureSpec,
@@ -47,11 +48,13 @@ def build_examples(retriever: Any, recordings: Sequence[MomentRecording], spec: 
         audio = torch.as_tensor(window_features(retriever, rec.audio, window))
         if audio.shape[0] > spec.max_windows:  # lighthouse crops features to max_a_l too
             audio = audio[: spec.max_windows]
-        texts = text_features(retriever, [q.query for q in rec.queries], spec.text)
-        for q, t in zip(rec.queries, texts):
+        queries = [q.query for q in rec.queries]
+        texts = text_features(retriever, queries, spec.text)
+        sims = window_text_similarity(retriever, audio, queries) if spec.similarity else [None] * len(texts)
+        for q, t, sim in zip(rec.queries, texts, sims):
             out.append(MomentExample(qid=str(q.qid), audio=audio, text=t[:max_q_l],
                                      windows=[tuple(w) for w in q.windows],
-                                     duration=audio.shape[0] * spec.hop_s))
+                                     duration=audio.shape[0] * spec.hop_s, sim=sim))
         if progress is not None:
             progress(i + 1, len(recordings))
     return out
@@ -83,13 +86,13 @@ def collate(batch: Sequence[MomentExample], clip_len: float = 1.0, max_windows: 
     Lq = max(e.text.shape[0] for e in batch)
     aud = torch.zeros(B, L, batch[0].audio.shape[1])
     txt = torch.zeros(B, Lq, batch[0].text.shape[1])
-    vid = torch.zeros(B, L, 2)
+    vid = torch.zeros(B, L, 2 if batch[0].sim is None else 3)
     vmask, tmask = torch.zeros(B, L), torch.zeros(B, Lq)
     sal_all = torch.zeros(B, L)
     spans, pos, neg = [], [], []
     for i, e in enumerate(batch):
         n, m = e.audio.shape[0], e.text.shape[0]
-        aud[i, :n], vid[i, :n], vmask[i, :n] = e.audio, tef(n), 1
+        aud[i, :n], vid[i, :n], vmask[i, :n] = e.audio, frame_inputs(n, e.sim), 1
         txt[i, :m], tmask[i, :m] = torch.nn.functional.normalize(e.text.float(), dim=-1, eps=1e-5), 1
         wins = list(e.windows)
         if len(wins) > max_windows:

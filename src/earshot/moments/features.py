@@ -9,12 +9,14 @@ than a window is dropped; a recording shorter than one window gives one zero-pad
 ``output``: ``"embedding"`` is the retriever's joint-space audio embedding (L2-normalised,
 what the sliding-window baseline compares with text), ``"tower"`` the audio tower's own output
 before the projection head (MS-CLAP 2023: the 768-d HTSAT latent lighthouse feeds QD-DETR).
-Features are cached in earshot's tower cache, keyed by the model's weights, the settings and
-the file's content hash.
+Features are cached in earshot's cache folder, one file per recording, keyed by the model's
+weights, the settings and the file's content hash.
 """
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,17 +118,34 @@ def _embedder(model: Any, output: str):
     return run
 
 
+# model -> (state stamp, SHA-256 of its weights): hashing every weight (the text tower too) for
+# each recording cost more than embedding it; the stamp (each tensor's storage and in-place
+# version counter) changes whenever a weight is replaced or updated, which rehashes.
+_WEIGHT_HASHES: "weakref.WeakKeyDictionary[Any, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
+def _weights_hash(model: Any) -> str:
+    from earshot.data.tower_cache import tower_fingerprint
+
+    stamp = tuple((k, v.data_ptr(), v._version, tuple(v.shape)) for k, v in model.state_dict().items())
+    try:
+        known = _WEIGHT_HASHES.get(model)
+    except TypeError:  # not weak-referenceable: no memo
+        return tower_fingerprint(model, {})
+    if known is None or known[0] != stamp:
+        known = (stamp, tower_fingerprint(model, {}))
+        _WEIGHT_HASHES[model] = known
+    return known[1]
+
+
 def _model_fingerprint(model: Any, cfg: WindowConfig) -> str:
     import hashlib
-
-    from earshot.data.tower_cache import tower_fingerprint
 
     desc = {"what": "moment window features", "window": asdict(cfg) | {"block_s": 0, "batch_size": 0},
             "sample_rate": int(model.sample_rate)}
     fp = getattr(model, "fingerprint", None)
-    if isinstance(fp, str):
-        return hashlib.sha256((fp + repr(sorted(desc.items()))).encode()).hexdigest()
-    return tower_fingerprint(model, desc)
+    base = fp if isinstance(fp, str) else _weights_hash(model)
+    return hashlib.sha256((base + repr(sorted(desc.items()))).encode()).hexdigest()
 
 
 def _compute(model: Any, audio: str | Path | np.ndarray, cfg: WindowConfig) -> np.ndarray:
@@ -156,19 +175,23 @@ def window_features(model: Any, audio: str | Path | np.ndarray, config: WindowCo
         if isinstance(audio, np.ndarray) and audio.ndim != 1:
             raise ConfigError(f"expected a mono waveform (T,), got shape {audio.shape}")
         return _compute(model, audio, cfg)
-    import torch
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file, save_file
 
-    from earshot.data.tower_cache import TowerCache
     from earshot.utils import cache_dir, sha256_file
 
+    # one file per recording and model (a shared shard store would read every shard per
+    # recording: quadratic in the data set; Clotho-Moment has ~51k recordings)
     key = sha256_file(audio)
-    store = TowerCache(cache_dir() / "moment_features", _model_fingerprint(model, cfg))
-    known = store.known()
-    rows = sorted((k for k in known if k.startswith(key + "@")), key=lambda k: int(k.split("@")[1]))
-    if rows:
-        return torch.stack([known[k] for k in rows]).numpy()
+    path = cache_dir() / "moment_features" / _model_fingerprint(model, cfg)[:20] / key[:2] / f"{key}.safetensors"
+    if path.is_file():
+        try:
+            return load_file(str(path))["features"]
+        except (OSError, ValueError, KeyError, SafetensorError):
+            pass  # a damaged entry is recomputed and replaced
     feats = _compute(model, audio, cfg)
-    keys = [f"{key}@{i}" for i in range(len(feats))]
-    store.get_or_compute(keys, lambda ks: torch.as_tensor(feats[[int(k.split("@")[1]) for k in ks]]),
-                         batch_size=max(1, len(keys)), progress=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({"features": feats}, str(tmp))
+    os.replace(tmp, path)  # atomic: readers see the whole file or none
     return feats

@@ -27,8 +27,8 @@ from earshot.errors import ConfigError, WeightsError
 from earshot.moments.features import WindowConfig, window_features
 from earshot.moments.qddetr import QDDETR, QDDETRConfig, convert_lighthouse_qddetr_state_dict, predict_spans, tef
 
-__all__ = ["FeatureSpec", "MomentHead", "TEXT_FEATURES", "load_lighthouse_checkpoint",
-           "load_moment_head", "text_features"]
+__all__ = ["FeatureSpec", "MomentHead", "TEXT_FEATURES", "frame_inputs", "load_lighthouse_checkpoint",
+           "load_moment_head", "text_features", "window_text_similarity"]
 
 HEAD_CONFIG = "moment_head.json"
 HEAD_WEIGHTS = "head.safetensors"
@@ -43,6 +43,11 @@ class FeatureSpec:
     hop_s: float = 1.0  # audio hop = the head's clip length (lighthouse: 1 s)
     text: str = "tokens"  # "tokens": per-token features where the text tower has them, else pooled
     max_windows: int = 300  # longest input (lighthouse max_a_l); longer audio is read in chunks
+    # earshot: also give the head, per window, the retriever's own cosine between the window's
+    # joint-space embedding and the text's (a third "video" channel beside the tef; vid_dim 3).
+    # lighthouse has no such input (off in its presets and checkpoints); with few training
+    # queries it lets the head start from what the sliding-window baseline sees.
+    similarity: bool = False
 
 
 # --- text features ---------------------------------------------------------------------------
@@ -94,6 +99,25 @@ def text_features(retriever: Any, texts: Sequence[str], mode: str = "tokens") ->
         tower.train(was)
 
 
+def window_text_similarity(retriever: Any, audio_feats: torch.Tensor, texts: Sequence[str]) -> list[torch.Tensor]:
+    """Per text, the ``(L,)`` cosine between each window's joint-space embedding (the audio
+    tower's outputs ``audio_feats`` through the retriever's projection) and the text's."""
+    project = getattr(retriever, "project_audio", None)
+    if project is None:
+        raise ConfigError(f"{type(retriever).__name__} cannot project tower features (similarity "
+                          f"needs a bi-encoder)")
+    with torch.inference_mode():
+        aud = F.normalize(project(audio_feats.float()).float(), dim=-1)
+        txt = F.normalize(torch.as_tensor(np.asarray(retriever.embed_text(list(texts)), np.float32)), dim=-1)
+    return [aud @ t for t in txt]
+
+
+def frame_inputs(n: int, sim: torch.Tensor | None = None, device: Any = None) -> torch.Tensor:
+    """The "video" features of ``n`` windows: the tef, with the similarity as a third column."""
+    v = tef(n, device)
+    return v if sim is None else torch.cat([v, sim[:n, None].to(v)], dim=1)
+
+
 # --- the head --------------------------------------------------------------------------------
 
 
@@ -125,25 +149,29 @@ class MomentHead(torch.nn.Module):
 
     @torch.inference_mode()
     def predict_features(self, audio_feats: torch.Tensor, text_feats: Sequence[torch.Tensor],
-                         top: int = 10) -> list[list[list[float]]]:
-        """Per text, ranked ``[start, end, score]`` (seconds) over one recording's features.
+                         top: int = 10, sims: Sequence[torch.Tensor] | None = None) -> list[list[list[float]]]:
+        """Per text, ranked ``[start, end, score]`` (seconds) over one recording's features
+        (``sims``: per text its window similarities, when ``spec.similarity``).
         A recording longer than ``spec.max_windows`` is read in chunks of that many windows at
         half-chunk hops; their moments are merged (temporal NMS at IoU 0.7) and ranked."""
         from earshot.moments.sliding import temporal_nms
 
+        if self.spec.similarity != (sims is not None):
+            raise ConfigError(f"this head {'needs' if self.spec.similarity else 'takes no'} window similarities")
         self.qddetr.eval()
         L, n = audio_feats.shape[0], self.spec.max_windows
         starts = [0] if L <= n else list(range(0, L - n, n // 2)) + [L - n]
         device = next(self.qddetr.parameters()).device
         out = []
-        for t in text_feats:
+        for j, t in enumerate(text_feats):
             txt = F.normalize(t.float(), dim=-1, eps=1e-5)[None].to(device)
             found: list[tuple[float, float, float]] = []
             for s0 in starts:
                 chunk = audio_feats[s0 : s0 + n].float()
                 m = chunk.shape[0]
                 x = dict(src_txt=txt, src_txt_mask=torch.ones(1, t.shape[0], device=device),
-                         src_vid=tef(m, device)[None], src_vid_mask=torch.ones(1, m, device=device),
+                         src_vid=frame_inputs(m, None if sims is None else sims[j][s0 : s0 + n], device)[None],
+                         src_vid_mask=torch.ones(1, m, device=device),
                          src_aud=chunk[None].to(device))
                 offset = s0 * self.spec.hop_s
                 found += [(a + offset, b + offset, sc) for a, b, sc in
@@ -157,8 +185,12 @@ class MomentHead(torch.nn.Module):
         """Where ``text`` happens in ``audio``: up to ``top`` ``(start_s, end_s, score)``, best first."""
         if isinstance(text, (list, tuple)):
             raise TypeError("find_moments takes one text")
-        wins = self.predict_features(self.audio_features(audio), text_features(self.retriever, [text], self.spec.text), top)
-        return [(s, e, sc) for s, e, sc in wins[0]]
+        return [(s, e, sc) for s, e, sc in self.predict_texts(self.audio_features(audio), [text], top)[0]]
+
+    def predict_texts(self, audio_feats: torch.Tensor, texts: Sequence[str], top: int = 10) -> list[list[list[float]]]:
+        """:meth:`predict_features` for texts: their features (and similarities) computed here."""
+        sims = window_text_similarity(self.retriever, audio_feats, texts) if self.spec.similarity else None
+        return self.predict_features(audio_feats, text_features(self.retriever, texts, self.spec.text), top, sims)
 
     def save(self, folder: str | Path) -> Path:
         """``moment_head.json`` (QD-DETR config, feature spec, versions) + ``head.safetensors``."""

@@ -152,12 +152,14 @@ def score_moments(ground_truth: Mapping[str, Sequence[Window]],
 
 def score_files(ground_truth: str | Path, predictions: str | Path,
                 max_predictions: int | None = MAX_PREDICTIONS,
-                lighthouse_rounding: bool = False) -> dict[str, float]:
+                lighthouse_rounding: bool = False, on_bad_window: str = "error",
+                report=None) -> dict[str, float]:
     """:func:`score_moments` of a lighthouse-layout ground-truth file and a prediction file,
-    both validated line by line; adds ``n_queries``."""
+    both validated line by line; adds ``n_queries``. ``on_bad_window`` / ``report``: as
+    :func:`~earshot.moments.data.read_annotations`."""
     from earshot.moments.data import read_annotations, read_predictions, windows_by_qid
 
-    gt = windows_by_qid(read_annotations(ground_truth))
+    gt = windows_by_qid(read_annotations(ground_truth, on_bad_window=on_bad_window, report=report))
     scores = score_moments(gt, read_predictions(predictions), max_predictions=max_predictions,
                            lighthouse_rounding=lighthouse_rounding)
     scores["n_queries"] = float(len(gt))

@@ -47,14 +47,13 @@ def predict_moments(model: Any, recordings: Sequence[MomentRecording], top: int 
     """One prediction row per query of ``recordings`` (lighthouse layout), in their order: by
     the moment head when ``model`` is a :class:`~earshot.moments.head.MomentHead`, else by the
     sliding-window baseline over the retriever."""
-    from earshot.moments.head import MomentHead, text_features
+    from earshot.moments.head import MomentHead
 
     rows = []
     if isinstance(model, MomentHead):
         for i, rec in enumerate(recordings):
             feats = model.audio_features(rec.audio)
-            texts = text_features(model.retriever, [q.query for q in rec.queries], model.spec.text)
-            for q, wins in zip(rec.queries, model.predict_features(feats, texts, top)):
+            for q, wins in zip(rec.queries, model.predict_texts(feats, [q.query for q in rec.queries], top)):
                 rows.append({"qid": q.qid, "query": q.query, "vid": q.vid, "pred_relevant_windows": wins})
             if progress is not None:
                 progress(i + 1, len(recordings))
