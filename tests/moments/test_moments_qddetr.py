@@ -153,3 +153,37 @@ def test_long_recordings_are_read_in_chunks(model):
     assert len(got) == len(first)
     for g, e in zip(got, first):
         assert g == pytest.approx(e, abs=1e-4)
+
+
+def test_the_one_resolver_knows_moment_heads_by_content_folder_and_name(tmp_path):
+    """`earshot moments predict MODEL` asks resolve: lighthouse's file under any name (its content:
+    opt + QD-DETR's state dict), a saved head folder, and the registry name once the file is in
+    the cache all open as the same head; a DCASE-style Lightning .ckpt is not taken for one."""
+    import shutil
+
+    from earshot.errors import WeightsError
+    from earshot.loading.resolve import resolve
+    from earshot.moments.predict import open_moment_model
+    from earshot.weights.cache import weights_dir
+    from earshot import weights as registry
+
+    ck = _lighthouse_ckpt(tmp_path / "renamed.bin")
+    ref = resolve(ck)
+    assert (ref.kind, ref.fmt) == ("moment_head", "lighthouse_qddetr")
+    x = inputs()
+    want = open_moment_model(ck).predict_features(x["src_aud"][0], [x["src_txt"][0]])[0]
+    open_moment_model(ck).save(tmp_path / "head")
+    assert resolve(tmp_path / "head").kind == "moment_head"
+    assert open_moment_model(tmp_path / "head").predict_features(x["src_aud"][0], [x["src_txt"][0]])[0] == want
+    name = "lighthouse_qd_detr_clotho_moment"
+    with pytest.raises(WeightsError, match="not downloaded; run `earshot weights download"):
+        open_moment_model(name)
+    weights_dir().mkdir(parents=True, exist_ok=True)
+    shutil.copy(ck, weights_dir() / registry.get_weights(name).file_name)
+    named = resolve(name)
+    assert named.kind == "moment_head" and named.entry is not None
+    assert named.identity() == resolve(ck).identity()  # the same bytes, the same id
+    assert open_moment_model(name).predict_features(x["src_aud"][0], [x["src_txt"][0]])[0] == want
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "epoch": 1}, tmp_path / "other.ckpt")
+    with pytest.raises(WeightsError):
+        resolve(tmp_path / "other.ckpt")

@@ -15,6 +15,10 @@
 * ``registry``: a name from ``earshot weights list`` that holds a whole retriever;
 * ``hf_hub``: a Hugging Face hub id (``laion/clap-htsat-unfused``, ``@revision`` to pin one),
   opened from the user's hub cache (``HF_HOME``) or downloaded by ``huggingface_hub``.
+* ``moment_head``: a moment-retrieval head, not a retriever: a folder from ``earshot moments
+  train`` (``moment_head.json``), lighthouse's QD-DETR ``.ckpt`` (recognised by its content:
+  ``opt`` + a ``model`` state dict with QD-DETR's saliency projections) or its registry name;
+  :mod:`earshot.moments.head` registers its opener (it sits above loading).
 
 An existing path wins over a registry name, which wins over a hub id; the prefixes ``path:``,
 ``registry:`` and ``hf-hub:`` break ties explicitly. Nothing here loads weights.
@@ -35,7 +39,8 @@ from earshot.registry import Registry
 if TYPE_CHECKING:
     from earshot.weights.entry import WeightsEntry
 
-KINDS = ("checkpoint", "hf_clap_folder", "manifest", "published_file", "registry", "hf_hub")
+KINDS = ("checkpoint", "hf_clap_folder", "manifest", "published_file", "registry", "hf_hub", "moment_head")
+MOMENT_HEAD_FILE = "moment_head.json"  # what `earshot moments train` writes beside the head's weights
 PREFIXES = ("path:", "registry:", "hf-hub:")
 MANIFEST_SUFFIXES = (".json", ".yaml", ".yml")
 # A hub repository id: "org/name" (letters, digits, "-", "_", "."), optionally "@revision".
@@ -57,7 +62,7 @@ class ModelRef:
     @property
     def path(self) -> Path:
         """The local path of a path kind (a ValueError for registry names and hub ids)."""
-        if self.kind in ("registry", "hf_hub"):
+        if self.kind in ("registry", "hf_hub") or (self.kind == "moment_head" and self.entry is not None):
             raise ValueError(f"{self.location}: a {self.kind} reference has no local path")
         return Path(self.location)
 
@@ -72,6 +77,12 @@ class ModelRef:
             return _folder_id(self.path)
         if self.kind == "manifest":  # the ensemble package knows manifests (it is above loading)
             return get_opener("manifest").identity(self)
+        if self.kind == "moment_head":  # the head's own weights (a retriever beside it has its own id)
+            if self.entry is not None:
+                return _file_id(downloaded_file(self.location, "moment head"), self.location)
+            if self.path.is_dir():
+                return _file_id(self.path / "head.safetensors", self.location)
+            return _file_id(self.path, self.location)
         if self.kind == "hf_hub":
             from earshot.loading.hub import hub_folder
 
@@ -186,9 +197,10 @@ class Opener:
 
 
 OPENERS: Registry[Opener] = Registry("model kind")
-# Modules whose import registers openers: loading's own, and the ensemble package's manifest
-# kind (it sits above loading, so it registers itself rather than being imported here).
-_OPENER_MODULES = ("earshot.loading.openers", "earshot.ensemble.manifest")
+# Modules whose import registers openers: loading's own, the ensemble package's manifest kind
+# and the moment heads (both sit above loading, so they register themselves rather than being
+# imported here).
+_OPENER_MODULES = ("earshot.loading.openers", "earshot.ensemble.manifest", "earshot.moments.head")
 
 
 def register_opener(kind: str, identity: Callable[[ModelRef], str] | None = None):
@@ -235,6 +247,8 @@ def is_checkpoint(path: str | Path) -> bool:
 
 def _resolve_path(p: Path) -> ModelRef:
     if p.is_dir():
+        if (p / MOMENT_HEAD_FILE).is_file():
+            return ModelRef("moment_head", str(p))
         if is_checkpoint(p):
             return ModelRef("checkpoint", str(p))
         if is_hf_clap_folder(p):
@@ -244,8 +258,31 @@ def _resolve_path(p: Path) -> ModelRef:
                            f"(config.json of model_type \"clap\")")
     if p.suffix.lower() in MANIFEST_SUFFIXES:
         return ModelRef("manifest", str(p))
-    fmt, entry = recognise_file(p)
+    try:
+        fmt, entry = recognise_file(p)
+    except WeightsError:
+        if is_lighthouse_checkpoint(p):  # read only when no retriever format took the file
+            return ModelRef("moment_head", str(p), None, "lighthouse_qddetr")
+        raise
     return ModelRef("published_file", str(p), entry, fmt)
+
+
+def is_lighthouse_checkpoint(p: Path) -> bool:
+    """A file in lighthouse's ``save_checkpoint`` layout: ``{"opt": Namespace, "model": state
+    dict, ...}`` whose state dict has QD-DETR's saliency projections. Read with
+    ``weights_only=True``; ``argparse.Namespace`` (plain attributes) is the one class allowed."""
+    import argparse
+
+    import torch
+
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable or another layout: not this kind
+        return False
+    model = obj.get("model") if isinstance(obj, dict) else None
+    return (isinstance(obj, dict) and "opt" in obj and isinstance(model, dict)
+            and any(str(k).startswith("saliency_proj1.") for k in model))
 
 
 def is_hf_clap_folder(p: Path) -> bool:
@@ -329,6 +366,12 @@ class TowerWeights:
         unless cached or offline)."""
         if self.kind == "registry":
             return downloaded_file(self.location, str(self))
+        if self.kind == "moment_head":  # the head's own weights (a retriever beside it has its own id)
+            if self.entry is not None:
+                return _file_id(downloaded_file(self.location, "moment head"), self.location)
+            if self.path.is_dir():
+                return _file_id(self.path / "head.safetensors", self.location)
+            return _file_id(self.path, self.location)
         if self.kind == "hf_hub":
             from earshot.loading.hub import hub_folder
 
@@ -423,6 +466,8 @@ def _resolve_registry(name: str) -> ModelRef | None:
     if name not in registry.WEIGHTS:
         return None
     entry = registry.get_weights(name)
+    if entry.moment_head:
+        return ModelRef("moment_head", name, entry, "lighthouse_qddetr")
     if entry.retriever is None:
         raise not_a_model(entry)
     return ModelRef("registry", name, entry)

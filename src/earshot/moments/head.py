@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from earshot.errors import ConfigError, WeightsError
+from earshot.loading.resolve import MOMENT_HEAD_FILE, ModelRef, OpenOptions, downloaded_file, register_opener
 from earshot.moments.features import WindowConfig, window_features
 from earshot.moments.qddetr import QDDETR, QDDETRConfig, convert_lighthouse_qddetr_state_dict, predict_spans, tef
 
 __all__ = ["FeatureSpec", "MomentHead", "TEXT_FEATURES", "frame_inputs", "load_lighthouse_checkpoint",
            "load_moment_head", "text_features", "window_text_similarity"]
 
-HEAD_CONFIG = "moment_head.json"
+HEAD_CONFIG = MOMENT_HEAD_FILE  # what the resolver recognises a head folder by
 HEAD_WEIGHTS = "head.safetensors"
 
 
@@ -275,3 +276,14 @@ def load_lighthouse_checkpoint(path: str | Path, retriever: str = "msclap_2023")
     spec = FeatureSpec(retriever=retriever, window_s=clip, hop_s=clip, text="tokens",
                        max_windows=int(opt.get("max_a_l", opt.get("max_v_l", 300))))
     return MomentHead(model.eval(), spec)
+
+
+@register_opener("moment_head")
+def open_moment_head(ref: ModelRef, options: OpenOptions) -> MomentHead:
+    """A ``moment_head`` reference (see :func:`earshot.loading.resolve.resolve`): a folder from
+    :meth:`MomentHead.save`, lighthouse's checkpoint file, or its registry name (the cached file)."""
+    if ref.entry is not None:
+        return load_lighthouse_checkpoint(downloaded_file(ref.location, "moment head"))
+    if ref.path.is_dir():
+        return load_moment_head(ref.path)
+    return load_lighthouse_checkpoint(ref.path)

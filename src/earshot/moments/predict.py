@@ -24,20 +24,17 @@ __all__ = ["DEFAULT_BASELINE_WINDOW", "evaluate_moments", "find_moments", "open_
            "predict_moments"]
 
 def open_moment_model(name_or_path: str | Path, precision: str = "auto") -> Any:
-    """What ``earshot moments predict/evaluate MODEL`` means by MODEL: a moment head folder
-    (``moment_head.json``), a lighthouse ``.ckpt``, or any retriever ``load_retriever`` opens
-    (then the sliding-window baseline predicts)."""
-    from earshot.moments.head import HEAD_CONFIG, load_lighthouse_checkpoint, load_moment_head
+    """What ``earshot moments predict/evaluate MODEL`` means by MODEL, as the one resolver says:
+    a moment head (a folder from ``earshot moments train``, lighthouse's checkpoint file or its
+    registry name), or any retriever (then the sliding-window baseline predicts)."""
+    from earshot.loading.resolve import open_ref, resolve
 
-    p = Path(name_or_path).expanduser()
-    if p.is_dir() and (p / HEAD_CONFIG).is_file():
-        return load_moment_head(p)
-    if p.is_file() and p.suffix == ".ckpt":
-        return load_lighthouse_checkpoint(p)
+    ref = resolve(name_or_path)
+    if ref.kind == "moment_head":
+        return open_ref(ref)
     from earshot.models.inference import prepare_for_inference
-    from earshot.loading.retriever import load_retriever
 
-    return prepare_for_inference(load_retriever(p if p.exists() else str(name_or_path)), precision)
+    return prepare_for_inference(open_ref(ref), precision)
 
 
 def predict_moments(model: Any, recordings: Sequence[MomentRecording], top: int = 10,

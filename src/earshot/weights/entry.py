@@ -121,6 +121,7 @@ class WeightsEntry:
     audio: AudioPreprocessing | None = None  # for files with an audio tower
     text: TextPreprocessing | None = None  # for files with a text tower
     retriever: RetrieverSpec | None = None  # set when the file is a whole retriever (CLAP)
+    moment_head: bool = False  # a moment-retrieval head (lighthouse's QD-DETR): `earshot moments` opens it
     caveat: str | None = None  # a known problem users must see (`earshot weights list` shows it)
 
     @property
