@@ -154,3 +154,26 @@ def test_audio_ids_are_canonical_decimal_only(idx, rel_model):
         r = c.get(f"/audio/{bad}")
         assert r.status_code == 422 and "plain decimal" in r.json()["detail"], (bad, r.status_code)
     assert c.get("/audio/-1").status_code == 404 and c.get(f"/audio/{10**30}").status_code == 404
+
+
+@pytest.mark.parametrize("how", ["xor", "copy"])
+def test_damaged_or_foreign_window_vectors_are_refused_and_rebuilt_by_the_next_index(idx, rel_model, tmp_path, how):
+    """Window ranking (the default) searches windows.npz: a damaged file, or one copied from
+    another index of the same model (same generation number, same kind), is refused like
+    vectors.faiss, --verify names it, and `earshot index` rebuilds it from the database."""
+    from earshot.index.moments import WINDOWS_FILE
+
+    good = _ranking(idx, rel_model)
+    if how == "xor":
+        _damage(idx / WINDOWS_FILE, "xor")
+    else:
+        write_sounds(tmp_path / "other", n=6, offset=20)
+        build(tmp_path / "other", tmp_path / "ix2", rel_model)
+        shutil.copy(tmp_path / "ix2" / WINDOWS_FILE, idx / WINDOWS_FILE)
+    with pytest.raises(DamagedIndex, match=r"windows.npz: refusing to search.*SHA-256 differs.*to repair"):
+        _ranking(idx, rel_model)
+    r = cli("index", "--verify", "--out", str(idx))
+    assert r.returncode == 1 and "problem: window vectors: windows.npz" in r.stdout, r.stdout + r.stderr
+    build(idx.parent / "s", idx, rel_model)
+    assert _ranking(idx, rel_model) == good
+    assert cli("index", "--verify", "--out", str(idx)).returncode == 0

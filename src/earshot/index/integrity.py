@@ -8,7 +8,10 @@ an index (:func:`check_vectors`) compares size and digest before FAISS reads a b
 of a file already checked in this process is remembered by (device, inode, size, mtime), so a
 server reopening an unchanged file does not hash it again. :func:`verify` (``earshot index
 --verify``) does everything: SQLite's ``integrity_check``, every row's blob lengths and window
-counts, the recorded blob digests and left-over temporary files.
+counts, the recorded blob digests and left-over temporary files. The window vectors
+(``windows.npz`` and, for the compressed and sharded kinds, the ``windows.faiss*`` files beside
+it), which window ranking searches, get the same record (:func:`record_windows`,
+:func:`check_windows`); a reader that finds them wrong ranks from the database instead.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from earshot.errors import EarshotError
 from earshot.index.store import DB_FILE, FAISS_FILE, Store
 
 RECORD = "vectors"  # info key of the record written by record_vectors
+WINDOWS_RECORD = "windows_file"  # info key of the record written by record_windows
+WINDOWS_FILE = "windows.npz"  # the window vectors (earshot.index.moments), named here to stay below it
 
 _memo: dict[tuple[int, int, int, int], str] = {}  # (dev, ino, size, mtime_ns) -> sha256 checked here
 _memo_lock = threading.Lock()
@@ -93,6 +98,42 @@ def check_vectors(store: Store, path: Path) -> str | None:
     return None
 
 
+def window_files(directory: Path) -> list[Path]:
+    """The files that hold an index's window vectors: ``windows.npz`` and its siblings
+    ``windows.faiss*`` (temporary files of an interrupted write excluded)."""
+    main = directory / WINDOWS_FILE
+    side = sorted(p for p in directory.glob(Path(WINDOWS_FILE).stem + ".faiss*") if not p.name.endswith(".tmp"))
+    return ([main] if main.is_file() else []) + side
+
+
+def record_windows(store: Store, generation: int) -> None:
+    """Remember the window files just written: each one's size and digest, the database uid and
+    the generation they were built for."""
+    files = {p.name: list(file_sha256(p)) for p in window_files(store.directory)}
+    with store.transaction():
+        store.set_info(WINDOWS_RECORD, {"uid": store.get_info("uid"), "generation": generation, "files": files})
+
+
+def check_windows(store: Store, directory: Path | None = None) -> str | None:
+    """Why the window files in ``directory`` (default: the store's) are not those this database's
+    indexer wrote, or None when they are (size first, then the digest remembered by mtime)."""
+    directory = store.directory if directory is None else directory
+    rec = store.get_info(WINDOWS_RECORD)
+    if not isinstance(rec, dict) or not {"uid", "generation", "files"} <= set(rec):
+        return "no digest was recorded for them (written by an older earshot)"
+    if rec["uid"] != store.get_info("uid"):
+        return "their record belongs to another database"
+    found = {p.name: p for p in window_files(directory)}
+    if set(found) != set(rec["files"]):
+        return f"expected {sorted(rec['files'])}, found {sorted(found)}"
+    for name, (size, digest) in rec["files"].items():
+        if found[name].stat().st_size != size:
+            return f"{name} is {found[name].stat().st_size} bytes, {size} were written (truncated or replaced)"
+        if file_sha256(found[name])[1] != digest:
+            return f"{name}: its SHA-256 differs from the one recorded when it was written (damaged, or copied from another index)"
+    return None
+
+
 @dataclass
 class VerifyReport:
     """What ``earshot index --verify`` found; ``problems`` empty means the index is sound."""
@@ -152,6 +193,10 @@ def verify(directory: str | Path) -> VerifyReport:
                 report.problems.append("database: clip embeddings differ from those the vectors were built from")
             if wins != rec["windows_sha256"]:
                 report.problems.append("database: window embeddings changed since the vectors were written")
+        if store.get_info("windows_generation") == store.generation() and (directory / WINDOWS_FILE).is_file():
+            why = check_windows(store, directory)
+            if why:
+                report.problems.append(f"window vectors: {why}")
         for tmp in stale_temp_files(directory):
             report.notes.append(f"{tmp.name}: left by a run killed while writing vectors (ignored by "
                                 "search and serve; the next `earshot index` removes it)")

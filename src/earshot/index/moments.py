@@ -19,6 +19,7 @@ handed to FAISS, so k results come back whenever k matching files exist.
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,10 +30,10 @@ import numpy as np
 from earshot.errors import EarshotError
 from earshot.index import vectors as V
 from earshot.index.compressed import CompressedIndex
+from earshot.index.integrity import WINDOWS_FILE, WINDOWS_RECORD, check_windows, record_windows
 from earshot.index.sharded import ShardedIndex
 from earshot.utils import atomic_write
 
-WINDOWS_FILE = "windows.npz"
 MOMENT_RHO = 0.25  # a window joins a moment when within 25% of the gap (file median -> best) of the best
 MAX_MOMENTS = 5  # moments listed per hit
 
@@ -185,7 +186,7 @@ class WindowVectors:
                 file_ids, idx, generation = z["file_ids"], z["idx"], int(z["generation"])
                 index = (V.load(path.parent / str(z["vectors"])) if "vectors" in z.files
                          else faiss.deserialize_index(z["faiss"]))
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
+        except (OSError, ValueError, KeyError, RuntimeError, zipfile.BadZipFile) as e:
             raise EarshotError(f"{path}: cannot read window vectors: {e}") from None
         live = int((file_ids >= 0).sum())  # rows of removed files stay, marked -1 (see patch)
         if index.ntotal != live:
@@ -299,10 +300,11 @@ def write_windows(store, dim: int, cfg: V.VectorConfig) -> str:
     ``cfg`` picks for this many windows; otherwise, or if it cannot be read, it is rebuilt."""
     gen = store.generation()
     path = store.directory / WINDOWS_FILE
-    if store.get_info("windows_generation") == gen and path.is_file():
+    damaged = path.is_file() and check_windows(store) is not None  # never patch or keep a wrong file
+    if store.get_info("windows_generation") == gen and path.is_file() and not damaged:
         return str(store.get_info("windows_kind"))
     wv = None
-    if path.is_file():
+    if path.is_file() and not damaged:
         try:
             old, _ = WindowVectors.load(path)
         except EarshotError:
@@ -314,6 +316,7 @@ def write_windows(store, dim: int, cfg: V.VectorConfig) -> str:
     if wv is None:
         wv = WindowVectors.from_store(store.conn, dim, cfg)
     wv.save(path, gen)
+    record_windows(store, gen)
     with store.transaction():
         store.set_info("windows_generation", gen)
         store.set_info("windows_kind", wv.kind)
@@ -325,9 +328,17 @@ def load_windows(store, dim: int, directory: Path) -> WindowVectors:
     path = directory / WINDOWS_FILE
     gen = store.generation()
     if path.is_file() and store.get_info("windows_generation") == gen:
-        wv, stamped = WindowVectors.load(path)
-        if stamped == gen:
-            return wv
+        why = check_windows(store, directory)
+        if why is None:
+            wv, stamped = WindowVectors.load(path)
+            if stamped == gen:
+                return wv
+        elif store.get_info(WINDOWS_RECORD) is not None:  # damaged or another index's: refuse, as vectors.faiss
+            from earshot.index.store import DamagedIndex
+
+            raise DamagedIndex(f"{path}: refusing to search with it: {why}; {store.repair_hint()} "
+                               "(it rebuilds the window vectors from the database)")
+    # stale (an interrupted run) or written by an older earshot (no digest): rank from SQLite
     doc = store.get_info("vector_config") or {}
     return WindowVectors.from_store(store.conn, dim, V.VectorConfig(**doc))
 
