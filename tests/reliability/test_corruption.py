@@ -134,12 +134,17 @@ def test_a_database_that_fails_quick_check_is_refused(idx, rel_model):
 
 def test_verify_reports_a_sound_index_and_left_over_temp_files(idx, rel_model):
     (idx / f".{FAISS_FILE}.x1y2.tmp").write_bytes(b"half a file")
+    (idx / ".windows.npz.a1b2.tmp").write_bytes(b"half a window file")
+    (idx / ".windows.faiss.common.c3d4.tmp").write_bytes(b"half a shard training")
     r = cli("index", "--verify", "--out", str(idx))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok: " in r.stdout and ".vectors.faiss.x1y2.tmp: left by a run killed" in r.stdout
+    assert ".windows.npz.a1b2.tmp: left" in r.stdout and ".windows.faiss.common.c3d4.tmp: left" in r.stdout
     with Index.open(idx, rel_model) as ix:  # serve/search ignore it
         assert len(ix.search("a tone", k=6)) == 6
     assert np.isfinite([s for _, s in _ranking(idx, rel_model)]).all()
+    build(idx.parent / "s", idx, rel_model)  # the next writer removes them all
+    assert not list(idx.glob(".*.tmp"))
 
 
 def test_audio_ids_are_canonical_decimal_only(idx, rel_model):

@@ -32,6 +32,7 @@ from earshot.index.decode import (Decoded, Framing, Limits, WindowStream, decode
                                   is_candidate)
 from earshot.index.encoder import Encoder
 from earshot.index.moments import write_windows
+from earshot.index import integrity
 from earshot.index.store import DB_FILE, FAISS_FILE, LOCK_FILE, IndexSettings, Store, building_dir, files_kept, index_lock  # noqa: F401 - files_kept re-exported
 
 Pooling = Literal["mean", "max"]
@@ -294,7 +295,7 @@ def _run(where: Path, out: Path, root: Path, encoder: Encoder, settings: IndexSe
          progress: Callable[[Progress], None] | None, changed: list[str | Path] | None = None) -> IndexReport:
     """One indexing run writing into directory ``where`` (``out`` itself or its building folder);
     ``changed``: only these paths (see :func:`index_folder`)."""
-    for stale in where.glob(f".{FAISS_FILE}.*.tmp"):  # left by a run killed mid-write
+    for stale in integrity.stale_temp_files(where):  # vector files left by a run killed mid-write
         with contextlib.suppress(OSError):
             stale.unlink()
     store = Store.open(where, create=True)
@@ -685,7 +686,6 @@ def write_vectors(store: Store, dim: int, cfg: V.VectorConfig, notes: list[str] 
     stamp that does not match and the next reader rebuilds. A file that fails its digest
     (damaged, truncated, copied from another index) is rebuilt, and ``notes`` says so.
     """
-    from earshot.index import integrity
 
     gen = store.generation()
     path = store.directory / FAISS_FILE

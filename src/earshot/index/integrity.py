@@ -151,7 +151,7 @@ class VerifyReport:
 
 def stale_temp_files(directory: Path) -> list[Path]:
     """Temporary vector files left by a run killed mid-write (readers ignore them)."""
-    return sorted(directory.glob(f".{FAISS_FILE}.*.tmp"))
+    return sorted({*directory.glob(f".{FAISS_FILE}*.tmp"), *directory.glob(f".{Path(WINDOWS_FILE).stem}.*.tmp")})
 
 
 def verify(directory: str | Path) -> VerifyReport:
