@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from earshot.app.root import app
+from earshot.app.root import PRECISION_HELP, app
 
 ensemble_app = typer.Typer(help="Ensembles: search the best combination of trained models, write manifests.",
                            no_args_is_help=True)
@@ -77,8 +77,7 @@ def search_command(
     top: int = typer.Option(0, "--top", help="Print only the best N rows (0: all)."),
     workers: int = typer.Option(0, "--workers", help="Audio decoding processes."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
-                                  "fp32) | fp32 | bf16: the audio towers' arithmetic, as in evaluate."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Progress bars (default: when stderr is a terminal)."),
 ) -> None:

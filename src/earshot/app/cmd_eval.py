@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from earshot.app.root import app
+from earshot.app.root import PRECISION_HELP, app
 
 _METRICS = ("R@1", "R@5", "R@10", "mAP@10")
 # the same text as earshot.relevance.RULE_HELP (not imported: the CLI starts without the core)
@@ -96,8 +96,7 @@ def evaluate_command(
     as_json: bool = typer.Option(False, "--json", help="Print metrics as JSON."),
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: when stderr is a terminal)."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
-                                  "fp32) | fp32 | bf16: the audio tower's arithmetic."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Evaluate text-to-audio and audio-to-text retrieval: R@1/5/10, mAP@10 (+mAP@k), 95% CIs."""
     from earshot.evaluation import evaluate_model
@@ -123,8 +122,7 @@ def submit_command(
     workers: int = typer.Option(0, "--workers", help="Audio decoding processes."),
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Progress bar (default: when stderr is a terminal)."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
-                                  "fp32) | fp32 | bf16: the audio tower's arithmetic."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
 ) -> None:
     """Write a DCASE retrieval submission: the 10 best audio files for each caption."""
     from earshot.evaluation import submit_model

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from earshot.app.root import app
+from earshot.app.root import PRECISION_HELP, app
 from earshot.errors import EarshotError
 
 
@@ -56,9 +56,7 @@ def index_cmd(
     workers: int = typer.Option(2, "--workers", min=0, help="local engine: decoding processes (0: decode "
                                 "inline); ray engine: embedding workers, each holding the model once."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Windows per forward pass."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CPUs with native bf16, else "
-                                  "fp32) | fp32 | bf16 (autocast) | bf16-weights (CLAP/PaSST weights stored in bf16, faster) | "
-                                  "int8 (dynamic int8 linears, CPU): the audio tower's arithmetic."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     index_type: str = typer.Option("auto", "--index-type",
                                    help="auto (exact below 100k files, IVF above, compressed IVF-PQ once the "
                                    "vectors pass 2 GB), flat, hnsw, ivf or ivfpq (re-ranked exactly from disk)."),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from earshot.app.root import app
+from earshot.app.root import PRECISION_HELP, app
 
 moments_app = typer.Typer(
     help="Audio moment retrieval (DCASE 2026): find where in a long recording a text happens. "
@@ -150,7 +150,7 @@ def predict_cmd(
     top: int = typer.Option(10, "--top", min=1, help="Moments per query (the scorer reads 10)."),
     window: float = typer.Option(2.0, "--window", help=_WINDOW_HELP),
     hop: float = typer.Option(1.0, "--hop", help="Sliding-window hop, seconds."),
-    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16: the audio tower's arithmetic."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     on_bad_window: str = typer.Option("error", "--on-bad-window", help=_BAD_WINDOW_HELP),
 ) -> None:
     """Predict moments for every query (a moment head, or the zero-shot sliding-window baseline
@@ -178,7 +178,7 @@ def evaluate_cmd(
     hop: float = typer.Option(1.0, "--hop", help="Sliding-window hop, seconds."),
     out: Path = typer.Option(None, "--out", help="Also write the predictions here."),
     as_json: bool = typer.Option(False, "--json", help="Print every score as JSON."),
-    precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16: the audio tower's arithmetic."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     on_bad_window: str = typer.Option("error", "--on-bad-window", help=_BAD_WINDOW_HELP),
 ) -> None:
     """Predict (moment head, or sliding-window baseline over a retriever) and score against the

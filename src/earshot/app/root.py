@@ -39,3 +39,9 @@ def _root(
         # it; `earshot index` installs its own handling, which says what it kept), not the
         # start-up's "nothing was changed" exit (earshot.app.cli.main)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# The --precision help every command that runs an audio tower shows (earshot.models.inference.PRECISIONS).
+PRECISION_HELP = ("auto (bf16 on CPUs with native bf16, else fp32) | fp32 | bf16 (autocast) | bf16-weights "
+                  "(CLAP/PaSST weights stored in bf16, faster) | int8 (dynamic int8 linears, CPU): the audio "
+                  "tower's arithmetic.")
