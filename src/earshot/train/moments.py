@@ -103,9 +103,13 @@ class MomentHeadModule(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.qddetr.parameters() if p.requires_grad]
         # fused: one kernel per step instead of a Python loop over ~200 tensors, which took more
-        # than half of a CPU training step (py-spy, the demo head)
-        fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
-        opt = torch.optim.AdamW(params, lr=self.cfg.optim.lr, weight_decay=self.cfg.optim.wd, fused=fused)
+        # than half of a CPU training step (py-spy, the demo head). Lightning refuses a fused
+        # optimizer with gradient clipping under mixed precision (it unscales inside its step):
+        # there the multi-tensor (foreach) path, also without the per-tensor loop
+        fused = (not str(self.cfg.precision).endswith("-mixed")
+                 and all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params))
+        opt = torch.optim.AdamW(params, lr=self.cfg.optim.lr, weight_decay=self.cfg.optim.wd,
+                                fused=fused, foreach=not fused)
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, self.cfg.optim.lr_drop)}
 
 
