@@ -9,6 +9,9 @@ than a window is dropped; a recording shorter than one window gives one zero-pad
 ``output``: ``"embedding"`` is the retriever's joint-space audio embedding (L2-normalised,
 what the sliding-window baseline compares with text), ``"tower"`` the audio tower's own output
 before the projection head (MS-CLAP 2023: the 768-d HTSAT latent lighthouse feeds QD-DETR).
+``pad="none"`` feeds each window to the tower unpadded, as lighthouse's ``CLAPAudio`` feeds
+msclap's HTSAT (whose front end stretches a 1 s log-mel to its 1024 frames); the default keeps
+the tower's own padding of short clips (MS-CLAP 2023: repeated to 7 s, as for clip retrieval).
 Features are cached in earshot's cache folder, one file per recording, keyed by the model's
 weights, the settings and the file's content hash.
 """
@@ -36,6 +39,9 @@ class WindowConfig:
     window_s: float = 1.0  # window length (lighthouse AMR: 1 s)
     hop_s: float = 1.0  # window hop (lighthouse AMR: 1 s)
     output: Literal["embedding", "tower"] = "embedding"  # joint space, or the tower's output
+    # "tower": each window padded as the tower pads short clips (MS-CLAP 2023: repeated to 7 s);
+    # "none": fed unpadded (lighthouse's CLAPAudio; output="tower", a tower with accepts_padding)
+    pad: Literal["tower", "none"] = "tower"
     block_s: float = 120.0  # seconds decoded at once (bounds memory)
     batch_size: int = 32  # windows per forward pass
 
@@ -44,6 +50,10 @@ class WindowConfig:
             raise ConfigError(f"window_s, hop_s, block_s and batch_size must be positive: {self}")
         if self.output not in ("embedding", "tower"):
             raise ConfigError(f"output must be 'embedding' or 'tower', got {self.output!r}")
+        if self.pad not in ("tower", "none"):
+            raise ConfigError(f"pad must be 'tower' or 'none', got {self.pad!r}")
+        if self.pad == "none" and self.output != "tower":
+            raise ConfigError("pad='none' (lighthouse's unpadded windows) needs output='tower'")
         return self
 
 
@@ -96,7 +106,7 @@ def _windows(blocks: Iterator[np.ndarray], window: int, hop: int) -> Iterator[np
         yield np.pad(buf, (0, window - len(buf)))
 
 
-def _embedder(model: Any, output: str):
+def _embedder(model: Any, output: str, pad: str = "tower"):
     import torch
 
     if output == "embedding":
@@ -105,6 +115,12 @@ def _embedder(model: Any, output: str):
     if tower is None:
         raise ConfigError(f"{type(model).__name__} has no single audio tower (output='tower' needs "
                           f"a bi-encoder; use output='embedding')")
+    options: dict[str, str] = {}
+    if pad == "none":
+        if not getattr(tower, "accepts_padding", False):
+            raise ConfigError(f"pad='none': {type(tower).__name__} has no padding option (only "
+                              f"towers that pad short clips, such as clap_htsat, take one)")
+        options["padding"] = "none"
 
     def run(waves: list[np.ndarray]) -> np.ndarray:
         was = tower.training
@@ -112,7 +128,7 @@ def _embedder(model: Any, output: str):
         try:
             with torch.inference_mode():
                 x = torch.as_tensor(np.stack(waves))
-                return tower(x).float().cpu().numpy()
+                return tower(x, **options).float().cpu().numpy()
         finally:
             tower.train(was)
     return run
@@ -153,7 +169,7 @@ def _compute(model: Any, audio: str | Path | np.ndarray, cfg: WindowConfig) -> n
     window, hop = int(round(cfg.window_s * sr)), int(round(cfg.hop_s * sr))
     blocks = (iter([np.asarray(audio, np.float32)]) if isinstance(audio, np.ndarray)
               else iter_blocks(audio, sr, cfg.block_s))
-    embed = _embedder(model, cfg.output)
+    embed = _embedder(model, cfg.output, cfg.pad)
     out, batch = [], []
     for w in _windows(blocks, window, hop):
         batch.append(w)
