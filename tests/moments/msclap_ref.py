@@ -14,7 +14,11 @@ num_heads=[1,1,2,2], num_classes=4``; spec_size, patch, window and the front end
 ``CLAPAudio.forward(audio, 44100)`` (``feature_extractor/audio_encoders/clap_a.py``, executed
 unchanged; only ``torchaudio.transforms.Resample`` was replaced by the identity, which is what
 it is for 44.1 kHz -> 44.1 kHz, since torchaudio is not installed here). Its output
-``(1, W, 64)`` is the golden.
+``(1, W, 64)`` is ``features``. ``features_48k``: the same from ``signal(sample_rate=48000)``
+with torchaudio 2.11.1's own ``_get_sinc_resample_kernel`` / ``_apply_sinc_resample_kernel``
+(its compiled library does not load on torch 2.13; those two functions are plain torch) as the
+``Resample``. ``sinc``: torchaudio's kernel for 3 -> 2 and a 64-sample ramp-and-sine resampled
+3 -> 2 and 2 -> 3 by those functions.
 """
 
 from __future__ import annotations
@@ -70,10 +74,10 @@ def seeded_weights(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def signal(seconds: float = 4.5) -> np.ndarray:
-    """Mono float32 at 44.1 kHz: a rising chirp, a tone switching on and off each second and
-    low-level noise (seeded), so each 1 s window differs."""
-    t = np.arange(int(seconds * SR)) / SR
+def signal(seconds: float = 4.5, sample_rate: int = SR) -> np.ndarray:
+    """Mono float32 at ``sample_rate``: a rising chirp, a tone switching on and off each half
+    second and low-level noise (seeded), so each 1 s window differs."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
     chirp = 0.3 * np.sin(2 * np.pi * (200 * t + 400 * t ** 2))
     gate = (np.floor(t * 2) % 2).astype(np.float64)
     tone = 0.2 * gate * np.sin(2 * np.pi * 3000 * t)

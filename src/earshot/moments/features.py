@@ -42,6 +42,9 @@ class WindowConfig:
     # "tower": each window padded as the tower pads short clips (MS-CLAP 2023: repeated to 7 s);
     # "none": fed unpadded (lighthouse's CLAPAudio; output="tower", a tower with accepts_padding)
     pad: Literal["tower", "none"] = "tower"
+    # files not at the model's rate: "soxr" (HQ, earshot's everywhere) or "sinc" (torchaudio
+    # Resample's Hann-windowed sinc, width 6, rolloff 0.99: what lighthouse's CLAPAudio uses)
+    resampler: Literal["soxr", "sinc"] = "soxr"
     block_s: float = 120.0  # seconds decoded at once (bounds memory)
     batch_size: int = 32  # windows per forward pass
 
@@ -52,6 +55,8 @@ class WindowConfig:
             raise ConfigError(f"output must be 'embedding' or 'tower', got {self.output!r}")
         if self.pad not in ("tower", "none"):
             raise ConfigError(f"pad must be 'tower' or 'none', got {self.pad!r}")
+        if self.resampler not in ("soxr", "sinc"):
+            raise ConfigError(f"resampler must be 'soxr' or 'sinc', got {self.resampler!r}")
         if self.pad == "none" and self.output != "tower":
             raise ConfigError("pad='none' (lighthouse's unpadded windows) needs output='tower'")
         return self
@@ -62,18 +67,23 @@ def window_count(n_samples: int, window: int, hop: int) -> int:
     return max(1, (n_samples - window) // hop + 1) if n_samples >= window else 1
 
 
-def iter_blocks(path: str | Path, sample_rate: int, block_s: float = 120.0) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of a file at ``sample_rate``, decoded and resampled as a stream."""
+def iter_blocks(path: str | Path, sample_rate: int, block_s: float = 120.0,
+                resampler: str = "soxr") -> Iterator[np.ndarray]:
+    """Mono float32 blocks of a file at ``sample_rate``, decoded and resampled as a stream
+    (``resampler``: ``"soxr"`` HQ, or ``"sinc"``, torchaudio's ``Resample`` as lighthouse)."""
     import soundfile as sf
     import soxr
 
     from earshot.audio.io import audio_info
+    from earshot.audio.sinc import SincResampleStream
 
     path = Path(path)
     info = audio_info(path)  # checks existence, suffix, truncation, header
     block = max(1, int(block_s * info.sample_rate))
-    stream = (soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
-              if info.sample_rate != sample_rate else None)
+    stream: Any = None
+    if info.sample_rate != sample_rate:
+        stream = (SincResampleStream(info.sample_rate, sample_rate) if resampler == "sinc" else
+                  soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ"))
     try:
         with sf.SoundFile(str(path)) as f:
             while True:
@@ -168,7 +178,7 @@ def _compute(model: Any, audio: str | Path | np.ndarray, cfg: WindowConfig) -> n
     sr = int(model.sample_rate)
     window, hop = int(round(cfg.window_s * sr)), int(round(cfg.hop_s * sr))
     blocks = (iter([np.asarray(audio, np.float32)]) if isinstance(audio, np.ndarray)
-              else iter_blocks(audio, sr, cfg.block_s))
+              else iter_blocks(audio, sr, cfg.block_s, cfg.resampler))
     embed = _embedder(model, cfg.output, cfg.pad)
     out, batch = [], []
     for w in _windows(blocks, window, hop):

@@ -47,6 +47,8 @@ class FeatureSpec:
     # windows to the audio tower: "tower" = padded as it pads short clips; "none" = unpadded,
     # as lighthouse's CLAPAudio (its presets and checkpoints; see WindowConfig.pad)
     pad: Literal["tower", "none"] = "tower"
+    # files not at the retriever's rate: "soxr" or "sinc" (torchaudio's, as CLAPAudio)
+    resampler: Literal["soxr", "sinc"] = "soxr"
     # earshot: also give the head, per window, the retriever's own cosine between the window's
     # joint-space embedding and the text's (a third "video" channel beside the tef; vid_dim 3).
     # lighthouse has no such input (off in its presets and checkpoints); with few training
@@ -55,7 +57,8 @@ class FeatureSpec:
 
     def window_config(self) -> WindowConfig:
         """How the audio is cut and fed to the tower for these features."""
-        return WindowConfig(window_s=self.window_s, hop_s=self.hop_s, output="tower", pad=self.pad)
+        return WindowConfig(window_s=self.window_s, hop_s=self.hop_s, output="tower", pad=self.pad,
+                            resampler=self.resampler)
 
 
 # --- text features ---------------------------------------------------------------------------
@@ -282,7 +285,7 @@ def load_lighthouse_checkpoint(path: str | Path, retriever: str = "msclap_2023")
     clip = float(opt.get("clip_length", 1.0))
     spec = FeatureSpec(retriever=retriever, window_s=clip, hop_s=clip, text="tokens",
                        max_windows=int(opt.get("max_a_l", opt.get("max_v_l", 300))),
-                       pad="none")  # lighthouse's CLAPAudio: unpadded windows
+                       pad="none", resampler="sinc")  # lighthouse's CLAPAudio
     return MomentHead(model.eval(), spec)
 
 
