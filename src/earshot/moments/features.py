@@ -1,7 +1,8 @@
 """Frame features of a long recording: any earshot audio tower on sliding windows.
 
-A recording is decoded in blocks (soundfile) and resampled as a stream (soxr), and windows of
-``window_s`` at ``hop_s`` are embedded as they fill, so memory follows the block, never the
+A recording is decoded in blocks (soundfile) and resampled as a stream (soxr, or with
+``resampler="sinc"`` torchaudio's kernel as lighthouse), and windows of ``window_s`` at
+``hop_s`` are embedded as they fill, so memory follows the block, never the
 file (a 1 h recording costs one block plus one batch of windows). As lighthouse's
 ``CLAPAudio``: windows start at ``k * hop_s`` and only whole windows count (the tail shorter
 than a window is dropped; a recording shorter than one window gives one zero-padded window).
