@@ -103,12 +103,15 @@ def test_lighthouse_checkpoint_opens_with_parity(tmp_path):
 
     head = load_lighthouse_checkpoint(_lighthouse_ckpt(tmp_path / "clap_qd_detr_clotho-moment.ckpt"))
     assert head.spec.retriever == "msclap_2023" and head.spec.hop_s == 1.0
+    # trained on CLAPAudio's unpadded 1 s windows (test_moments_clap_windows.py)
+    assert head.window.pad == "none" and head.window.output == "tower" and head.window.resampler == "sinc"
     x = inputs()
     got = head.predict_features(x["src_aud"][0], [x["src_txt"][0]])[0]
     for g, e in zip(got, GOLDEN["predictor_windows"]):
         assert g == pytest.approx(e, abs=2e-4)
     head.save(tmp_path / "head")
     again = load_moment_head(tmp_path / "head")
+    assert again.spec == head.spec  # the padding survives save/load
     assert again.predict_features(x["src_aud"][0], [x["src_txt"][0]])[0] == got
 
 

@@ -26,6 +26,8 @@ LIGHTHOUSE = {
     "loss.eos_coef": 0.1, "loss.lw_saliency": 1, "model.aux_loss": True, "seed": 2023,
     "model.vid_dim": 2, "model.aud_dim": 768, "model.txt_dim": 768,
     "features.window_s": 1.0, "features.hop_s": 1.0, "features.retriever": "msclap_2023",
+    "features.pad": "none",  # CLAPAudio feeds the 1 s windows unpadded
+    "features.resampler": "sinc",  # CLAPAudio resamples with torchaudio's Resample
 }
 
 

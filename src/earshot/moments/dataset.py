@@ -40,9 +40,9 @@ class MomentExample:
 def build_examples(retriever: Any, recordings: Sequence[MomentRecording], spec: FeatureSpec,
                    max_q_l: int = 32, progress: Callable[[int, int], None] | None = None) -> list[MomentExample]:
     """Features of every query of ``recordings`` (audio windows cached per file)."""
-    from earshot.moments.features import WindowConfig, window_features
+    from earshot.moments.features import window_features
 
-    window = WindowConfig(window_s=spec.window_s, hop_s=spec.hop_s, output="tower")
+    window = spec.window_config()
     out = []
     for i, rec in enumerate(recordings):
         audio = torch.as_tensor(window_features(retriever, rec.audio, window))

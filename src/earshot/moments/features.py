@@ -1,7 +1,8 @@
 """Frame features of a long recording: any earshot audio tower on sliding windows.
 
-A recording is decoded in blocks (soundfile) and resampled as a stream (soxr), and windows of
-``window_s`` at ``hop_s`` are embedded as they fill, so memory follows the block, never the
+A recording is decoded in blocks (soundfile) and resampled as a stream (soxr, or with
+``resampler="sinc"`` torchaudio's kernel as lighthouse), and windows of ``window_s`` at
+``hop_s`` are embedded as they fill, so memory follows the block, never the
 file (a 1 h recording costs one block plus one batch of windows). As lighthouse's
 ``CLAPAudio``: windows start at ``k * hop_s`` and only whole windows count (the tail shorter
 than a window is dropped; a recording shorter than one window gives one zero-padded window).
@@ -9,6 +10,9 @@ than a window is dropped; a recording shorter than one window gives one zero-pad
 ``output``: ``"embedding"`` is the retriever's joint-space audio embedding (L2-normalised,
 what the sliding-window baseline compares with text), ``"tower"`` the audio tower's own output
 before the projection head (MS-CLAP 2023: the 768-d HTSAT latent lighthouse feeds QD-DETR).
+``pad="none"`` feeds each window to the tower unpadded, as lighthouse's ``CLAPAudio`` feeds
+msclap's HTSAT (whose front end stretches a 1 s log-mel to its 1024 frames); the default keeps
+the tower's own padding of short clips (MS-CLAP 2023: repeated to 7 s, as for clip retrieval).
 Features are cached in earshot's cache folder, one file per recording, keyed by the model's
 weights, the settings and the file's content hash.
 """
@@ -36,6 +40,12 @@ class WindowConfig:
     window_s: float = 1.0  # window length (lighthouse AMR: 1 s)
     hop_s: float = 1.0  # window hop (lighthouse AMR: 1 s)
     output: Literal["embedding", "tower"] = "embedding"  # joint space, or the tower's output
+    # "tower": each window padded as the tower pads short clips (MS-CLAP 2023: repeated to 7 s);
+    # "none": fed unpadded (lighthouse's CLAPAudio; output="tower", a tower with accepts_padding)
+    pad: Literal["tower", "none"] = "tower"
+    # files not at the model's rate: "soxr" (HQ, earshot's everywhere) or "sinc" (torchaudio
+    # Resample's Hann-windowed sinc, width 6, rolloff 0.99: what lighthouse's CLAPAudio uses)
+    resampler: Literal["soxr", "sinc"] = "soxr"
     block_s: float = 120.0  # seconds decoded at once (bounds memory)
     batch_size: int = 32  # windows per forward pass
 
@@ -44,6 +54,12 @@ class WindowConfig:
             raise ConfigError(f"window_s, hop_s, block_s and batch_size must be positive: {self}")
         if self.output not in ("embedding", "tower"):
             raise ConfigError(f"output must be 'embedding' or 'tower', got {self.output!r}")
+        if self.pad not in ("tower", "none"):
+            raise ConfigError(f"pad must be 'tower' or 'none', got {self.pad!r}")
+        if self.resampler not in ("soxr", "sinc"):
+            raise ConfigError(f"resampler must be 'soxr' or 'sinc', got {self.resampler!r}")
+        if self.pad == "none" and self.output != "tower":
+            raise ConfigError("pad='none' (lighthouse's unpadded windows) needs output='tower'")
         return self
 
 
@@ -52,18 +68,23 @@ def window_count(n_samples: int, window: int, hop: int) -> int:
     return max(1, (n_samples - window) // hop + 1) if n_samples >= window else 1
 
 
-def iter_blocks(path: str | Path, sample_rate: int, block_s: float = 120.0) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of a file at ``sample_rate``, decoded and resampled as a stream."""
+def iter_blocks(path: str | Path, sample_rate: int, block_s: float = 120.0,
+                resampler: str = "soxr") -> Iterator[np.ndarray]:
+    """Mono float32 blocks of a file at ``sample_rate``, decoded and resampled as a stream
+    (``resampler``: ``"soxr"`` HQ, or ``"sinc"``, torchaudio's ``Resample`` as lighthouse)."""
     import soundfile as sf
     import soxr
 
     from earshot.audio.io import audio_info
+    from earshot.audio.sinc import SincResampleStream
 
     path = Path(path)
     info = audio_info(path)  # checks existence, suffix, truncation, header
     block = max(1, int(block_s * info.sample_rate))
-    stream = (soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ")
-              if info.sample_rate != sample_rate else None)
+    stream: Any = None
+    if info.sample_rate != sample_rate:
+        stream = (SincResampleStream(info.sample_rate, sample_rate) if resampler == "sinc" else
+                  soxr.ResampleStream(info.sample_rate, sample_rate, 1, dtype="float32", quality="HQ"))
     try:
         with sf.SoundFile(str(path)) as f:
             while True:
@@ -96,7 +117,7 @@ def _windows(blocks: Iterator[np.ndarray], window: int, hop: int) -> Iterator[np
         yield np.pad(buf, (0, window - len(buf)))
 
 
-def _embedder(model: Any, output: str):
+def _embedder(model: Any, output: str, pad: str = "tower"):
     import torch
 
     if output == "embedding":
@@ -105,6 +126,12 @@ def _embedder(model: Any, output: str):
     if tower is None:
         raise ConfigError(f"{type(model).__name__} has no single audio tower (output='tower' needs "
                           f"a bi-encoder; use output='embedding')")
+    options: dict[str, str] = {}
+    if pad == "none":
+        if not getattr(tower, "accepts_padding", False):
+            raise ConfigError(f"pad='none': {type(tower).__name__} has no padding option (only "
+                              f"towers that pad short clips, such as clap_htsat, take one)")
+        options["padding"] = "none"
 
     def run(waves: list[np.ndarray]) -> np.ndarray:
         was = tower.training
@@ -112,7 +139,7 @@ def _embedder(model: Any, output: str):
         try:
             with torch.inference_mode():
                 x = torch.as_tensor(np.stack(waves))
-                return tower(x).float().cpu().numpy()
+                return tower(x, **options).float().cpu().numpy()
         finally:
             tower.train(was)
     return run
@@ -152,8 +179,8 @@ def _compute(model: Any, audio: str | Path | np.ndarray, cfg: WindowConfig) -> n
     sr = int(model.sample_rate)
     window, hop = int(round(cfg.window_s * sr)), int(round(cfg.hop_s * sr))
     blocks = (iter([np.asarray(audio, np.float32)]) if isinstance(audio, np.ndarray)
-              else iter_blocks(audio, sr, cfg.block_s))
-    embed = _embedder(model, cfg.output)
+              else iter_blocks(audio, sr, cfg.block_s, cfg.resampler))
+    embed = _embedder(model, cfg.output, cfg.pad)
     out, batch = [], []
     for w in _windows(blocks, window, hop):
         batch.append(w)

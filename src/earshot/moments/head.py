@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -44,11 +44,21 @@ class FeatureSpec:
     hop_s: float = 1.0  # audio hop = the head's clip length (lighthouse: 1 s)
     text: str = "tokens"  # "tokens": per-token features where the text tower has them, else pooled
     max_windows: int = 300  # longest input (lighthouse max_a_l); longer audio is read in chunks
+    # windows to the audio tower: "tower" = padded as it pads short clips; "none" = unpadded,
+    # as lighthouse's CLAPAudio (its presets and checkpoints; see WindowConfig.pad)
+    pad: Literal["tower", "none"] = "tower"
+    # files not at the retriever's rate: "soxr" or "sinc" (torchaudio's, as CLAPAudio)
+    resampler: Literal["soxr", "sinc"] = "soxr"
     # earshot: also give the head, per window, the retriever's own cosine between the window's
     # joint-space embedding and the text's (a third "video" channel beside the tef; vid_dim 3).
     # lighthouse has no such input (off in its presets and checkpoints); with few training
     # queries it lets the head start from what the sliding-window baseline sees.
     similarity: bool = False
+
+    def window_config(self) -> WindowConfig:
+        """How the audio is cut and fed to the tower for these features."""
+        return WindowConfig(window_s=self.window_s, hop_s=self.hop_s, output="tower", pad=self.pad,
+                            resampler=self.resampler)
 
 
 # --- text features ---------------------------------------------------------------------------
@@ -142,7 +152,7 @@ class MomentHead(torch.nn.Module):
 
     @property
     def window(self) -> WindowConfig:
-        return WindowConfig(window_s=self.spec.window_s, hop_s=self.spec.hop_s, output="tower")
+        return self.spec.window_config()
 
     def audio_features(self, audio: str | Path | np.ndarray) -> torch.Tensor:
         """``(L, Da)`` tower features of a recording's windows (cached for files)."""
@@ -274,7 +284,8 @@ def load_lighthouse_checkpoint(path: str | Path, retriever: str = "msclap_2023")
         raise WeightsError(f"{path}: does not fit QD-DETR: {e}") from None
     clip = float(opt.get("clip_length", 1.0))
     spec = FeatureSpec(retriever=retriever, window_s=clip, hop_s=clip, text="tokens",
-                       max_windows=int(opt.get("max_a_l", opt.get("max_v_l", 300))))
+                       max_windows=int(opt.get("max_a_l", opt.get("max_v_l", 300))),
+                       pad="none", resampler="sinc")  # lighthouse's CLAPAudio
     return MomentHead(model.eval(), spec)
 
 

@@ -106,6 +106,13 @@ def _fast_attention_class():
 
 
 _FAST_ATTENTION = None
+_PADDINGS = ("repeatpad", "repeat", "pad", "none")
+
+
+def _check_padding(padding: str) -> str:
+    if padding not in _PADDINGS:
+        raise ConfigError(f"clap_htsat: padding must be one of {_PADDINGS}, got {padding!r}")
+    return padding
 
 
 class ClapAudioTower(AudioEncoder):
@@ -153,10 +160,16 @@ class ClapAudioTower(AudioEncoder):
     def frontend_settings(self) -> dict[str, Any]:
         return {"kind": "clap_logmel", **to_dict(self.frontend_cfg)}
 
-    def features(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+    # forward(waveform, padding=...) overrides the front end's padding for one call
+    # (earshot.moments' lighthouse windows: padding="none")
+    accepts_padding = True
+
+    def features(self, waveform: Tensor, padding: str | None = None) -> tuple[Tensor, Tensor]:
         """``(B, T)`` -> (input_features ``(B, C, frames, n_mels)``, is_longer ``(B, 1)``) for
-        clips up to one window (padded) or, with fusion, of any length."""
+        clips up to one window (padded as ``padding``, default the front end's) or, with fusion,
+        of any length."""
         fe = self.frontend_cfg
+        padding = _check_padding(fe.padding if padding is None else padding)
         n = fe.window_samples
         b, t = waveform.shape
         if t > n and fe.fusion:
@@ -174,16 +187,24 @@ class ClapAudioTower(AudioEncoder):
         else:
             if t > n:
                 raise DataError(f"clap_htsat: {t} samples exceed the {n}-sample window")
-            mel = self.logmel(pad_to_window(waveform, n, fe.padding))  # (B, frames, M)
+            if padding == "none":  # the clip's own frames; HTSAT interpolates them to its input
+                if t <= fe.n_fft // 2:  # the centred STFT reflects n_fft/2 samples
+                    raise DataError(f"clap_htsat: padding='none' needs clips longer than "
+                                    f"{fe.n_fft // 2} samples, got {t}")
+                mel = self.logmel(waveform)  # (B, frames <= window frames, M)
+            else:
+                mel = self.logmel(pad_to_window(waveform, n, padding))  # (B, frames, M)
         feats = mel[:, None].expand(-1, 4 if fe.fusion else 1, -1, -1)  # (B, C, frames, M)
         return feats, torch.zeros(b, 1, dtype=torch.bool, device=mel.device)
 
-    def _embed(self, waveform: Tensor) -> Tensor:
-        feats, longer = self.features(waveform)
+    def _embed(self, waveform: Tensor, padding: str | None = None) -> Tensor:
+        feats, longer = self.features(waveform, padding)
         out = self.model(input_features=feats, is_longer=longer)
         return out.audio_embeds if self.projection else out.pooler_output  # (B, D)
 
-    def forward(self, waveform: Tensor) -> Tensor:
+    def forward(self, waveform: Tensor, padding: str | None = None) -> Tensor:
+        """``(B, T)`` -> ``(B, D)``; ``padding`` overrides ``frontend.padding`` for clips
+        shorter than the window (``"none"``: unpadded, as lighthouse feeds MS-CLAP 2023)."""
         if waveform.dim() != 2:
             raise DataError(f"clap_htsat: expected (B, T) waveforms, got {tuple(waveform.shape)}")
         fe = self.frontend_cfg
@@ -192,7 +213,7 @@ class ClapAudioTower(AudioEncoder):
         if fe.laion_int16_roundtrip:
             waveform = int16_roundtrip(waveform)
         if t <= n or fe.fusion:
-            return self._embed(waveform)  # (B, D)
+            return self._embed(waveform, padding)  # (B, D)
         starts = window_starts(t, n, max(1, int(round(fe.window_hop_s * fe.sample_rate))), pad_last=False)
         windows = torch.stack([waveform[:, s : s + n] for s in starts], dim=1)  # (B, W, n)
         z = self._embed(windows.reshape(b * len(starts), n))  # (B*W, D)

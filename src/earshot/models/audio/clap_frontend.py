@@ -27,7 +27,9 @@ class ClapFrontendConfig:
     fmax: float = 14000.0  # highest mel edge, Hz
     max_length_s: float = 10.0  # the model's window; longer clips are windowed or fused
     mel_scale: Literal["slaney", "htk"] = "slaney"  # slaney+slaney norm (unfused), htk+no norm (fused)
-    padding: Literal["repeatpad", "repeat", "pad"] = "repeatpad"  # how short clips reach the window
+    # how short clips reach the window; "none": not at all, HTSAT stretches their log-mel to its
+    # input (bicubic), as MS-CLAP's HTSATWrapper sees lighthouse's unpadded 1 s windows
+    padding: Literal["repeatpad", "repeat", "pad", "none"] = "repeatpad"
     fusion: bool = False  # build the 4-channel fusion input (fused checkpoints only)
     window_hop_s: float = 5.0  # unfused, clip > window: hop between windows (mean-pooled)
     mel_sample_rate: int | None = None  # rate the mel filters assume; None = sample_rate (MS-CLAP 2023: 32000)
