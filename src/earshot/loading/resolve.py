@@ -366,12 +366,6 @@ class TowerWeights:
         unless cached or offline)."""
         if self.kind == "registry":
             return downloaded_file(self.location, str(self))
-        if self.kind == "moment_head":  # the head's own weights (a retriever beside it has its own id)
-            if self.entry is not None:
-                return _file_id(downloaded_file(self.location, "moment head"), self.location)
-            if self.path.is_dir():
-                return _file_id(self.path / "head.safetensors", self.location)
-            return _file_id(self.path, self.location)
         if self.kind == "hf_hub":
             from earshot.loading.hub import hub_folder
 
