@@ -333,12 +333,16 @@ def load_windows(store, dim: int, directory: Path) -> WindowVectors:
             wv, stamped = WindowVectors.load(path)
             if stamped == gen:
                 return wv
-        elif store.get_info(WINDOWS_RECORD) is not None:  # damaged or another index's: refuse, as vectors.faiss
-            from earshot.index.store import DamagedIndex
+        elif store.get_info(WINDOWS_RECORD) is not None:
+            # damaged, another index's copy, or the folder rebuilt under a reader that still holds
+            # the old database: never search with it; the windows this database holds are ranked
+            # instead (right answers, built in memory), and the log says how to repair the file
+            import logging
 
-            raise DamagedIndex(f"{path}: refusing to search with it: {why}; {store.repair_hint()} "
-                               "(it rebuilds the window vectors from the database)")
-    # stale (an interrupted run) or written by an older earshot (no digest): rank from SQLite
+            logging.getLogger("earshot.index").warning(
+                "%s: not searched: %s; ranking windows from the database (%s)", path, why, store.repair_hint())
+    # stale (an interrupted run), not this database's, or written by an older earshot (no
+    # digest): rank from SQLite
     doc = store.get_info("vector_config") or {}
     return WindowVectors.from_store(store.conn, dim, V.VectorConfig(**doc))
 
