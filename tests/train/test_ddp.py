@@ -186,6 +186,10 @@ def rank(r, out):
     if r == 0:
         with open(out, "w") as f:
             json.dump({"loss": loss.item(), "grads": grads(pa, pt, scale)}, f)
+    # both ranks done with every collective before either tears gloo down: without it, on a
+    # loaded machine a rank could exit while the other's functional-collective work was still
+    # being released, and the C++ runtime aborted ("terminate called without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 
