@@ -206,3 +206,21 @@ def test_similarity_channel_reaches_the_head():
     assert a != flipped  # the channel changes the prediction
     with pytest.raises(Exception, match="needs window similarities"):
         head.predict_features(ex[0].audio, [ex[0].text])
+
+
+def test_cpu_training_runs_on_the_heads_thread_count_and_restores_it(monkeypatch: pytest.MonkeyPatch):
+    # the head's small kernels run several times slower on two threads of a shared machine than on
+    # one (earshot.threads), so a CPU fit uses the "heads" count (here forced to 3) and restores it
+    seen = []
+
+    class Spy(L.Callback):
+        def on_train_batch_start(self, *args):
+            seen.append(torch.get_num_threads())
+
+    cfg = MomentTrainConfig(model=QDDETRConfig(txt_dim=6, aud_dim=8, dim_feedforward=64),
+                            features=FeatureSpec(retriever="none"), n_epoch=1, bsz=4, accelerator="cpu", seed=0)
+    before = torch.get_num_threads()
+    monkeypatch.setenv("EARSHOT_THREADS", "3" if before != 3 else "2")
+    fit_moment_head(cfg, _examples(8, 1), callbacks=[Spy()])
+    assert seen and set(seen) == {3 if before != 3 else 2}
+    assert torch.get_num_threads() == before
