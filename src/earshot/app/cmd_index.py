@@ -97,7 +97,7 @@ def index_cmd(
         from earshot.index import IndexConfig, VectorConfig
         from earshot.index.decode import Limits
         from earshot.index.indexer import check_index_request
-        from earshot.index.run import RayOptions, run_index
+        from earshot.index.run import run_index
 
         request = check_index_request(folder, model, out, engine, address, gpus_per_worker, watch)
         folder, out = request.folder, request.out
@@ -120,8 +120,13 @@ def index_cmd(
                 bar.update(task, completed=p.done, total=p.total, rate=rate)
 
             try:
-                report, encoder = run_index(request, model, cfg, engine=engine, precision=precision,
-                                            ray=RayOptions(address, workers, gpus_per_worker, files_per_shard),
+                ray_cfg = None
+                if engine == "ray":  # --workers: embedding actors there (decode workers locally)
+                    from earshot.index.engine_ray import RayConfig
+
+                    ray_cfg = RayConfig(address=address, workers=max(1, workers), gpus_per_worker=gpus_per_worker,
+                                        files_per_shard=files_per_shard)
+                report, encoder = run_index(request, model, cfg, engine=engine, precision=precision, ray=ray_cfg,
                                             progress=progress)
             except KeyboardInterrupt:  # index_folder stopped at its next checkpoint and put what it kept in place
                 guard.stop()

@@ -8,36 +8,27 @@ progress and prints the report.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from earshot.index.indexer import IndexConfig, IndexReport, IndexRequest, Progress, index_folder
 
-
-@dataclass(frozen=True)
-class RayOptions:
-    """``--engine ray``'s options (see :class:`earshot.index.engine_ray.RayConfig`)."""
-
-    address: str | None = None
-    workers: int = 2
-    gpus_per_worker: float = 0.0
-    files_per_shard: int = 64
+if TYPE_CHECKING:
+    from earshot.index.engine_ray import RayConfig
 
 
 def run_index(request: IndexRequest, model: str | Path, cfg: IndexConfig = IndexConfig(), *,
-              engine: str = "local", precision: str = "auto", ray: RayOptions = RayOptions(),
+              engine: str = "local", precision: str = "auto", ray: "RayConfig | None" = None,
               progress: Callable[[Progress], None] | None = None) -> tuple[IndexReport, Any]:
     """Index ``request.folder`` into ``request.out`` with ``model``: (the report, the encoder a
     local run opened, which a ``--watch`` goes on using; None for Ray, whose workers open their
-    own). A Ctrl-C surfaces as KeyboardInterrupt after what was finished is in place."""
+    own; ``ray`` is its :class:`~earshot.index.engine_ray.RayConfig`, default settings when None).
+    A Ctrl-C surfaces as KeyboardInterrupt after what was finished is in place."""
     if engine == "ray":
         from earshot.index.engine_ray import EncoderSpec, RayConfig, index_folder_ray
 
-        ray_cfg = RayConfig(address=ray.address, workers=max(1, ray.workers), gpus_per_worker=ray.gpus_per_worker,
-                            files_per_shard=ray.files_per_shard)
         spec = EncoderSpec(str(Path(model).expanduser()), precision)
-        return index_folder_ray(request.folder, spec, request.out, cfg, ray_cfg, progress), None
+        return index_folder_ray(request.folder, spec, request.out, cfg, ray or RayConfig(), progress), None
     from earshot.index.encoder import open_encoder
 
     encoder = open_encoder(model, precision)
