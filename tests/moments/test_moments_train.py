@@ -224,3 +224,12 @@ def test_cpu_training_runs_on_the_heads_thread_count_and_restores_it(monkeypatch
     fit_moment_head(cfg, _examples(8, 1), callbacks=[Spy()])
     assert seen and set(seen) == {3 if before != 3 else 2}
     assert torch.get_num_threads() == before
+
+
+def test_the_training_default_features_are_lighthouses_unpadded_sinc_windows():
+    """A config that names no features trains on what lighthouse's AMR feeds QD-DETR (MS-CLAP
+    2023, 1 s windows at 1 s hop, unpadded, torchaudio's sinc resampling), as its presets do."""
+    from earshot.train.moments import MomentTrainConfig
+
+    f = MomentTrainConfig().features
+    assert (f.retriever, f.window_s, f.hop_s, f.pad, f.resampler) == ("msclap_2023", 1.0, 1.0, "none", "sinc")

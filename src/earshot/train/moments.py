@@ -57,7 +57,9 @@ class MomentTrainConfig:
 
     model: QDDETRConfig = field(default_factory=QDDETRConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    features: FeatureSpec = field(default_factory=lambda: FeatureSpec(retriever="msclap_2023"))
+    # lighthouse's AMR features: MS-CLAP 2023 on unpadded 1 s windows resampled by the sinc filter
+    features: FeatureSpec = field(default_factory=lambda: FeatureSpec(retriever="msclap_2023", pad="none",
+                                                                      resampler="sinc"))
     data: MomentDataConfig = field(default_factory=MomentDataConfig)
     optim: MomentOptimConfig = field(default_factory=MomentOptimConfig)
     n_epoch: int = 200  # epochs
