@@ -110,8 +110,9 @@ def exact_top(items: Rows, q: np.ndarray, k: int) -> np.ndarray:
     best_i = np.full((len(q), k), -1, dtype=np.int64)
     for lo in range(0, len(items), CHUNK):
         s = q @ items[lo : lo + CHUNK].T  # (Q, C)
-        cs = np.concatenate([best_s, s], axis=1)
-        ci = np.concatenate([best_i, np.arange(lo, lo + s.shape[1])[None].repeat(len(q), 0)], axis=1)
+        part = np.argpartition(-s, min(k, s.shape[1] - 1), axis=1)[:, :k]  # the chunk's own top k first
+        cs = np.concatenate([best_s, np.take_along_axis(s, part, 1)], axis=1)
+        ci = np.concatenate([best_i, lo + part], axis=1)
         top = np.argsort(-cs, axis=1, kind="stable")[:, :k]
         best_s, best_i = np.take_along_axis(cs, top, 1), np.take_along_axis(ci, top, 1)
     return best_i
