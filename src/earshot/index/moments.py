@@ -19,6 +19,7 @@ handed to FAISS, so k results come back whenever k matching files exist.
 from __future__ import annotations
 
 import io
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,8 @@ from earshot.index.compressed import CompressedIndex
 from earshot.index.integrity import WINDOWS_FILE, WINDOWS_RECORD, check_windows, record_windows
 from earshot.index.sharded import ShardedIndex
 from earshot.utils import atomic_write
+
+log = logging.getLogger(__name__)
 
 MOMENT_RHO = 0.25  # a window joins a moment when within 25% of the gap (file median -> best) of the best
 MAX_MOMENTS = 5  # moments listed per hit
@@ -337,9 +340,7 @@ def load_windows(store, dim: int, directory: Path) -> WindowVectors:
             # damaged, another index's copy, or the folder rebuilt under a reader that still holds
             # the old database: never search with it; the windows this database holds are ranked
             # instead (right answers, built in memory), and the log says how to repair the file
-            import logging
-
-            logging.getLogger("earshot.index").warning(
+            log.warning(
                 "%s: not searched: %s; ranking windows from the database (%s)", path, why, store.repair_hint())
     # stale (an interrupted run), not this database's, or written by an older earshot (no
     # digest): rank from SQLite
