@@ -38,7 +38,7 @@ import numpy as np
 from common import figure, peak_rss_mib, summarize
 
 from earshot.index import vectors as V
-from earshot.index.compressed import CompressedIndex, PQConfig, layout
+from earshot.index.compressed import CompressedIndex, PQConfig, layout, rerank_depth
 from earshot.index.sharded import ShardedIndex, split
 
 OUT = Path(__file__).resolve().parent / "out" / "bench_scale"
@@ -144,6 +144,7 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
     truth = exact_top(items, q, k)
     stage("exact_truth_s", t)
     cfg = PQConfig()
+    depth = rerank_depth(cfg.rerank, n, k)  # the default (automatic) re-rank depth at this size
     res["layout"] = dict(zip(("cells", "pq_bytes", "rotated_dim"), layout(n, d, cfg)))
     ids = np.arange(n, dtype=np.int64)
 
@@ -160,7 +161,7 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
     stage(f"split_{shards}_s", t)
     light = ShardedIndex([one.subset(lo, hi) for lo, hi in split(n, shards)])
     for sh in light.shards:
-        sh.rerank = max(k, cfg.rerank // shards)  # the same total re-ranking work as one index
+        sh.rerank = max(k, depth // shards)  # the same total re-ranking work as one index
     t = time.perf_counter()
     res["bytes_per_vector"] = V.nbytes(one) / n
     # the shards share one training (centroids, rotation, codebooks), held and saved once
@@ -191,6 +192,19 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
             t = time.perf_counter()
             found[i] = index.search(q[i : i + 1], k)[1][0]
             times.append(1000 * (time.perf_counter() - t))
+    # the re-rank depth's recall / latency trade-off, single index, interleaved per query
+    depths = sorted({64, 256, 1024, 2048, depth})
+    deep = {r: CompressedIndex(one.index, one.floats, one.ids, r, one.training) for r in depths}
+    dt = {r: [] for r in depths}
+    dfound = {r: np.empty((queries, k), np.int64) for r in depths}
+    for i in range(queries):
+        for r in order.sample(depths, len(depths)):
+            t = time.perf_counter()
+            dfound[r][i] = deep[r].search(q[i : i + 1], k)[1][0]
+            dt[r].append(1000 * (time.perf_counter() - t))
+    for r in depths:
+        res[f"rerank{r}/recall@10"] = recall(dfound[r], truth)
+        res[f"rerank{r}/p50_ms"] = summarize(dt[r]).median
     s1, s4 = summarize(t1), summarize(t4)
     ratios = summarize([a / b for a, b in zip(t4, t1)])
     ratios_l = summarize([a / b for a, b in zip(tl, t1)])
@@ -200,7 +214,7 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
     res.update({"p50_ms": s1.median, "p99_ms": float(np.percentile(t1, 99)), "recall@10": recall(f1, truth),
                 f"{shards}_shards/p50_ms": s4.median, f"{shards}_shards/p99_ms": float(np.percentile(t4, 99)),
                 f"{shards}_shards/recall@10": recall(f4, truth), f"{shards}_vs_1/latency_ratio": ratios.median,
-                "peak_rss_mib": peak_rss_mib(), "nprobe": cfg.nprobe, "rerank": cfg.rerank})
+                "peak_rss_mib": peak_rss_mib(), "nprobe": cfg.nprobe, "rerank": depth})
     stage("search_s", t)
     if delete_items:
         path.unlink()
@@ -211,16 +225,19 @@ def run(quick: bool = False, n: int | None = None, d: int = 512, queries: int = 
         figure(f"ivfpq {size}x{d}, {shards} shards: bytes per vector in RAM", res[f"bytes_per_vector_{shards}_shards"],
                unit="B", goal="<= 64", context="one training shared by the shards, each adds codes + ids"),
         figure(f"ivfpq {size}x{d}: p50 query latency", s1.median, unit="ms", goal="<= 10", spread=s1.iqr,
-               n=s1.n, context=f"p99 {res['p99_ms']:.2f} ms; nprobe {cfg.nprobe}, re-rank {cfg.rerank}, 1 thread"),
+               n=s1.n, context=f"p99 {res['p99_ms']:.2f} ms; nprobe {cfg.nprobe}, re-rank {depth} (automatic), 1 thread"),
         figure(f"ivfpq {size}x{d}: recall@10 vs exact", res["recall@10"], goal=">= 0.95", n=queries,
                context=", ".join(f"nprobe {p}: {res[f'nprobe{p}/recall@10']:.3f}" for p in nprobes)),
+        figure(f"ivfpq {size}x{d}: recall@10 by re-rank depth", res["recall@10"], goal=">= 0.95", n=queries,
+               context=", ".join(f"{r}: {res[f'rerank{r}/recall@10']:.3f} at p50 {res[f'rerank{r}/p50_ms']:.1f} ms"
+                                 for r in depths) + f" (automatic: {depth})"),
         figure(f"ivfpq {size}x{d}: build time", res["build_1_s"], unit="s",
                context=f"train {res['train_s']:.0f} s on {min(n, cfg.train_points)} vectors, then add all; "
                        f"split into {shards} shards: {res[f'split_{shards}_s']:.1f} s"),
         figure(f"{shards} shards vs 1: latency ratio", ratios.median, spread=ratios.iqr, n=ratios.n,
                context=f"{shards} shards p50 {s4.median:.2f} ms, p99 {res[f'{shards}_shards/p99_ms']:.2f} ms, "
                        f"recall@10 {res[f'{shards}_shards/recall@10']:.3f}; shard threads on 2 cores"),
-        figure(f"{shards} shards (re-rank {cfg.rerank // shards} each) vs 1: latency ratio", ratios_l.median,
+        figure(f"{shards} shards (re-rank {max(k, depth // shards)} each) vs 1: latency ratio", ratios_l.median,
                spread=ratios_l.iqr, n=ratios_l.n,
                context=f"p50 {res[f'{shards}_shards_rerank_split/p50_ms']:.2f} ms, recall@10 "
                        f"{res[f'{shards}_shards_rerank_split/recall@10']:.3f}: the same total re-ranking as 1 index"),

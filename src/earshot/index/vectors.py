@@ -42,14 +42,14 @@ class VectorConfig:
     ivf_cells: int = 0  # IVF cells; 0 = 2·sqrt(N) (ivfpq: sqrt(N)), clamped so each cell gets >= 39 training points
     compress_above_bytes: int = 2_000_000_000  # "auto" picks ivfpq once N x D float32 vectors reach this (2 GB)
     pq_bytes: int = 48  # ivfpq: code bytes per vector (plus FAISS's 8-byte id)
-    pq_rerank: int = 256  # ivfpq: candidates re-ranked exactly from the float vectors on disk
+    pq_rerank: int = 0  # ivfpq: candidates re-ranked exactly from the floats on disk; 0 = max(256, N // 8192)
     shards: int = 1  # split the vectors into this many shards, searched in parallel and merged
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise EarshotError(f"index type {self.kind!r}: expected one of {', '.join(KINDS)}")
-        if self.shards < 1 or self.pq_bytes < 1 or self.pq_rerank < 1:
-            raise EarshotError("vector index: shards, pq_bytes and pq_rerank must be >= 1")
+        if self.shards < 1 or self.pq_bytes < 1 or self.pq_rerank < 0:
+            raise EarshotError("vector index: shards and pq_bytes must be >= 1, pq_rerank >= 0 (0 = automatic)")
 
 
 def _pq(cfg: VectorConfig):
