@@ -233,3 +233,53 @@ def test_the_training_default_features_are_lighthouses_unpadded_sinc_windows():
 
     f = MomentTrainConfig().features
     assert (f.retriever, f.window_s, f.hop_s, f.pad, f.resampler) == ("msclap_2023", 1.0, 1.0, "none", "sinc")
+
+
+def test_similarity_anchors_start_the_decoder_at_the_sliding_windows_proposals(tmp_path):
+    # a two-stage head: each input's reference spans are its similarity curve's proposals, so before
+    # any training its spans are exactly the sliding window's (the offsets start at zero)
+    from earshot.moments.qddetr import QDDETR, span_cxw_to_xx
+    from earshot.moments.sliding import moments_from_curve
+
+    ex = _examples(2, 5)
+    curves = [torch.zeros(12), torch.zeros(12)]
+    curves[0][2:6] = 1.0  # one run: windows 2-5 -> [2, 6] s of 12
+    curves[1][1:3], curves[1][8:11] = 0.6, 1.0  # two runs
+    for e, c in zip(ex, curves):
+        e.sim = c
+    b = collate(ex)
+    torch.manual_seed(0)
+    model = QDDETR(QDDETRConfig(txt_dim=6, aud_dim=8, vid_dim=3, dim_feedforward=64, anchors="similarity")).eval()
+    with torch.no_grad():
+        spans = span_cxw_to_xx(model(**b["inputs"])["pred_spans"]) * 12  # (B, Q, 2) seconds
+    for i, c in enumerate(curves):
+        want = [(a, e) for a, e, _ in moments_from_curve(c.numpy(), 1.0, 1.0, 12, top=10)]
+        assert len(want) >= 1 and (i == 0 or len(want) >= 2)
+        got = spans[i, : len(want)].tolist()
+        assert got == [pytest.approx(list(w), abs=1e-3) for w in want]
+    assert spans[0, 0].tolist() == pytest.approx([2.0, 6.0], abs=1e-3)  # hand-worked: windows 2-5
+    assert spans[1, :2].tolist() == [pytest.approx([8.0, 11.0], abs=1e-3), pytest.approx([1.0, 3.0], abs=1e-3)]
+    # and ranks them as the sliding window does: the proposals' scores lift their foreground logits
+    from earshot.moments.head import MomentHead
+
+    head = MomentHead(model, FeatureSpec(retriever="none", similarity=True))
+    ranked = head.predict_features(ex[1].audio, [ex[1].text], sims=[ex[1].sim])[0]
+    assert [r[:2] for r in ranked[:2]] == [pytest.approx([8.0, 11.0], abs=1e-3), pytest.approx([1.0, 3.0], abs=1e-3)]
+    assert ranked[0][2] > ranked[1][2] > ranked[-1][2]
+    from earshot.moments.head import load_moment_head
+
+    with torch.no_grad():
+        model.prior_scale.fill_(2.5)  # a trained weight survives the round trip
+    again = load_moment_head(head.save(tmp_path / "head"))
+    assert again.qddetr.cfg.anchors == "similarity" and again.qddetr.prior_scale.item() == 2.5
+    assert again.predict_features(ex[1].audio, [ex[1].text], sims=[ex[1].sim])[0] == \
+        head.predict_features(ex[1].audio, [ex[1].text], sims=[ex[1].sim])[0]
+
+
+def test_similarity_anchors_need_the_similarity_column():
+    from earshot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="vid_dim must be >= 3"):
+        QDDETRConfig(anchors="similarity")
+    with pytest.raises(ConfigError, match="'learned' or 'similarity'"):
+        QDDETRConfig(anchors="sliding")

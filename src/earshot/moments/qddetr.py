@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from earshot.errors import ConfigError
+
 __all__ = ["QDDETR", "QDDETRConfig", "LossConfig", "SetCriterion", "build_qddetr",
            "convert_lighthouse_qddetr_state_dict", "predict_spans", "span_cxw_to_xx",
            "span_xx_to_cxw", "generalized_temporal_iou", "hungarian_match", "tef"]
@@ -52,6 +54,21 @@ class QDDETRConfig:
     n_input_proj: int = 2  # LinearLayers in each input projection
     max_q_l: int = 32  # text positions of the (unused) trainable text position embedding
     aux_loss: bool = True  # losses on every decoder layer
+    # "learned": lighthouse's learned reference spans (the same for every input); "similarity": each
+    # input's reference spans are the sliding-window proposals of its similarity column (``vid``
+    # feature 2, earshot's FeatureSpec.similarity), the learned ones filling the remaining queries,
+    # so the decoder refines and re-scores spans the retriever already found (a two-stage DETR)
+    anchors: str = "learned"
+    anchor_window: float = 1.0  # "similarity": the column's window length in hops (2 s windows at 1 s: 2)
+
+    def __post_init__(self) -> None:
+        if self.anchors not in ("learned", "similarity"):
+            raise ConfigError(f"QDDETRConfig.anchors must be 'learned' or 'similarity', got {self.anchors!r}")
+        if not self.anchor_window > 0:
+            raise ConfigError(f"QDDETRConfig.anchor_window must be > 0, got {self.anchor_window}")
+        if self.anchors == "similarity" and self.vid_dim < 3:
+            raise ConfigError("QDDETRConfig.anchors='similarity' reads the similarity column: vid_dim must be >= 3 "
+                              "(FeatureSpec.similarity on)")
 
 
 @dataclass(frozen=True)
@@ -385,7 +402,10 @@ class Transformer(nn.Module):
                 video_length: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         bs, _, d = src.shape
         src, pos_embed = src.permute(1, 0, 2), pos_embed.permute(1, 0, 2)  # (S, B, d)
-        refpoint_embed = query_embed.unsqueeze(1).repeat(1, bs, 1)  # (Q, B, 2)
+        if query_embed.dim() == 3:  # per-input reference spans (B, Q, 2)
+            refpoint_embed = query_embed.transpose(0, 1)
+        else:
+            refpoint_embed = query_embed.unsqueeze(1).repeat(1, bs, 1)  # (Q, B, 2)
         src = self.t2v_encoder(src, src_key_padding_mask=mask, pos=pos_embed, video_length=video_length)
         src, mask, pos_embed = src[:video_length + 1], mask[:, :video_length + 1], pos_embed[:video_length + 1]
         memory = self.encoder(src, src_key_padding_mask=mask, pos=pos_embed)
@@ -425,9 +445,42 @@ class QDDETR(nn.Module):
         self.hidden_dim = d
         self.global_rep_token = nn.Parameter(torch.randn(d))
         self.global_rep_pos = nn.Parameter(torch.randn(d))
+        if cfg.anchors == "similarity":  # predictions start at the proposals: no offset before training
+            for mlp in (self.span_embed, self.transformer.decoder.bbox_embed):  # (the latter xavier-initialised above)
+                nn.init.constant_(mlp.layers[-1].weight.data, 0)
+                nn.init.constant_(mlp.layers[-1].bias.data, 0)
+            self.prior_scale = nn.Parameter(torch.tensor(4.0))  # weight of the proposals' scores in the logit
+
+    def similarity_anchors(self, sim: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """``(B, Q, 2)`` reference spans (center, width before the sigmoid) of each input and a
+        ``(B, Q)`` foreground prior: its similarity curve's sliding-window proposals (position k
+        covers ``[k, k + anchor_window]`` hops, best first; spans as fractions of the input's valid
+        length), their scores standardised over the curve, then learned spans with the curve's
+        lowest standardised value for the queries left over.  The prior, scaled by a learned
+        weight, is added to the foreground logit, so an untrained head ranks as the sliding window."""
+        from earshot.moments.sliding import moments_from_curve
+
+        base = self.query_embed.weight  # (Q, 2)
+        B, Q = sim.shape[0], base.shape[0]
+        out = base.unsqueeze(0).repeat(B, 1, 1)
+        prior = torch.zeros(B, Q, dtype=out.dtype, device=out.device)
+        lengths = mask.sum(1).long().tolist()
+        curves = sim.detach().double().cpu().numpy()
+        for i, n in enumerate(lengths):
+            if n < 1:
+                continue
+            c = curves[i, :n]
+            mu, sd = float(c.mean()), float(c.std()) + 1e-6
+            prior[i] = (float(c.min()) - mu) / sd
+            found = moments_from_curve(c, self.cfg.anchor_window, 1.0, n, top=Q)
+            if found:
+                spans = torch.tensor([((a + b) / 2 / n, (b - a) / n) for a, b, _ in found], dtype=out.dtype)
+                out[i, : len(found)] = inverse_sigmoid(spans.to(out.device))
+                prior[i, : len(found)] = torch.tensor([(sc - mu) / sd for _, _, sc in found], dtype=out.dtype)
+        return out, prior
 
     def _encode(self, src_vid: Tensor, src_txt: Tensor, src_vid_mask: Tensor, src_txt_mask: Tensor,
-                pos_vid: Tensor):
+                pos_vid: Tensor, anchors: Tensor | None = None):
         B = src_vid.shape[0]
         src = torch.cat([src_vid, src_txt], dim=1)
         mask = torch.cat([src_vid_mask, src_txt_mask], dim=1).bool()
@@ -435,7 +488,8 @@ class QDDETR(nn.Module):
         mask = torch.cat([torch.ones(B, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         src = torch.cat([self.global_rep_token.reshape(1, 1, -1).repeat(B, 1, 1), src], dim=1)
         pos = torch.cat([self.global_rep_pos.reshape(1, 1, -1).repeat(B, 1, 1), pos], dim=1)
-        return self.transformer(src, ~mask, self.query_embed.weight, pos, video_length=src_vid.shape[1])
+        queries = self.query_embed.weight if anchors is None else anchors
+        return self.transformer(src, ~mask, queries, pos, video_length=src_vid.shape[1])
 
     def _saliency(self, vid_mem: Tensor, memory_global: Tensor) -> Tensor:
         return torch.sum(self.saliency_proj1(vid_mem) * self.saliency_proj2(memory_global).unsqueeze(1),
@@ -443,13 +497,19 @@ class QDDETR(nn.Module):
 
     def forward(self, src_txt: Tensor, src_txt_mask: Tensor, src_vid: Tensor, src_vid_mask: Tensor,
                 src_aud: Tensor | None = None, with_negatives: bool | None = None) -> dict[str, Any]:
+        anchors = prior = None
+        if self.cfg.anchors == "similarity":
+            anchors, prior = self.similarity_anchors(src_vid[..., 2], src_vid_mask)
         if src_aud is not None:
             src_vid = torch.cat([src_vid, src_aud], dim=2)  # (B, L, 2 + Da)
         src_vid = self.input_vid_proj(src_vid)  # (B, L, d)
         src_txt = self.input_txt_proj(src_txt)  # (B, Lq, d)
         pos_vid = sine_position(src_vid_mask, self.hidden_dim)
-        hs, reference, memory, memory_global = self._encode(src_vid, src_txt, src_vid_mask, src_txt_mask, pos_vid)
+        hs, reference, memory, memory_global = self._encode(src_vid, src_txt, src_vid_mask, src_txt_mask, pos_vid,
+                                                            anchors)
         outputs_class = self.class_embed(hs)  # (layers, B, Q, 2)
+        if prior is not None:  # the proposals' scores lift their foreground logits (index 0)
+            outputs_class = outputs_class + torch.stack([self.prior_scale * prior, torch.zeros_like(prior)], -1)
         outputs_coord = (self.span_embed(hs) + inverse_sigmoid(reference)).sigmoid()  # (layers, B, Q, 2)
         L = src_vid.shape[1]
         out: dict[str, Any] = {"pred_logits": outputs_class[-1], "pred_spans": outputs_coord[-1],
@@ -459,7 +519,7 @@ class QDDETR(nn.Module):
             # the same audio against the next item's text: its saliency should be low
             txt_neg = torch.cat([src_txt[1:], src_txt[0:1]], dim=0)
             mask_neg = torch.cat([src_txt_mask[1:], src_txt_mask[0:1]], dim=0)
-            _, _, mem_neg, glob_neg = self._encode(src_vid, txt_neg, src_vid_mask, mask_neg, pos_vid)
+            _, _, mem_neg, glob_neg = self._encode(src_vid, txt_neg, src_vid_mask, mask_neg, pos_vid, anchors)
             out["saliency_scores_neg"] = self._saliency(mem_neg[:, :L], glob_neg)
         if self.cfg.aux_loss:
             out["aux_outputs"] = [{"pred_logits": a, "pred_spans": b}
