@@ -283,3 +283,20 @@ def test_similarity_anchors_need_the_similarity_column():
         QDDETRConfig(anchors="similarity")
     with pytest.raises(ConfigError, match="'learned' or 'similarity'"):
         QDDETRConfig(anchors="sliding")
+
+
+def test_epoch_lines_print_the_epochs_own_validation_map():
+    # the demo's "head: epoch 1/2 ... val mAP/avg X" lines: X is that epoch's score, not "-"
+    import io
+
+    from earshot.train.progress import EpochLines
+
+    cfg = MomentTrainConfig(model=QDDETRConfig(txt_dim=6, aud_dim=8, dim_feedforward=64),
+                            features=FeatureSpec(retriever="none"), n_epoch=2, bsz=8, accelerator="cpu", seed=0)
+    out = io.StringIO()
+    head = fit_moment_head(cfg, _examples(16, 1), _examples(8, 2),
+                           callbacks=[EpochLines(out, metric="val/mAP/avg", label="val mAP/avg")])
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    for line, (_, scores) in zip(lines, head.validation):
+        assert f"val mAP/avg {scores['mAP/avg']:.4f}" in line, (line, scores)

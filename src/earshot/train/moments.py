@@ -180,7 +180,7 @@ def fit_moment_head(cfg: MomentTrainConfig, train: list[MomentExample], val: lis
     trainer = L.Trainer(max_epochs=cfg.n_epoch, accelerator=cfg.accelerator, devices=cfg.devices, strategy=strategy,
                         precision=cfg.precision, gradient_clip_val=cfg.optim.grad_clip,
                         logger=False, enable_checkpointing=False, enable_progress_bar=progress,
-                        enable_model_summary=False, callbacks=list(callbacks) + keep,
+                        enable_model_summary=False, callbacks=keep + list(callbacks),  # validation scored before a callback prints the epoch
                         num_sanity_val_steps=0, deterministic=True, use_distributed_sampler=False)
     # one process on the CPU: the "heads" thread policy (earshot.threads). Measured with py-spy /
     # cProfile on the demo head (batch 16, 60 windows, 2 shared cores): 8.6 s per training step on

@@ -63,9 +63,11 @@ def quiet_third_party() -> Iterator[None]:
 class EpochLines(L.Callback):
     """One plain line per epoch: loss, validation mAP@10 and the epoch's wall time."""
 
-    def __init__(self, stream: IO[str] | None = None, prefix: str = ""):
+    def __init__(self, stream: IO[str] | None = None, prefix: str = "", metric: str = MONITOR,
+                 label: str = "val mAP@10"):
         self.stream = stream
         self.prefix = prefix
+        self.metric, self.label = metric, label  # the logged validation figure, and its name on the line
         self._start = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -82,10 +84,10 @@ class EpochLines(L.Callback):
         """The line for the epoch that just ended."""
         m = trainer.callback_metrics
         loss = _number(m.get("train/loss_epoch"))
-        val = _number(m.get(MONITOR))
+        val = _number(m.get(self.metric))
         parts = [f"{self.prefix}epoch {trainer.current_epoch + 1}/{trainer.max_epochs}",
                  f"loss {loss:.4f}" if loss is not None else "loss -",
-                 f"val mAP@10 {val:.4f}" if val is not None else "val mAP@10 -",
+                 f"{self.label} {val:.4f}" if val is not None else f"{self.label} -",
                  f"{seconds:.1f} s"]
         return "  ".join(parts)
 
