@@ -128,7 +128,7 @@ def run_moments_demo(out: Path, seed: int, console: Console, recordings: int = 1
     head._retriever = retriever
     head.save(tcfg.out_dir)
     preds = {e.qid: head.predict_features(e.audio, [e.text], sims=[e.sim])[0] for e in test_ex}
-    scores[f"QD-DETR head, anchored on the baseline ({len(train_ex)} training queries)"] = score_moments(gt, preds)
+    scores[f"QD-DETR head (anchored on the baseline, {len(train_ex)} training queries)"] = score_moments(gt, preds)
     times["head"] = time.perf_counter() - t
     scores["chance (random windows)"] = score_moments(gt, chance_predictions(test, seed))
 
