@@ -23,7 +23,7 @@ import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +58,7 @@ class QDDETRConfig:
     # input's reference spans are the sliding-window proposals of its similarity column (``vid``
     # feature 2, earshot's FeatureSpec.similarity), the learned ones filling the remaining queries,
     # so the decoder refines and re-scores spans the retriever already found (a two-stage DETR)
-    anchors: str = "learned"
+    anchors: Literal["learned", "similarity"] = "learned"
     anchor_window: float = 1.0  # "similarity": the column's window length in hops (2 s windows at 1 s: 2)
 
     def __post_init__(self) -> None:
