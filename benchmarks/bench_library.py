@@ -172,7 +172,29 @@ def hybrid_queries(ix, n_files: int, label: str = "", n_queries: int = 30) -> li
     p50, iqr = _p50_ms(lambda i: ix.search(queries[i], k=10, filter=_filter()), len(queries))
     figs.append(figure(f"hybrid query p50 with --where duration<30 and --folder{label}", p50, unit="ms", spread=iqr,
                        n=len(queries), context=f"{n_files:,} files, k=10"))
+    figs += _words_shortcut(ix, queries, n_files, label)
     return figs
+
+
+def _words_shortcut(ix, queries: list[str], n_files: int, label: str) -> list[dict[str, Any]]:
+    """The words ranking hybrid search asks for (50 files), with and without the all-words
+    shortcut (``words.rank``), interleaved per query; the results must be equal."""
+    from earshot.index import words as W
+
+    conn, times = ix._store.conn, {True: [], False: []}
+    for text in queries:
+        q, got = W.parse_query(text), {}
+        for shortcut in (True, False):
+            t = time.perf_counter()
+            got[shortcut] = W.rank(conn, q, 50, shortcut=shortcut)
+            times[shortcut].append(1000 * (time.perf_counter() - t))
+        assert got[True] == got[False], text
+    ratio = float(np.median(np.array(times[False]) / np.array(times[True])))
+    return [figure(f"words ranking of 50 files p50, {name}{label}", float(np.median(times[s])), unit="ms",
+                   n=len(queries), context=f"{n_files:,} files; same results both ways")
+            for s, name in ((False, "every file holding any word"), (True, "all-words shortcut"))] + [
+        figure(f"words ranking: shortcut speed-up{label}", ratio, unit="x", n=len(queries),
+               context="median of per-query ratios, interleaved")]
 
 
 def _filter():

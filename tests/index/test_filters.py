@@ -92,3 +92,18 @@ def test_filters_apply_before_top_k_so_k_results_come_back(library):
             {"Ambience/room_3.flac", "Ambience/room_4.flac"}
         assert len(ix.search("x", k=50, filter=Filter(where="genre~amb"))) == 3
         assert ix.search("a beep", k=5, filter=Filter(where="duration>100")) == []
+
+
+def test_a_folder_filter_seeks_the_path_index_and_stays_case_insensitive(library):
+    """--folder is a LIKE prefix, case-insensitive like the rest of the filters; SQLite seeks it
+    through the NOCASE path index instead of reading every row of a large library."""
+    import sqlite3
+
+    tmp, enc = library
+    sql, params = compile_filter(Filter(folder="foley/DOORS"))
+    with sqlite3.connect(tmp / "ix" / "meta.sqlite") as conn:
+        plan = " ".join(r[-1] for r in conn.execute(f"EXPLAIN QUERY PLAN SELECT id FROM files WHERE {sql}", params))
+    assert "SEARCH files USING" in plan and "files_path_nocase" in plan, plan  # before: SCAN files
+    with Index.open(tmp / "ix", enc) as ix:
+        found = ix.search("a beep", k=50, filter=Filter(folder="foley/DOORS"))
+    assert {h.path for h in found} == {f"Foley/Doors/door_{i}.wav" for i in range(5)}

@@ -158,3 +158,74 @@ def test_an_index_from_before_words_says_which_command_adds_them(kicks, encoder,
     with Index.open(old, encoder) as ix:
         assert ix.search("kick 808 hard", k=1, mode="words")[0].path == "Kicks/kick_808_hard.wav"
         assert ix.upgrade_note() is None
+
+
+def _words_db(n_rows: int, seed: int) -> sqlite3.Connection:
+    """A bare words table (the index's schema) of generated names, folders and tags."""
+    from earshot.index.words import _SCHEMA, WORDS_SCHEMA
+
+    vocab = "kick snare hat clap door slam wood metal glass rain wind hum".split()
+    rng = np.random.default_rng(seed)
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE info (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("CREATE TABLE files (id INTEGER PRIMARY KEY, duration REAL NOT NULL)")
+    conn.executescript(_SCHEMA)
+    conn.execute("INSERT INTO info VALUES ('words', ?)", (str(WORDS_SCHEMA),))
+    ids = np.sort(rng.choice(n_rows + n_rows // 5, n_rows, replace=False)) + 1  # gaps, as after re-indexing
+    for fid in ids:
+        pick = lambda k: " ".join(rng.choice(vocab, k))  # noqa: E731
+        conn.execute("INSERT INTO files VALUES (?, ?)", (int(fid), float(rng.uniform(0.1, 60))))
+        conn.execute("INSERT INTO words(rowid, folders, name, tags) VALUES (?, ?, ?, ?)",
+                     (int(fid), pick(rng.integers(0, 3)), pick(rng.integers(1, 5)), pick(rng.integers(0, 3))))
+    return conn
+
+
+def test_words_rank_of_several_words_equals_the_full_bm25_ranking_and_skips_it_when_it_can():
+    """The all-words list is answered only when it provably holds the top n: the result (ids,
+    scores, order) always equals FTS5's ranking of every file holding any word, and the full
+    ranking is skipped for common words, where it is costly."""
+    from earshot.index import words as W
+
+    conn = _words_db(3000, seed=5)
+    rng = np.random.default_rng(6)
+    vocab = "kick snare hat clap door slam wood metal glass rain wind hum".split()
+    weights = ", ".join(str(x) for x in W.WEIGHTS)
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    pruned = full = 0
+    for trial in range(60):
+        words = list(rng.choice(vocab, int(rng.integers(2, 4))))
+        text = " ".join(words) if trial % 3 else f'{words[0]} "{words[1]} {words[-1]}"'
+        q = W.parse_query(text)
+        where, params = ("duration < ?", [30.0]) if trial % 2 else ("1", [])
+        n = int(rng.choice([1, 5, 50]))
+        join = "" if where == "1" else f" JOIN files ON files.id = words.rowid AND ({where})"
+        ref = conn.execute(f"SELECT words.rowid, bm25(words, {weights}) AS s FROM words{join} WHERE words MATCH ? "
+                           "ORDER BY s, words.rowid LIMIT ?", [*params, W.free_match(q), n]).fetchall()
+        statements.clear()
+        got = W.rank(conn, q, n, where, params)
+        assert [f for f, _ in got] == [int(r[0]) for r in ref], text
+        np.testing.assert_allclose([s for _, s in got], [-r[1] for r in ref], rtol=1e-12)
+        ranked = [s for s in statements if "bm25(" in s]
+        pruned += len(ranked) == 1 and len(set(words)) > 1  # the all-words list was the answer
+        full += len(ranked) == 2
+    assert pruned >= 10 and full >= 5, (pruned, full)  # both paths were exercised
+
+
+def test_the_bound_on_a_file_missing_a_word_is_worked_by_hand():
+    from earshot.index.words import BM25_K1, _missing_bound
+
+    conn = _words_db(3000, seed=5)
+    n = conn.execute("SELECT max(rowid) FROM words").fetchone()[0]
+    hits = {w: conn.execute("SELECT count(*) FROM words WHERE words MATCH ?", (w,)).fetchone()[0]
+            for w in ("kick", "door", "hum")}
+    idf = {w: np.log((n - h + 0.5) / (h + 0.5)) for w, h in hits.items()}
+    assert _missing_bound(conn, [["kick"], ["door"], ["hum"]]) == pytest.approx(
+        (BM25_K1 + 1) * (sum(idf.values()) - min(idf.values())), rel=1e-12)
+    # a word named twice counts twice, as in FTS5's score; dropping it drops both
+    twice = (BM25_K1 + 1) * np.array([2 * idf["kick"], idf["door"]])
+    assert _missing_bound(conn, [["kick"], ["door"], ["kick"]]) == pytest.approx(twice.sum() - twice.min(), rel=1e-12)
+    # every file holding only some of the words scores below it (FTS5's own scores)
+    rows = conn.execute("SELECT bm25(words, 1.0, 3.0, 2.0) FROM words WHERE words MATCH 'kick OR door OR hum' "
+                        "AND rowid NOT IN (SELECT rowid FROM words WHERE words MATCH 'kick AND door AND hum')").fetchall()
+    assert rows and max(-r[0] for r in rows) < _missing_bound(conn, [["kick"], ["door"], ["hum"]])

@@ -83,6 +83,8 @@ CREATE TABLE IF NOT EXISTS windows (
     embedding BLOB NOT NULL,                -- float32 (D,)
     PRIMARY KEY (file_id, idx)
 );
+-- --folder and folder= filters are case-insensitive LIKE prefixes: this index lets SQLite seek them
+CREATE INDEX IF NOT EXISTS files_path_nocase ON files(path COLLATE NOCASE);
 CREATE TABLE IF NOT EXISTS peaks (          -- waveform envelope for the page (absent in older indexes)
     file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
     data BLOB NOT NULL                      -- uint8 (P,), max |sample| per slice scaled to 0..255
