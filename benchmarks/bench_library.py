@@ -114,6 +114,7 @@ def synthetic_index(directory: Path, n_files: int, d: int = 64, per_file: int = 
     """
     from earshot.index import words as W
     from earshot.index.indexer import write_vectors
+    from earshot.index.integrity import fill_digests
     from earshot.index.moments import write_windows
     from earshot.index.store import IndexSettings, Store
     from earshot.index import vectors as V
@@ -152,6 +153,7 @@ def synthetic_index(directory: Path, n_files: int, d: int = 64, per_file: int = 
     with store.transaction():
         store.bump_generation()
     W.sync(store, directory / "root", batch=20_000)  # files do not exist: names only, no tags
+    fill_digests(store)  # the per-file blob digests put_file writes, as the indexer fills them
     write_vectors(store, d, V.VectorConfig())
     write_windows(store, d, V.VectorConfig())
     store.close()

@@ -162,27 +162,127 @@ def test_audio_ids_are_canonical_decimal_only(idx, rel_model):
     assert c.get("/audio/-1").status_code == 404 and c.get(f"/audio/{10**30}").status_code == 404
 
 
-@pytest.mark.parametrize("how", ["xor", "copy"])
+@pytest.mark.parametrize("how", ["xor", "xor-faiss", "copy"])
 def test_damaged_or_foreign_window_vectors_are_never_searched_and_rebuilt_by_the_next_index(
         idx, rel_model, tmp_path, how, caplog):
     """Window ranking (the default) searches windows.npz: a damaged file, or one copied from
     another index of the same model (same generation number, same kind), is never searched: the
     windows the database holds are ranked instead (the same answers), the log says why and how to
     repair, --verify names it, and `earshot index` rebuilds it from the database."""
+    from earshot.index.integrity import window_files
     from earshot.index.moments import WINDOWS_FILE
 
     good = _ranking(idx, rel_model)
     if how == "xor":
         _damage(idx / WINDOWS_FILE, "xor")
-    else:
+    elif how == "xor-faiss":  # the FAISS index beside windows.npz
+        _damage(idx / "windows.faiss", "xor")
+    else:  # every window file of another index
         write_sounds(tmp_path / "other", n=6, offset=20)
         build(tmp_path / "other", tmp_path / "ix2", rel_model)
-        shutil.copy(tmp_path / "ix2" / WINDOWS_FILE, idx / WINDOWS_FILE)
+        for f in window_files(tmp_path / "ix2"):
+            shutil.copy(f, idx / f.name)
     with caplog.at_level("WARNING", logger="earshot.index"):
         assert _ranking(idx, rel_model) == good  # before: a traceback (xor) or another index's windows (copy)
     assert re.search(r"windows.npz: not searched: .*SHA-256 differs.*to repair", caplog.text), caplog.text
     r = cli("index", "--verify", "--out", str(idx))
-    assert r.returncode == 1 and "problem: window vectors: windows.npz" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 1 and re.search(r"problem: window vectors: windows\.(npz|faiss)", r.stdout), r.stdout + r.stderr
     build(idx.parent / "s", idx, rel_model)
     assert _ranking(idx, rel_model) == good
     assert cli("index", "--verify", "--out", str(idx)).returncode == 0
+
+
+def test_a_window_blob_changed_in_place_is_named_by_verify(idx):
+    """Same length, other values: no length check can see it; the per-file digest written with
+    the blobs does, and --verify names the file."""
+    from earshot.index.integrity import verify
+
+    assert verify(idx).ok
+    _sql(idx, "UPDATE windows SET embedding = zeroblob(length(embedding)) WHERE file_id = "
+              "(SELECT id FROM files WHERE path = 's02.wav') AND idx = 0")
+    report = verify(idx)
+    assert any("window embeddings of 's02.wav' changed" in p for p in report.problems), report.problems
+    assert not any("s01.wav" in p for p in report.problems)
+
+
+def test_blob_digests_of_rows_without_digests_equal_those_written_with_them(idx):
+    """An index written before the per-file digests (no rows in blob_digests) hashes its blobs
+    instead, to the same record; a record of the older kind (every blob streamed) still verifies."""
+    from earshot.index import integrity as I
+    from earshot.index.store import Store
+
+    store = Store.open(idx)
+    try:
+        with_rows = I.blob_digests(store)
+        store.conn.execute("DELETE FROM blob_digests")
+        assert I.blob_digests(store) == with_rows
+        assert I.fill_digests(store) == store.count() and I.fill_digests(store) == 0  # what the indexer does once
+        assert I.blob_digests(store) == with_rows
+        store.conn.execute("DELETE FROM blob_digests WHERE file_id = (SELECT min(id) FROM files)")
+        assert I.blob_digests(store) == with_rows
+        rec = store.get_info(I.RECORD)
+        assert rec["blobs"] == I.BLOBS
+        clips, wins = I._blob_digests_v1(store)
+        del rec["blobs"]
+        store.set_info(I.RECORD, {**rec, "clips_sha256": clips, "windows_sha256": wins})
+    finally:
+        store.close()
+    assert I.verify(idx).ok
+    _sql(idx, "UPDATE files SET embedding = zeroblob(length(embedding)) WHERE path = 's01.wav'")
+    assert any("clip embeddings differ" in p for p in I.verify(idx).problems)
+
+
+def test_a_watched_update_reads_the_embeddings_of_the_files_it_wrote_only(tmp_path, rel_model, monkeypatch):
+    """Recording what the vectors were built from hashes 64 bytes per file, not every blob:
+    after one new file in a library of 30 (a patch, not a rebuild, of both vector files), no
+    statement reads the embeddings of all windows or all files."""
+    from rel_util import FAST
+
+    from earshot.index import IndexConfig, index_folder, open_encoder
+    from earshot.index import store as store_mod
+
+    root, encoder = tmp_path / "s", open_encoder(rel_model)
+    write_sounds(root, n=30)
+    index_folder(root, encoder, tmp_path / "ix", IndexConfig(**FAST))
+    write_sounds(root, n=1, offset=30)
+    statements: list[str] = []
+    connect = store_mod.sqlite3.connect
+
+    def traced(*args, **kwargs):
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(store_mod.sqlite3, "connect", traced)
+    report = index_folder(root, encoder, tmp_path / "ix", IndexConfig(**FAST), changed=[root / "s30.wav"])
+    assert report.encoded == ["s30.wav"]
+    reads = [s for s in statements if "embedding" in s and s.lstrip().upper().startswith("SELECT")]
+    assert reads, "the update read no embeddings at all"
+    whole = [s for s in reads if " WHERE " not in s.upper()]
+    assert not whole, whole  # before: blob_digests streamed every clip and window blob
+
+
+def test_window_vectors_of_an_older_earshot_inside_the_npz_still_load_and_move_beside_it(idx, rel_model):
+    """An older earshot serialised a plain window index inside windows.npz; such an index (with
+    its own record) searches as before, and the next update writes windows.faiss beside it."""
+    import faiss
+
+    from earshot.index.integrity import check_windows, record_windows
+    from earshot.index.moments import WINDOWS_FILE, WindowVectors
+    from earshot.index.store import Store
+
+    good = _ranking(idx, rel_model)
+    wv, gen = WindowVectors.load(idx / WINDOWS_FILE)
+    np.savez(idx / WINDOWS_FILE, file_ids=wv.file_ids, idx=wv.idx, generation=np.int64(gen),
+             faiss=faiss.serialize_index(wv.index))
+    (idx / "windows.faiss").unlink()
+    store = Store.open(idx)
+    record_windows(store, gen)
+    assert check_windows(store) is None  # searched from the file, not ranked from the database
+    store.close()
+    assert WindowVectors.load(idx / WINDOWS_FILE)[0].index.ntotal == wv.index.ntotal
+    assert _ranking(idx, rel_model) == good
+    write_sounds(idx.parent / "s", n=1, offset=40)
+    build(idx.parent / "s", idx, rel_model)
+    assert (idx / "windows.faiss").is_file() and "faiss" not in np.load(idx / WINDOWS_FILE).files
+    assert [p for p, _ in _ranking(idx, rel_model, text="a low hum")]  # searches after the move

@@ -323,6 +323,7 @@ def finish_run(store: Store, root: Path, settings: IndexSettings, cfg: IndexConf
     _checkpoint()
     write_windows(store, settings.dim, cfg.vectors)
     _checkpoint()
+    integrity.fill_digests(store)  # rows of an older earshot: hashed once, so later updates read no blobs
     report.kind = write_vectors(store, settings.dim, cfg.vectors, report.repaired)
     report.items = store.count()
     report.bad = sorted((p, r) for p, (_, _, r) in store.bad().items())

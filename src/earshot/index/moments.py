@@ -162,19 +162,18 @@ class WindowVectors:
         return True
 
     def save(self, path: str | Path, generation: int) -> None:
-        """Write atomically: a crash leaves the old file, never half a new one. A plain FAISS
-        index is serialised inside the ``.npz``; a compressed or sharded one is saved beside it
-        (``windows.faiss`` and its siblings, :func:`earshot.index.vectors.save`) and named there."""
+        """Write atomically: a crash leaves the old file, never half a new one. The FAISS index
+        is saved beside the ``.npz`` (``windows.faiss``, and the siblings of a compressed or
+        sharded one, :func:`earshot.index.vectors.save`), streamed to disk, and named there; an
+        ``.npz`` of an older earshot holding the index inside it still loads."""
         path = Path(path)
         side = path.with_suffix(".faiss")
         arrays = {"file_ids": self.file_ids, "idx": self.idx, "generation": np.int64(generation)}
         if isinstance(self.index, faiss.Index):
-            arrays["faiss"] = faiss.serialize_index(self.index)
-            for stale in path.parent.glob(side.name + "*"):  # a compressed/sharded index written before
+            for stale in path.parent.glob(side.name + ".*"):  # shards of a sharded index written before
                 stale.unlink(missing_ok=True)
-        else:
-            V.save(self.index, side)
-            arrays["vectors"] = np.array(side.name)
+        V.save(self.index, side)
+        arrays["vectors"] = np.array(side.name)
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         with atomic_write(path) as f:

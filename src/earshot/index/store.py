@@ -17,12 +17,13 @@ vectors from SQLite instead of trusting a stale file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 from urllib.parse import quote
 
 import numpy as np
@@ -92,6 +93,11 @@ CREATE TABLE IF NOT EXISTS peaks (          -- waveform envelope for the page (a
 CREATE TABLE IF NOT EXISTS bad (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS blob_digests (   -- what each file's embeddings hash to (absent in older indexes)
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+    clip BLOB NOT NULL,                     -- SHA-256 of the clip blob
+    windows BLOB NOT NULL                   -- SHA-256 of its windows' (idx, blob), in idx order
+);
 """
 
 
@@ -159,6 +165,17 @@ _ROW_COLS = "id, path, size, mtime_ns, sha256, duration, sample_rate, channels, 
 
 def _blob(v: np.ndarray) -> bytes:
     return np.ascontiguousarray(v, dtype=np.float32).tobytes()
+
+
+def embedding_digests(clip: bytes, windows: Iterable[tuple[int, bytes]]) -> tuple[bytes, bytes]:
+    """(SHA-256 of a file's clip blob, SHA-256 of its windows' (idx, blob) in idx order): what
+    :func:`earshot.index.integrity.blob_digests` combines, kept per file so that a watched
+    update hashes only the files it wrote."""
+    wins = hashlib.sha256()
+    for idx, blob in windows:
+        wins.update(int(idx).to_bytes(4, "little", signed=True))
+        wins.update(blob if isinstance(blob, bytes) else str(blob).encode())
+    return hashlib.sha256(clip if isinstance(clip, bytes) else str(clip).encode()).digest(), wins.digest()
 
 
 class Store:
@@ -356,10 +373,13 @@ class Store:
             (path, size, mtime_ns, sha256, duration, sample_rate, channels, len(windows), _blob(clip)),
         )
         file_id = int(cur.lastrowid)
+        blobs = [_blob(w) for w in windows]
         self.conn.executemany(
             "INSERT INTO windows(file_id, idx, start, end, embedding) VALUES (?, ?, ?, ?, ?)",
-            [(file_id, i, float(s), float(e), _blob(w)) for i, (s, e, w) in enumerate(zip(starts, ends, windows))],
+            [(file_id, i, float(s), float(e), b) for i, (s, e, b) in enumerate(zip(starts, ends, blobs))],
         )
+        self.conn.execute("INSERT INTO blob_digests(file_id, clip, windows) VALUES (?, ?, ?)",
+                          (file_id, *embedding_digests(_blob(clip), enumerate(blobs))))
         if peaks is not None:
             self.conn.execute("INSERT INTO peaks(file_id, data) VALUES (?, ?)",
                               (file_id, np.ascontiguousarray(peaks, dtype=np.uint8).tobytes()))

@@ -16,6 +16,7 @@ shards searched in parallel and merged (:mod:`earshot.index.sharded`).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import faiss
 import numpy as np
 
 from earshot.errors import EarshotError
+from earshot.index.integrity import remember_sha256
 from earshot.utils import atomic_write
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivf", "ivfpq"]
@@ -201,9 +203,18 @@ def save(index: faiss.Index, path: str | Path) -> None:
     if isinstance(index, CompressedIndex):
         index.save(path)
         return
-    data = faiss.serialize_index(index)
+    # streamed straight into the file (no serialised copy in memory) and hashed on the way, so
+    # the integrity record written next does not read the file back
+    digest = hashlib.sha256()
     with atomic_write(path) as f:
-        f.write(data.tobytes())
+        def sink(chunk: bytes) -> None:
+            f.write(chunk)
+            digest.update(chunk)
+
+        writer = faiss.PyCallbackIOWriter(sink)
+        faiss.write_index(index, writer)
+        del writer
+    remember_sha256(Path(path), digest.hexdigest())
 
 
 def _shard_loader(ef_search: int | None, nprobe: int | None):
@@ -236,8 +247,7 @@ def load(path: str | Path, ef_search: int | None = None, nprobe: int | None = No
     try:
         if sharded.is_manifest(path):
             return sharded.ShardedIndex.load(path, _shard_loader(ef_search, nprobe))
-        data = np.fromfile(str(path), dtype=np.uint8)
-        index = faiss.deserialize_index(data)
+        index = faiss.read_index(str(path))  # straight from the file, no copy of it in memory
     except (OSError, RuntimeError) as e:
         raise EarshotError(f"{path}: cannot read FAISS index: {e}") from None
     if compressed.is_compressed(index):
