@@ -10,6 +10,8 @@ Steps, each against the same tower's fp32 output (cosine, worst clip):
 * ``bf16 autocast``: what ``--precision bf16`` does (per-op casts);
 * ``bf16 whole tower``: every weight stored in bf16 (the front end stays fp32, its output is cast
   once), so no per-op casts;
+* ``int8 dynamic linears``: what ``--precision int8`` does (every linear layer int8, activations
+  quantised per batch); its fraction is of the fp32 peak, as no int8 peak is measured;
 * with ``--compile``: ``torch.compile`` (inductor, CPU, weights frozen, which pre-packs the linear
   weights for oneDNN) of the fp32 and the whole-bf16 towers; the compile time is reported.
 
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from common import matmul_flops
+from earshot.models.inference import quantize_linears
 
 
 def _laion():
@@ -99,6 +102,8 @@ def run_tower(name: str, clips: int, repeats: int, compile_: bool, peaks: dict[s
         ("bf16 autocast", "bf16", autocast(tower), x),
         ("bf16 whole tower", "bf16", bf, x),
         ("bf16 whole tower x2 batch", "bf16", bf, torch.cat([x, x])),
+        # what --precision int8 does; its fraction is of the fp32 peak (no int8 peak is measured)
+        ("int8 dynamic linears", "fp32", quantize_linears(copy.deepcopy(tower)), x),
     ]
     if compile_:
         import torch._inductor.config as ic
