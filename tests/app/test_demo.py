@@ -45,3 +45,33 @@ def test_demo_model_is_the_preset(tmp_path):
     assert preset["model"]["text"] == {"name": "sbert", "train": "none"}  # MiniLM ships offline
     assert "weights" not in preset["model"]["audio"]  # nothing to download
     assert (cfg["epochs"], cfg["seed"], cfg["loss"]["name"], cfg["optim"]["lr"]) == (3, 7, "triplet_sum", 1e-3)
+
+
+@pytest.mark.slow
+def test_the_moments_section_runs_end_to_end_on_a_toy_demo_and_resumes(tmp_path, capsys):
+    """`earshot demo --moments` at toy size: recordings mixed from the demo's corpus, the sliding
+    window, the head trained and kept by validation, chance; the table written with every row
+    in percent; a rerun reuses the recordings."""
+    from earshot.app.demo_moments import COLUMNS, MOMENTS_RESULTS, run_moments_demo
+
+    run_demo(tmp_path, clips=15, seed=2, epochs=1, console=Console(record=True, width=160), progress=False)
+    console = Console(record=True, width=200)
+    scores = run_moments_demo(tmp_path, seed=2, console=console, recordings=6, val_recordings=3,
+                              test_recordings=3, epochs=2, duration_s=20.0)
+    names = list(scores)
+    assert names[0].startswith("sliding window") and names[1].startswith("QD-DETR head") and \
+        names[2].startswith("chance")
+    for m in scores.values():
+        assert set(COLUMNS) <= set(m) and all(0.0 <= m[c] <= 100.0 for c in COLUMNS)
+    table = (tmp_path / MOMENTS_RESULTS).read_text()
+    assert table.startswith("| system | R1@0.5 | R1@0.7 | mAP/avg |") and table.count("\n| ") == 3  # three rows
+    assert "earshot demo --moments --seed 2" in table and "3 test recordings of 20 s" in table
+    assert (tmp_path / "moments" / "head").is_dir() and any((tmp_path / "moments" / "head").iterdir())
+    assert "kept epoch" in console.export_text()
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("head: epoch")]
+    assert len(lines) == 2 and all("val mAP/avg" in ln for ln in lines), lines  # one line per epoch
+    jsonl = (tmp_path / "moments" / "test" / "moments.jsonl").read_bytes()
+    again = Console(record=True, width=200)
+    assert run_moments_demo(tmp_path, seed=2, console=again, recordings=6, val_recordings=3, test_recordings=3,
+                            epochs=2, duration_s=20.0)[names[0]] == scores[names[0]]  # same recordings, same baseline
+    assert (tmp_path / "moments" / "test" / "moments.jsonl").read_bytes() == jsonl
