@@ -213,7 +213,7 @@ def save(index: faiss.Index, path: str | Path) -> None:
 
         writer = faiss.PyCallbackIOWriter(sink)
         faiss.write_index(index, writer)
-        del writer
+        del writer  # the writer buffers; its destructor sends the last block, before the fsync
     remember_sha256(Path(path), digest.hexdigest())
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,10 +258,15 @@ def match_all(phrases) -> str | None:
     return " AND ".join(parts) or None
 
 
+def ranked_phrases(q: Query) -> list[list[str]]:
+    """The phrases that rank, each a list of words: each free word, and each required phrase
+    (a word named twice is listed twice, as FTS5 scores it)."""
+    return [[w] for t in q.free for w in split_words(t)] + [ws for ws in map(split_words, q.required) if ws]
+
+
 def free_match(q: Query) -> str | None:
-    """MATCH text of the words that rank: each free word, and each required phrase."""
-    words = [w for t in q.free for w in split_words(t)]
-    return match_any([*words, *q.required])
+    """MATCH text of the words that rank: any of :func:`ranked_phrases`."""
+    return " OR ".join(_quoted(p) for p in ranked_phrases(q)) or None
 
 
 def selection_sql(q: Query) -> tuple[str, list]:
@@ -296,9 +302,8 @@ def rank(conn, q: Query, n: int, where_sql: str = "1", where_params: list | None
     """
     if not has_words(conn):
         raise EarshotError(UPGRADE)
-    phrases = [[w] for t in q.free for w in split_words(t)] + [ws for ws in map(split_words, q.required) if ws]
-    match = free_match(q)
-    if match is None:
+    phrases = ranked_phrases(q)
+    if not phrases:
         return []
     w = ", ".join(str(x) for x in WEIGHTS)
     join = "" if where_sql == "1" else f" JOIN files ON files.id = words.rowid AND ({where_sql})"
@@ -311,7 +316,7 @@ def rank(conn, q: Query, n: int, where_sql: str = "1", where_params: list | None
         if len(both) >= n and -float(both[-1][1]) > _missing_bound(conn, phrases) * (1 + PRUNE_MARGIN):
             rows = both
     if rows is None:
-        rows = conn.execute(sql, [*params, match, int(n)]).fetchall()
+        rows = conn.execute(sql, [*params, " OR ".join(_quoted(p) for p in phrases), int(n)]).fetchall()
     return [(int(r[0]), -float(r[1])) for r in rows if -float(r[1]) > min_score]
 
 
@@ -325,14 +330,9 @@ def _missing_bound(conn, phrases: list[list[str]]) -> float:
     never reused), which can only raise each idf: the bound stays a bound.
     """
     n_rows = conn.execute("SELECT max(rowid) FROM words").fetchone()[0] or 0
-    share: dict[tuple[str, ...], float] = {}  # phrase -> its most, times the query names it
-    idf_of: dict[tuple[str, ...], float] = {}
-    for p in phrases:
-        key = tuple(p)
-        if key not in share:
-            hits = conn.execute("SELECT count(*) FROM words WHERE words MATCH ?", (_quoted(p),)).fetchone()[0]
-            share[key] = 0.0
-            idf = math.log((n_rows - hits + 0.5) / (hits + 0.5)) if n_rows > hits else 0.0
-            idf_of[key] = max(idf, 1e-6)
-        share[key] += (BM25_K1 + 1) * idf_of[key]
-    return sum(share.values()) - min(share.values())
+    share = []  # per distinct phrase: its most, times the query names it
+    for p, times in Counter(map(tuple, phrases)).items():
+        hits = conn.execute("SELECT count(*) FROM words WHERE words MATCH ?", (_quoted(list(p)),)).fetchone()[0]
+        idf = math.log((n_rows - hits + 0.5) / (hits + 0.5)) if n_rows > hits else 0.0
+        share.append(times * (BM25_K1 + 1) * max(idf, 1e-6))
+    return sum(share) - min(share)
