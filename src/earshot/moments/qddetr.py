@@ -457,7 +457,8 @@ class QDDETR(nn.Module):
         covers ``[k, k + anchor_window]`` hops, best first; spans as fractions of the input's valid
         length), their scores standardised over the curve, then learned spans with the curve's
         lowest standardised value for the queries left over.  The prior, scaled by a learned
-        weight, is added to the foreground logit, so an untrained head ranks as the sliding window."""
+        weight (4 at first), is added to the foreground logit, so an untrained head ranks nearly
+        as the sliding window (its classifier starts random, as lighthouse's: not exactly)."""
         from earshot.moments.sliding import moments_from_curve
 
         base = self.query_embed.weight  # (Q, 2)
