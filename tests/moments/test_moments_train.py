@@ -276,6 +276,27 @@ def test_similarity_anchors_start_the_decoder_at_the_sliding_windows_proposals(t
         head.predict_features(ex[1].audio, [ex[1].text], sims=[ex[1].sim])[0]
 
 
+def test_an_untrained_two_stage_head_ranks_every_proposal_as_the_sliding_window():
+    # its classifier starts at zero, so the proposals' own scores order all ten predictions
+    # (a randomly initialised classifier, as lighthouse's, reorders proposals of close scores)
+    from earshot.moments.head import MomentHead
+    from earshot.moments.qddetr import QDDETR
+    from earshot.moments.sliding import moments_from_curve
+
+    g = torch.Generator().manual_seed(3)
+    for seed in range(4):
+        ex = _examples(1, 7 + seed)[0]
+        ex.sim = torch.rand(40, generator=g) + torch.linspace(0, 0.3, 40)
+        ex.audio = torch.randn(40, ex.audio.shape[1], generator=g)
+        torch.manual_seed(seed)
+        model = QDDETR(QDDETRConfig(txt_dim=6, aud_dim=8, vid_dim=3, dim_feedforward=64, anchors="similarity"))
+        head = MomentHead(model.eval(), FeatureSpec(retriever="none", similarity=True))
+        ranked = head.predict_features(ex.audio, [ex.text], sims=[ex.sim])[0]
+        want = moments_from_curve(ex.sim.numpy(), 1.0, 1.0, 40, top=10)
+        assert len(want) == 10
+        assert [r[:2] for r in ranked] == [pytest.approx([a, b], abs=1e-3) for a, b, _ in want]
+
+
 def test_similarity_anchors_need_the_similarity_column():
     from earshot.errors import ConfigError
 

@@ -445,10 +445,11 @@ class QDDETR(nn.Module):
         self.hidden_dim = d
         self.global_rep_token = nn.Parameter(torch.randn(d))
         self.global_rep_pos = nn.Parameter(torch.randn(d))
-        if cfg.anchors == "similarity":  # predictions start at the proposals: no offset before training
-            for mlp in (self.span_embed, self.transformer.decoder.bbox_embed):  # (the latter xavier-initialised above)
-                nn.init.constant_(mlp.layers[-1].weight.data, 0)
-                nn.init.constant_(mlp.layers[-1].bias.data, 0)
+        if cfg.anchors == "similarity":  # predictions start at the proposals: no offset before training,
+            # and in their order: the classifier starts at zero, so the proposals' scores alone rank
+            for lin in (self.span_embed.layers[-1], self.transformer.decoder.bbox_embed.layers[-1], self.class_embed):
+                nn.init.constant_(lin.weight.data, 0)  # (bbox_embed xavier-initialised above)
+                nn.init.constant_(lin.bias.data, 0)
             self.prior_scale = nn.Parameter(torch.tensor(4.0))  # weight of the proposals' scores in the logit
 
     def similarity_anchors(self, sim: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -457,8 +458,8 @@ class QDDETR(nn.Module):
         covers ``[k, k + anchor_window]`` hops, best first; spans as fractions of the input's valid
         length), their scores standardised over the curve, then learned spans with the curve's
         lowest standardised value for the queries left over.  The prior, scaled by a learned
-        weight (4 at first), is added to the foreground logit, so an untrained head ranks nearly
-        as the sliding window (its classifier starts random, as lighthouse's: not exactly)."""
+        weight, is added to the foreground logit of a classifier that starts at zero, so an
+        untrained head ranks exactly as the sliding window."""
         from earshot.moments.sliding import moments_from_curve
 
         base = self.query_embed.weight  # (Q, 2)
