@@ -9,7 +9,8 @@ sentence embedding as the text, and per window the demo model's own window-text 
 third frame channel), whose decoder starts from the baseline's proposals on that similarity
 curve and learns to refine their boundaries and re-rank them (``QDDETRConfig.anchors =
 "similarity"``), the epoch kept by validation mAP as lighthouse keeps its best checkpoint ->
-R1@0.5 / R1@0.7 / mAP on the test recordings for both and for chance. Nothing is chosen on the test recordings.
+R1@0.5 / R1@0.7 / mAP on the test recordings for both and for chance. Nothing is chosen on the
+test recordings.
 """
 
 from __future__ import annotations
@@ -144,8 +145,8 @@ def run_moments_demo(out: Path, seed: int, console: Console, recordings: int = 1
     footer = (f"Measured by `earshot demo --moments --seed {seed}` on {len(gt)} queries in {test_recordings} "
               f"test recordings of {duration_s:g} s ({recordings} training, {val_recordings} validation "
               f"recordings); head anchored on the baseline's proposals (QD-DETR, anchors: similarity, "
-              f"classification weight {LABEL_LOSS:g}, matched on spans), trained {epochs} epochs (batch {bsz}, lr {lr:g}; lighthouse: 200 "
-              f"epochs, batch 32, lr 1e-4) on the CPU, epoch {best_epoch + 1} kept by validation mAP "
+              f"classification weight {LABEL_LOSS:g}, matched on spans), trained {epochs} epochs (batch "
+              f"{bsz}, lr {lr:g}; lighthouse: 200 epochs, batch 32, lr 1e-4) on the CPU, epoch {best_epoch + 1} kept by validation mAP "
               f"(baseline {times['baseline']:.0f} s, head features + training {times['head']:.0f} s, "
               f"section {total / 60:.1f} min).")
     with atomic_write(out / MOMENTS_RESULTS, "w") as f:
