@@ -297,6 +297,52 @@ def test_an_untrained_two_stage_head_ranks_every_proposal_as_the_sliding_window(
         assert [r[:2] for r in ranked] == [pytest.approx([a, b], abs=1e-3) for a, b, _ in want]
 
 
+def test_anchor_scales_add_each_proposal_widened_about_its_centre():
+    # multi-scale anchors: the first num_queries / len(scales) proposals at scale 1, then the same
+    # proposals widened by each further factor, clipped to the input; hand-worked on 12 s curves
+    from earshot.config import from_dict
+    from earshot.moments.head import MomentHead
+    from earshot.moments.qddetr import QDDETR, span_cxw_to_xx
+    from earshot.moments.sliding import moments_from_curve
+
+    ex = _examples(2, 5)
+    curves = [torch.zeros(12), torch.zeros(12)]
+    curves[0][2:6] = 1.0  # windows 2-5 -> [2, 6] s
+    curves[1][1:3], curves[1][8:11] = 0.6, 1.0  # [8, 11] and [1, 3]
+    for e, c in zip(ex, curves):
+        e.sim = c
+    b = collate(ex)
+    cfg = from_dict(QDDETRConfig, {"txt_dim": 6, "aud_dim": 8, "vid_dim": 3, "dim_feedforward": 64,
+                                   "anchors": "similarity", "anchor_scales": [1, 2]})  # as YAML gives it
+    assert cfg.anchor_scales == (1.0, 2.0)
+    torch.manual_seed(0)
+    model = QDDETR(cfg).eval()
+    with torch.no_grad():
+        spans = span_cxw_to_xx(model(**b["inputs"])["pred_spans"]) * 12
+    for i, c in enumerate(curves):
+        found = [(a, e) for a, e, _ in moments_from_curve(c.numpy(), 1.0, 1.0, 12, top=5)]
+        assert spans[i, : len(found)].tolist() == [pytest.approx(list(w), abs=1e-3) for w in found]
+        widened = [[max((a + e) / 2 - (e - a), 0.0), min((a + e) / 2 + (e - a), 12.0)] for a, e in found]
+        got = spans[i, len(found): 2 * len(found)].tolist()
+        assert got == [pytest.approx(w, abs=1e-3) for w in widened]
+    assert spans[0, 0].tolist() == pytest.approx([2.0, 6.0], abs=1e-3)
+    n0 = len(moments_from_curve(curves[0].numpy(), 1.0, 1.0, 12, top=5))
+    assert spans[0, n0].tolist() == pytest.approx([0.0, 8.0], abs=1e-3)  # centre 4, width 8
+    n1 = len(moments_from_curve(curves[1].numpy(), 1.0, 1.0, 12, top=5))
+    assert spans[1, n1].tolist() == pytest.approx([6.5, 12.0], abs=1e-3)  # centre 9.5, width 6, clipped
+    # untrained, a proposal's copies tie on its score: the scale-1 copy ranks first
+    head = MomentHead(model, FeatureSpec(retriever="none", similarity=True))
+    ranked = head.predict_features(ex[1].audio, [ex[1].text], sims=[ex[1].sim])[0]
+    assert ranked[0][:2] == pytest.approx([8.0, 11.0], abs=1e-3)
+    from earshot.errors import ConfigError
+
+    for bad in ((), (1.0, 0.0)):
+        with pytest.raises(ConfigError, match="anchor_scales"):
+            QDDETRConfig(anchor_scales=bad)
+    with pytest.raises(ConfigError, match="anchor_scales"):
+        QDDETRConfig(num_queries=2, anchor_scales=(1.0, 2.0, 3.0))
+
+
 def test_similarity_anchors_need_the_similarity_column():
     from earshot.errors import ConfigError
 

@@ -60,12 +60,20 @@ class QDDETRConfig:
     # so the decoder refines and re-scores spans the retriever already found (a two-stage DETR)
     anchors: Literal["learned", "similarity"] = "learned"
     anchor_window: float = 1.0  # "similarity": the column's window length in hops (2 s windows at 1 s: 2)
+    # "similarity": every proposal also as copies widened about its centre by these factors
+    # (multi-scale anchors, as Faster R-CNN's): the first num_queries / len(anchor_scales)
+    # proposals at the first scale, then the same proposals at the next, and so on
+    anchor_scales: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
         if self.anchors not in ("learned", "similarity"):
             raise ConfigError(f"QDDETRConfig.anchors must be 'learned' or 'similarity', got {self.anchors!r}")
         if not self.anchor_window > 0:
             raise ConfigError(f"QDDETRConfig.anchor_window must be > 0, got {self.anchor_window}")
+        if not self.anchor_scales or not all(x > 0 for x in self.anchor_scales) \
+                or self.num_queries < len(self.anchor_scales):
+            raise ConfigError(f"QDDETRConfig.anchor_scales must be positive factors, at most num_queries of them, "
+                              f"got {self.anchor_scales}")
         if self.anchors == "similarity" and self.vid_dim < 3:
             raise ConfigError("QDDETRConfig.anchors='similarity' reads the similarity column: vid_dim must be >= 3 "
                               "(FeatureSpec.similarity on)")
@@ -457,13 +465,17 @@ class QDDETR(nn.Module):
         ``(B, Q)`` foreground prior: its similarity curve's sliding-window proposals (position k
         covers ``[k, k + anchor_window]`` hops, best first; spans as fractions of the input's valid
         length), their scores standardised over the curve, then learned spans with the curve's
-        lowest standardised value for the queries left over.  The prior, scaled by a learned
-        weight, is added to the foreground logit of a classifier that starts at zero, so an
-        untrained head ranks exactly as the sliding window."""
+        lowest standardised value for the queries left over.  With several ``anchor_scales`` the
+        best ``Q // len(anchor_scales)`` proposals come at each scale in turn, widened about their
+        centres by it and clipped to the input, each copy with its proposal's score (so, on ties,
+        the first scale's copy ranks first).  The prior, scaled by a learned weight, is added to
+        the foreground logit of a classifier that starts at zero, so an untrained head ranks
+        exactly as the sliding window (with several scales: its proposals in the same order, each
+        followed by its wider copies)."""
         from earshot.moments.sliding import moments_from_curve
 
         base = self.query_embed.weight  # (Q, 2)
-        B, Q = sim.shape[0], base.shape[0]
+        B, Q, scales = sim.shape[0], base.shape[0], self.cfg.anchor_scales
         out = base.unsqueeze(0).repeat(B, 1, 1)
         prior = torch.zeros(B, Q, dtype=out.dtype, device=out.device)
         lengths = mask.sum(1).long().tolist()
@@ -474,11 +486,17 @@ class QDDETR(nn.Module):
             c = curves[i, :n]
             mu, sd = float(c.mean()), float(c.std()) + 1e-6
             prior[i] = (float(c.min()) - mu) / sd
-            found = moments_from_curve(c, self.cfg.anchor_window, 1.0, n, top=Q)
+            found = moments_from_curve(c, self.cfg.anchor_window, 1.0, n, top=Q // len(scales))
             if found:
-                spans = torch.tensor([((a + b) / 2 / n, (b - a) / n) for a, b, _ in found], dtype=out.dtype)
-                out[i, : len(found)] = inverse_sigmoid(spans.to(out.device))
-                prior[i, : len(found)] = torch.tensor([(sc - mu) / sd for _, _, sc in found], dtype=out.dtype)
+                spans, scores = [], []
+                for f in scales:
+                    for a, b, sc in found:
+                        mid, half = (a + b) / 2, (b - a) / 2 * f
+                        lo, hi = max(mid - half, 0.0), min(mid + half, float(n))
+                        spans.append(((lo + hi) / 2 / n, (hi - lo) / n))
+                        scores.append((sc - mu) / sd)
+                out[i, : len(spans)] = inverse_sigmoid(torch.tensor(spans, dtype=out.dtype).to(out.device))
+                prior[i, : len(spans)] = torch.tensor(scores, dtype=out.dtype)
         return out, prior
 
     def _encode(self, src_vid: Tensor, src_txt: Tensor, src_vid_mask: Tensor, src_txt_mask: Tensor,
