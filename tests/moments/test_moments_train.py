@@ -367,3 +367,71 @@ def test_epoch_lines_print_the_epochs_own_validation_map():
     assert len(lines) == 2
     for line, (_, scores) in zip(lines, head.validation):
         assert f"val mAP/avg {scores['mAP/avg']:.4f}" in line, (line, scores)
+
+
+def test_iou_labels_target_each_querys_best_iou_and_leave_the_spans_alone():
+    # loss.label_target "iou": every query's foreground target is its span's best IoU with the
+    # item's windows (hand-worked), soft cross-entropy over the 2 logits, no gradient into spans
+    import math
+
+    from earshot.errors import ConfigError
+    from earshot.moments.qddetr import LossConfig, SetCriterion
+
+    spans = torch.tensor([[[0.3, 0.2], [0.7, 0.2], [0.55, 0.1]]], requires_grad=True)  # [.2,.4] [.6,.8] [.5,.6]
+    logits = torch.tensor([[[1.0, 0.0], [0.0, 0.0], [0.0, 2.0]]], requires_grad=True)
+    windows = [torch.tensor([[0.375, 0.25], [0.6, 0.2]])]  # [.25,.5] and [.5,.7]
+    # best IoU: q0 .15/.30 = 0.5 with [.25,.5]; q1 .1/.3 = 1/3 with [.5,.7]; q2 .1/.2 = 0.5 with [.5,.7]
+    fit = [0.5, 1 / 3, 0.5]
+    lp = torch.log_softmax(logits.detach()[0], -1)
+    want = sum(-(t * lp[k, 0] + (1 - t) * lp[k, 1]) for k, t in enumerate(fit)) / 3
+    crit = SetCriterion(LossConfig(label_target="iou"), aux_loss=False)
+    got = crit._labels({"pred_logits": logits, "pred_spans": spans}, windows, None)["loss_label"]
+    assert got.item() == pytest.approx(float(want), abs=1e-6)
+    matched = SetCriterion(aux_loss=False)._labels({"pred_logits": logits, "pred_spans": spans}, windows,
+                                                   [(torch.tensor([0, 2]), torch.tensor([0, 1]))])
+    assert matched["loss_label"].item() != pytest.approx(float(want))  # lighthouse's labels differ
+    got.backward()
+    assert spans.grad is None and logits.grad is not None
+    # the optimum: p_fg = the target, whatever the logit scale
+    z = torch.tensor([[[math.log(0.5 / 0.5), 0.0], [math.log((1 / 3) / (2 / 3)), 0.0], [0.0, 0.0]]], requires_grad=True)
+    crit._labels({"pred_logits": z, "pred_spans": spans.detach()}, windows, None)["loss_label"].backward()
+    assert z.grad[0, :2].abs().max() < 1e-6 and z.grad[0, 2].abs().max() < 1e-6
+    with pytest.raises(ConfigError, match="label_target"):
+        LossConfig(label_target="soft")
+
+
+def test_ema_decay_returns_and_validates_the_moving_average_of_each_steps_weights():
+    # ema_decay d: E_1 = W_1, E_t = d E_(t-1) + (1 - d) W_t after every optimiser step; without
+    # validation the head is E_T, with it the scored and kept weights are the average's
+    from earshot.errors import ConfigError
+
+    class Steps(L.Callback):
+        def __init__(self):
+            self.w = []
+
+        def on_train_batch_end(self, trainer, module, *args):
+            self.w.append({k: v.detach().clone() for k, v in module.qddetr.state_dict().items()})
+
+    def fit(decay, val=None):
+        cfg = MomentTrainConfig(model=QDDETRConfig(txt_dim=6, aud_dim=8, dim_feedforward=64),
+                                features=FeatureSpec(retriever="none"), optim=MomentOptimConfig(lr=1e-2),
+                                n_epoch=1, bsz=4, accelerator="cpu", seed=0, ema_decay=decay)
+        steps = Steps()
+        return fit_moment_head(cfg, _examples(12, 1), val, callbacks=[steps]), steps.w
+
+    head, w = fit(0.5)
+    assert len(w) == 3
+    want = {k: 0.25 * w[0][k] + 0.25 * w[1][k] + 0.5 * w[2][k] for k in w[0] if w[0][k].is_floating_point()}
+    got = head.qddetr.state_dict()
+    assert max(float((got[k] - v).abs().max()) for k, v in want.items()) < 1e-6
+    moved = max(float((w[2][k] - v).abs().max()) for k, v in want.items())
+    assert moved > 1e-3  # the average is not the last step's weights
+    raw, _ = fit(0.0)
+    assert max(float((raw.qddetr.state_dict()[k] - w[2][k]).abs().max()) for k in want) < 1e-6
+    val = _examples(4, 2)
+    kept, _ = fit(0.5, val)  # one epoch: the kept weights are that epoch's average, as scored
+    assert max(float((kept.qddetr.state_dict()[k] - v).abs().max()) for k, v in want.items()) < 1e-6
+    preds = {e.qid: kept.predict_features(e.audio, [e.text])[0] for e in val}
+    assert kept.validation[0][1] == score_moments({e.qid: [list(x) for x in e.windows] for e in val}, preds)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        MomentTrainConfig(ema_decay=1.0)

@@ -92,6 +92,15 @@ class LossConfig:
     eos_coef: float = 0.1  # weight of the background class
     lw_saliency: float = 1.0
     saliency_margin: float = 0.2
+    # "matched": DETR's labels (the Hungarian-matched queries are foreground, weighted against
+    # background by eos_coef; lighthouse's); "iou": earshot's IoU-aware labels (as VarifocalNet's),
+    # every query's foreground target is its span's best IoU with the item's windows, so the
+    # score ranks queries by how well they fit, not by which one the matching picked
+    label_target: Literal["matched", "iou"] = "matched"
+
+    def __post_init__(self) -> None:
+        if self.label_target not in ("matched", "iou"):
+            raise ConfigError(f"loss.label_target: {self.label_target!r} is not 'matched' or 'iou'")
 
 
 # --- span utilities ----------------------------------------------------------------------------
@@ -606,8 +615,14 @@ class SetCriterion(nn.Module):
         giou = torch.diag(generalized_temporal_iou(span_cxw_to_xx(src), span_cxw_to_xx(tgt)))
         return {"loss_span": F.l1_loss(src, tgt, reduction="none").mean(), "loss_giou": (1 - giou).mean()}
 
-    def _labels(self, out, indices):
+    def _labels(self, out, tgt_spans, indices):
         logits = out["pred_logits"]  # (B, Q, 2)
+        if self.cfg.label_target == "iou":
+            with torch.no_grad():  # the target, per query: its span's best IoU with a window
+                fit = torch.stack([_iou_union(span_cxw_to_xx(p.float()), span_cxw_to_xx(t.float()))[0].amax(-1)
+                                   for p, t in zip(out["pred_spans"], tgt_spans)])  # (B, Q)
+            logp = F.log_softmax(logits.float(), -1)
+            return {"loss_label": -(fit * logp[..., 0] + (1 - fit) * logp[..., 1]).mean()}
         target = torch.full(logits.shape[:2], 1, dtype=torch.int64, device=logits.device)
         target[self._src_idx(indices)] = 0
         return {"loss_label": F.cross_entropy(logits.transpose(1, 2).float(), target,
@@ -647,12 +662,12 @@ class SetCriterion(nn.Module):
         """``tgt_spans``: per item (n_i, 2) normalised (center, width); saliency labels as
         lighthouse's ``get_saliency_labels_sub_as_query`` builds them."""
         indices = hungarian_match(outputs["pred_logits"], outputs["pred_spans"], tgt_spans, self.cfg)
-        parts = {**self._spans(outputs, tgt_spans, indices), **self._labels(outputs, indices),
+        parts = {**self._spans(outputs, tgt_spans, indices), **self._labels(outputs, tgt_spans, indices),
                  "loss_saliency": self._saliency(outputs, saliency_pos, saliency_neg, saliency_all)}
         for i, aux in enumerate(outputs.get("aux_outputs", [])):
             idx = hungarian_match(aux["pred_logits"], aux["pred_spans"], tgt_spans, self.cfg)
             parts.update({f"{k}_{i}": v for k, v in {**self._spans(aux, tgt_spans, idx),
-                                                      **self._labels(aux, idx)}.items()})
+                                                      **self._labels(aux, tgt_spans, idx)}.items()})
         total = sum(parts[k] * self.weight_dict[k] for k in parts if k in self.weight_dict)
         return total, parts
 

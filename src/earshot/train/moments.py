@@ -71,7 +71,16 @@ class MomentTrainConfig:
     accelerator: str = "auto"
     devices: int = 1  # > 1: DDP
     keep_best: bool = True  # with validation data: the epoch with the best validation mAP/avg (lighthouse keeps its best checkpoint)
+    # > 0: an exponential moving average of the weights (this decay per optimiser step; earshot's,
+    # as DINO-DETR trains) is what is validated, kept and returned; 0: the raw weights (lighthouse)
+    ema_decay: float = 0.0
     out_dir: str = "runs/moments/qd_detr"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            from earshot.errors import ConfigError
+
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 def load_moment_config(path: str | Path, overrides: Sequence[str] = ()) -> MomentTrainConfig:
@@ -89,6 +98,23 @@ class MomentHeadModule(L.LightningModule):
         self.cfg = cfg
         self.qddetr = QDDETR(cfg.model)
         self.criterion = SetCriterion(cfg.loss, dec_layers=cfg.model.dec_layers, aux_loss=cfg.model.aux_loss)
+        self.ema = None
+        if cfg.ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            # W_ema <- decay * W_ema + (1 - decay) * W after every step (the first step's weights
+            # start it); no gradients, so DDP leaves it alone and every rank averages the same steps
+            self.ema = AveragedModel(self.qddetr, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)
+
+    @property
+    def scored(self) -> QDDETR:
+        """The weights validation scores and training returns: the average when ``ema_decay`` > 0."""
+        return self.qddetr if self.ema is None else self.ema.module
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.qddetr)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self.qddetr(**batch["inputs"], with_negatives=True)
@@ -144,17 +170,18 @@ class KeepBestOnValidation(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: "MomentHeadModule") -> None:
         from earshot.moments.metrics import score_moments
 
-        head = MomentHead(module.qddetr, module.cfg.features)
-        was = module.qddetr.training
+        model = module.scored
+        head = MomentHead(model, module.cfg.features)
+        was = model.training
         preds = {e.qid: head.predict_features(e.audio, [e.text], sims=None if e.sim is None else [e.sim])[0]
                  for e in self.val}
-        module.qddetr.train(was)
+        model.train(was)
         scores = score_moments({e.qid: [list(w) for w in e.windows] for e in self.val}, preds)
         epoch = trainer.current_epoch
         self.history.append((epoch, scores))
         module.log(f"val/{self.metric}", scores[self.metric], rank_zero_only=True)
         if self.best is None or scores[self.metric] > self.best[0]:
-            state = {k: v.detach().clone() for k, v in module.qddetr.state_dict().items()}
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             self.best = (scores[self.metric], epoch, state)
 
     def on_train_end(self, trainer: L.Trainer, module: "MomentHeadModule") -> None:
@@ -190,6 +217,8 @@ def fit_moment_head(cfg: MomentTrainConfig, train: list[MomentExample], val: lis
     with use_threads("heads") if cpu else contextlib.nullcontext():
         trainer.fit(module, _loader(train, cfg, True, cfg.seed),
                     _loader(val, cfg, False, cfg.seed + 1) if val else None)
+    if module.ema is not None and not keep:  # no validation: the final average
+        module.qddetr.load_state_dict(module.ema.module.state_dict())
     head = MomentHead(module.qddetr.eval().float(), cfg.features)
     head.validation = keep[0].history if keep else []  # (epoch, scores) per epoch
     return head
