@@ -435,3 +435,29 @@ def test_ema_decay_returns_and_validates_the_moving_average_of_each_steps_weight
     assert kept.validation[0][1] == score_moments({e.qid: [list(x) for x in e.windows] for e in val}, preds)
     with pytest.raises(ConfigError, match="ema_decay"):
         MomentTrainConfig(ema_decay=1.0)
+
+
+def test_validation_loss_is_the_scored_weights_loss_when_averaging():
+    # with ema_decay > 0 validation scores the average: its logged val/loss must be the
+    # average's loss on the batch too, not the raw weights'
+    import random
+
+    from earshot.moments.qddetr import SetCriterion
+    from earshot.train.moments import MomentHeadModule
+
+    cfg = MomentTrainConfig(model=QDDETRConfig(txt_dim=6, aud_dim=8, dim_feedforward=64),
+                            features=FeatureSpec(retriever="none"), accelerator="cpu", ema_decay=0.5)
+    module = MomentHeadModule(cfg).eval()
+    with torch.no_grad():  # the average and the raw weights now differ
+        for p in module.ema.module.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = collate(_examples(4, 2), cfg.clip_length, cfg.max_windows, random.Random(0))
+    logged = {}
+    module.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
+    module.validation_step(batch, 0)
+    crit = SetCriterion(cfg.loss, dec_layers=cfg.model.dec_layers, aux_loss=cfg.model.aux_loss)
+    with torch.no_grad():
+        want = {name: float(crit(net(**batch["inputs"], with_negatives=True), *batch["targets"])[0])
+                for name, net in (("ema", module.ema.module), ("raw", module.qddetr))}
+    assert abs(want["ema"] - want["raw"]) > 1e-3
+    assert logged["val/loss"] == pytest.approx(want["ema"], abs=1e-6)

@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from earshot.errors import ConfigError
 from earshot.moments.dataset import MomentExample, collate
 from earshot.moments.head import FeatureSpec, MomentHead
 from earshot.moments.qddetr import QDDETR, LossConfig, QDDETRConfig, SetCriterion
@@ -78,8 +79,6 @@ class MomentTrainConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
-            from earshot.errors import ConfigError
-
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
@@ -126,7 +125,7 @@ class MomentHeadModule(L.LightningModule):
         return total
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.qddetr(**batch["inputs"], with_negatives=True)
+        out = self.scored(**batch["inputs"], with_negatives=True)  # the weights validation scores
         total, _ = self.criterion(out, *batch["targets"])
         self.log("val/loss", total, prog_bar=True, batch_size=len(batch["qids"]), sync_dist=True)
 
