@@ -50,7 +50,7 @@ def test_demo_model_is_the_preset(tmp_path):
 @pytest.mark.slow
 def test_the_moments_section_runs_end_to_end_on_a_toy_demo_and_resumes(tmp_path, capsys):
     """`earshot demo --moments` at toy size: recordings mixed from the demo's corpus, the sliding
-    window, the head trained and kept by validation, chance; the table written with every row
+    window (ranked by score and by expected IoU), the head trained and kept by validation, chance; the table written with every row
     in percent; a rerun reuses the recordings."""
     from earshot.app.demo_moments import COLUMNS, MOMENTS_RESULTS, run_moments_demo
 
@@ -59,12 +59,12 @@ def test_the_moments_section_runs_end_to_end_on_a_toy_demo_and_resumes(tmp_path,
     scores = run_moments_demo(tmp_path, seed=2, console=console, recordings=6, val_recordings=3,
                               test_recordings=3, epochs=2, duration_s=20.0)
     names = list(scores)
-    assert names[0].startswith("sliding window") and names[1].startswith("QD-DETR head") and \
-        names[2].startswith("chance")
+    assert names[0].startswith("sliding window") and names[1] == "sliding window, ranked by expected IoU" and \
+        names[2].startswith("QD-DETR head") and names[3].startswith("chance")
     for m in scores.values():
         assert set(COLUMNS) <= set(m) and all(0.0 <= m[c] <= 100.0 for c in COLUMNS)
     table = (tmp_path / MOMENTS_RESULTS).read_text()
-    assert table.startswith("| system | R1@0.5 | R1@0.7 | mAP/avg |") and table.count("\n| ") == 3  # three rows
+    assert table.startswith("| system | R1@0.5 | R1@0.7 | mAP/avg |") and table.count("\n| ") == 4  # four rows
     assert "earshot demo --moments --seed 2" in table and "3 test recordings of 20 s" in table
     assert (tmp_path / "moments" / "head").is_dir() and any((tmp_path / "moments" / "head").iterdir())
     assert "kept epoch" in console.export_text()

@@ -96,6 +96,28 @@ def test_train_cli_saves_a_head_that_predict_opens(tiny_corpus, tmp_path):
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert rows and all(1 <= len(x["pred_relevant_windows"]) <= 3 for x in rows)
+    # --ranking expected_iou: the same spans, each scored by its p_fg-weighted mean IoU with all ten
+    from earshot.moments.sliding import expected_iou
+
+    for ranking in ("score", "expected_iou"):
+        r = _run("moments", "predict", tmp_path / "head", "--data", data, "--audio-dir", audio,
+                 "--out", tmp_path / f"{ranking}.jsonl", "--ranking", ranking)
+        assert r.exit_code == 0, r.output
+    by_p, by_iou = ([json.loads(x)["pred_relevant_windows"] for x in (tmp_path / f"{k}.jsonl").read_text().splitlines()]
+                    for k in ("score", "expected_iou"))
+    for a, b in zip(by_p, by_iou):
+        assert len(a) == len(b) == 10
+        want = expected_iou(torch.tensor([w[:2] for w in a], dtype=torch.float64), torch.tensor([w[2] for w in a],
+                                                                                          dtype=torch.float64))
+        want = sorted(([*w[:2], float(e)] for w, e in zip(a, want)), key=lambda w: -w[2])
+        assert [w[2] for w in b] == pytest.approx([w[2] for w in want], abs=2e-4)
+        assert sorted(map(tuple, (w[:2] for w in b))) == sorted(map(tuple, (w[:2] for w in a)))
+    from earshot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ranking must be 'score' or 'expected_iou'"):
+        _run("moments", "predict", tmp_path / "head", "--data", data, "--audio-dir", audio, "--ranking", "nms")
+    with pytest.raises(ConfigError, match="--ranking applies to a moment head"):
+        _run("moments", "predict", ckpt, "--data", data, "--audio-dir", audio, "--ranking", "score")
 
 
 def test_score_on_bad_window_reports_each_change(tmp_path):

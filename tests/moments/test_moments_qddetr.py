@@ -190,3 +190,43 @@ def test_the_one_resolver_knows_moment_heads_by_content_folder_and_name(tmp_path
     torch.save({"state_dict": {"x": torch.zeros(1)}, "epoch": 1}, tmp_path / "other.ckpt")
     with pytest.raises(WeightsError):
         resolve(tmp_path / "other.ckpt")
+
+
+def test_expected_iou_ranking_is_each_spans_weighted_mean_iou_with_the_predictions(tmp_path):
+    # hand-worked: A = [0, 10], B = [0, 5], C = [20, 30] s with p_fg 0.5, 0.3, 0.4 (sum 1.2);
+    # IoU(A, B) = 0.5, C overlaps neither: A (0.5 + 0.3 * 0.5) / 1.2 = 0.541667,
+    # B (0.5 * 0.5 + 0.3) / 1.2 = 0.458333, C 0.4 / 1.2 = 0.333333. By p_fg alone: A, C, B
+    import math
+
+    from earshot.errors import ConfigError
+    from earshot.moments.head import FeatureSpec, MomentHead, load_moment_head
+    from earshot.moments.sliding import expected_iou
+
+    xx = torch.tensor([[0.0, 10.0], [0.0, 5.0], [20.0, 30.0], [30.0, 30.0]])  # D: empty, p_fg 0
+    p = torch.tensor([0.5, 0.3, 0.4, 0.0])
+    assert expected_iou(xx, p).tolist() == pytest.approx([0.65 / 1.2, 0.55 / 1.2, 0.4 / 1.2, 0.0], abs=1e-6)
+    logit = [math.log(q / (1 - q)) if 0 < q < 1 else -30.0 for q in p.tolist()]
+    out = {"pred_logits": torch.tensor([[[z, 0.0] for z in logit]]),
+           "pred_spans": torch.tensor([[[(a + b) / 60, (b - a) / 30] for a, b in xx.tolist()]])}
+    assert [r[:2] for r in predict_spans(out, duration=30.0)[:3]] == \
+        [pytest.approx(s, abs=1e-3) for s in ([0, 10], [20, 30], [0, 5])]
+    got = predict_spans(out, duration=30.0, ranking="expected_iou")
+    assert [r[:2] for r in got[:3]] == [pytest.approx(s, abs=1e-3) for s in ([0, 10], [0, 5], [20, 30])]
+    assert [r[2] for r in got] == pytest.approx([0.541667, 0.458333, 0.333333, 0.0], abs=2e-4)
+    with pytest.raises(ConfigError, match="ranking"):
+        QDDETRConfig(ranking="nms")
+    with pytest.raises(ConfigError, match="ranking"):
+        predict_spans(out, duration=30.0, ranking="iou")
+    # a head ranks by its config's ranking, which its folder keeps
+    torch.manual_seed(0)
+    model = QDDETR(QDDETRConfig(**{**SMALL, "ranking": "expected_iou"})).eval()
+    head = load_moment_head(MomentHead(model, FeatureSpec(retriever="none")).save(tmp_path / "head"))
+    assert head.qddetr.cfg.ranking == "expected_iou"
+    x = {k: v[:1] for k, v in inputs().items()}
+    L = x["src_vid"].shape[1]
+    rows = head.predict_features(x["src_aud"][0], [x["src_txt"][0]])[0]
+    with torch.no_grad():
+        raw = model(**{**x, "src_txt": torch.nn.functional.normalize(x["src_txt"], dim=-1, eps=1e-5)})
+    want = predict_spans(raw, duration=L * 1.0, ranking="expected_iou")
+    assert rows == [pytest.approx(w, abs=2e-4) for w in want]
+    assert rows != [pytest.approx(w, abs=2e-4) for w in predict_spans(raw, duration=L * 1.0)]

@@ -106,6 +106,26 @@ def test_moments_from_a_hand_made_curve():
     assert temporal_nms([(0, 4, 1.0), (0, 5, 0.5), (4, 6, 0.2)], 0.4) == [(0, 4, 1.0), (4, 6, 0.2)]
 
 
+def test_expected_iou_ranking_of_a_hand_made_curve():
+    # windows 3 and 5 at 1.0, window 4 at 0.5: thresholds 0.4 and 0.9 without merging give
+    # A = [3, 4] (1.0), B = [5, 6] (1.0), C = [3, 6] (mean 5/6). Weights exp((s - 1) / T), T = 1:
+    # 1, 1, w = exp(-1/6) = 0.846482; IoU(A, C) = IoU(B, C) = 1/3, IoU(A, B) = 0. Expected IoU:
+    # C (1/3 + 1/3 + w) / (2 + w) = 0.531585, A and B (1 + w / 3) / (2 + w) = 0.450437: the span
+    # both peaks agree on comes first
+    import dataclasses
+
+    from earshot.errors import ConfigError
+
+    curve = [0.0, 0.0, 0.0, 1.0, 0.5, 1.0]
+    cfg = SlidingConfig(relative_thresholds=(0.4, 0.9), merge_gap=0, nms_iou=0.9)
+    assert [m[:2] for m in moments_from_curve(curve, 1.0, 1.0, config=cfg)] == [(3.0, 4.0), (5.0, 6.0), (3.0, 6.0)]
+    got = moments_from_curve(curve, 1.0, 1.0, config=dataclasses.replace(cfg, ranking="expected_iou", temperature=1.0))
+    assert got == [(3.0, 6.0, pytest.approx(0.531585, abs=1e-6)), (3.0, 4.0, pytest.approx(0.450437, abs=1e-6)),
+                   (5.0, 6.0, pytest.approx(0.450437, abs=1e-6))]
+    with pytest.raises(ConfigError, match="ranking"):
+        moments_from_curve(curve, 1.0, 1.0, config=SlidingConfig(ranking="expected_iou", temperature=0.0))
+
+
 def test_find_moments_finds_the_tone(tmp_path):
     model = ToneDetector()
     save_audio(tmp_path / "r.wav", _recording(20.0, (7.0, 11.0)), SR)

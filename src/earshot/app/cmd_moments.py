@@ -126,16 +126,29 @@ def _window(window: float, hop: float):
     return WindowConfig(window_s=window, hop_s=hop, output="embedding")
 
 
-def _open(model: str, precision: str):
+def _open(model: str, precision: str, ranking: str | None = None):
+    import dataclasses
+
+    from earshot.errors import ConfigError
+    from earshot.moments.head import MomentHead
     from earshot.moments.predict import open_moment_model
 
-    return open_moment_model(model, precision)
+    opened = open_moment_model(model, precision)
+    if ranking is not None:
+        if not isinstance(opened, MomentHead):
+            raise ConfigError(f"{model}: --ranking applies to a moment head; the sliding-window baseline "
+                              f"ranks by window similarity")
+        opened.qddetr.cfg = dataclasses.replace(opened.qddetr.cfg, ranking=ranking)  # validated there
+    return opened
 
 
 _MODEL_HELP = ("A moment head (folder from `earshot moments train`, or a lighthouse .ckpt), or any "
                "retriever earshot opens (checkpoint folder, Hugging Face CLAP folder, ensemble "
                "manifest, pretrained name such as msclap_2023) for the sliding-window baseline.")
 _WINDOW_HELP = "Sliding-window length, seconds (the baseline compares each window with the text)."
+_RANKING_HELP = ("A moment head's ranking instead of the one it was trained with: 'score' (p_foreground, "
+                 "lighthouse's) or 'expected_iou' (each span's mean IoU with the head's predictions, "
+                 "weighted by p_foreground).")
 
 
 @moments_app.command("predict")
@@ -152,6 +165,7 @@ def predict_cmd(
     hop: float = typer.Option(1.0, "--hop", help="Sliding-window hop, seconds."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     on_bad_window: str = typer.Option("error", "--on-bad-window", help=_BAD_WINDOW_HELP),
+    ranking: str = typer.Option(None, "--ranking", help=_RANKING_HELP),
 ) -> None:
     """Predict moments for every query (a moment head, or the zero-shot sliding-window baseline
     over a retriever) and write them in lighthouse's layout (what DCASE 2026 submissions carry)."""
@@ -162,7 +176,7 @@ def predict_cmd(
     from earshot.moments.predict import predict_moments
 
     recs = _recordings(data, audio_dir, require_windows=False, on_bad_window=on_bad_window)
-    retriever = _open(model, precision)
+    retriever = _open(model, precision, ranking)
     with _Bar(Console(stderr=True), "predicting") as bar:
         rows = predict_moments(retriever, recs, top=top, window=_window(window, hop), progress=bar)
     n = write_predictions(out.expanduser(), rows)
@@ -180,6 +194,7 @@ def evaluate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print every score as JSON."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     on_bad_window: str = typer.Option("error", "--on-bad-window", help=_BAD_WINDOW_HELP),
+    ranking: str = typer.Option(None, "--ranking", help=_RANKING_HELP),
 ) -> None:
     """Predict (moment head, or sliding-window baseline over a retriever) and score against the
     annotations (R1@IoU, mAP@IoU, their averages; lighthouse's standalone_eval)."""
@@ -191,7 +206,7 @@ def evaluate_cmd(
     from earshot.moments.predict import predict_moments
 
     recs = _recordings(data, audio_dir, require_windows=True, on_bad_window=on_bad_window)
-    retriever = _open(model, precision)
+    retriever = _open(model, precision, ranking)
     with _Bar(Console(stderr=True), "predicting") as bar:
         rows = predict_moments(retriever, recs, window=_window(window, hop), progress=bar)
     if out is not None:

@@ -186,7 +186,8 @@ class MomentHead(torch.nn.Module):
                          src_aud=chunk[None].to(device))
                 offset = s0 * self.spec.hop_s
                 found += [(a + offset, b + offset, sc) for a, b, sc in
-                          predict_spans(self.qddetr(**x), duration=m * self.spec.hop_s, top=top)]
+                          predict_spans(self.qddetr(**x), duration=m * self.spec.hop_s, top=top,
+                                        ranking=self.qddetr.cfg.ranking)]
             if len(starts) > 1:
                 found = temporal_nms(found, 0.7)
             out.append([[round(a, 4), round(b, 4), sc] for a, b, sc in found[:top]])

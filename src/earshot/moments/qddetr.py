@@ -64,8 +64,15 @@ class QDDETRConfig:
     # (multi-scale anchors, as Faster R-CNN's): the first num_queries / len(anchor_scales)
     # proposals at the first scale, then the same proposals at the next, and so on
     anchor_scales: tuple[float, ...] = (1.0,)
+    # how predictions are ranked: "score" = by p_foreground (lighthouse's); "expected_iou" = by
+    # each span's expected IoU with the head's own predictions weighted by their p_foreground,
+    # sum_j p_j IoU(i, j) / sum_j p_j (minimum Bayes risk decoding for the IoU: a span that the
+    # confident queries agree on ranks above a confident outlier); earshot's, see predict_spans
+    ranking: Literal["score", "expected_iou"] = "score"
 
     def __post_init__(self) -> None:
+        if self.ranking not in ("score", "expected_iou"):
+            raise ConfigError(f"QDDETRConfig.ranking must be 'score' or 'expected_iou', got {self.ranking!r}")
         if self.anchors not in ("learned", "similarity"):
             raise ConfigError(f"QDDETRConfig.anchors must be 'learned' or 'similarity', got {self.anchors!r}")
         if not self.anchor_window > 0:
@@ -675,12 +682,21 @@ class SetCriterion(nn.Module):
 # --- prediction --------------------------------------------------------------------------------
 
 
-def predict_spans(outputs: Mapping[str, Tensor], duration: float, top: int = 10) -> list[list[float]]:
+def predict_spans(outputs: Mapping[str, Tensor], duration: float, top: int = 10,
+                  ranking: str = "score") -> list[list[float]]:
     """lighthouse's post-processing for one item: ``[start, end, p_foreground]`` in seconds,
-    clamped to ``[0, duration]``, best first, rounded to 4 decimals, the first ``top``."""
+    clamped to ``[0, duration]``, best first, rounded to 4 decimals, the first ``top``.
+    ``ranking="expected_iou"``: best first by :func:`earshot.moments.sliding.expected_iou`
+    (weights p_foreground), which then is the third value."""
+    from earshot.moments.sliding import expected_iou
+
+    if ranking not in ("score", "expected_iou"):
+        raise ConfigError(f"ranking must be 'score' or 'expected_iou', got {ranking!r}")
     prob = F.softmax(outputs["pred_logits"].float(), -1)[0].cpu()  # (Q, 2)
     spans = torch.clamp(span_cxw_to_xx(outputs["pred_spans"][0].float().cpu()) * duration, min=0, max=duration)
-    rows = torch.cat([spans, prob[:, 0:1]], dim=1).tolist()
+    score = prob[:, 0] if ranking == "score" else \
+        torch.from_numpy(expected_iou(spans.double().numpy(), prob[:, 0].double().numpy())).float()
+    rows = torch.cat([spans, score[:, None]], dim=1).tolist()
     rows = sorted(rows, key=lambda x: x[2], reverse=True)
     return [[float(f"{e:.4f}") for e in r] for r in rows][:top]
 

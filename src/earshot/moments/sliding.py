@@ -6,7 +6,9 @@ curve. Candidates come from several thresholds relative to the curve (``min + r 
 for each ``r`` in ``relative_thresholds``): each run of windows at or above a threshold, with
 gaps of at most ``merge_gap`` windows merged, is one candidate scored by the ``mean`` (or
 ``max``) similarity inside it. Temporal NMS (IoU ``nms_iou``) removes near duplicates, and the
-best ``top`` remain. No training.
+best ``top`` remain. No training. ``ranking="expected_iou"`` then ranks those by each one's
+mean IoU with all of them, weighted by ``exp((score - best) / temperature)`` (the head's
+``QDDETRConfig.ranking``; earshot's, off by default as the issue defines the baseline).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from earshot.errors import ConfigError
 
-__all__ = ["SlidingConfig", "moments_from_curve", "temporal_nms"]
+__all__ = ["SlidingConfig", "expected_iou", "moments_from_curve", "temporal_nms"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class SlidingConfig:
     score: Literal["mean", "max"] = "mean"  # a moment's score from its windows' similarities
     nms_iou: float = 0.7  # drop a moment overlapping a better one by more than this
     smooth: int = 1  # moving-average width over windows before thresholding (1: none)
+    ranking: Literal["score", "expected_iou"] = "score"  # the kept moments' final order
+    temperature: float = 0.02  # "expected_iou": weights exp((score - best) / temperature)
 
     def check(self) -> "SlidingConfig":
         if not self.relative_thresholds or not all(0 <= r <= 1 for r in self.relative_thresholds):
@@ -38,6 +42,8 @@ class SlidingConfig:
             raise ConfigError(f"merge_gap >= 0, smooth >= 1 and 0 < nms_iou <= 1 needed: {self}")
         if self.score not in ("mean", "max"):
             raise ConfigError(f"score must be 'mean' or 'max', got {self.score!r}")
+        if self.ranking not in ("score", "expected_iou") or not self.temperature > 0:
+            raise ConfigError(f"ranking must be 'score' or 'expected_iou' and temperature > 0: {self}")
         return self
 
 
@@ -73,6 +79,18 @@ def temporal_nms(moments: list[tuple[float, float, float]], iou: float) -> list[
     return kept
 
 
+def expected_iou(spans: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``(Q,)``: each of ``spans`` ``(Q, 2)`` (start, end) scored by its IoU with every span,
+    averaged with ``weights`` ``(Q,)`` (one minus the risk of choosing it when the moment is
+    drawn from the spans in proportion to their weights; two empty spans have IoU 0)."""
+    spans, weights = np.asarray(spans, np.float64), np.asarray(weights, np.float64)
+    a, b = spans[:, 0][:, None], spans[:, 1][:, None]
+    inter = np.clip(np.minimum(b, b.T) - np.maximum(a, a.T), 0.0, None)
+    union = (b - a) + (b - a).T - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return (iou * weights[None, :]).sum(1) / max(float(weights.sum()), 1e-12)
+
+
 def moments_from_curve(curve: np.ndarray, window_s: float, hop_s: float, duration: float | None = None,
                        top: int = 10, config: SlidingConfig = SlidingConfig()) -> list[tuple[float, float, float]]:
     """Ranked ``(start, end, score)`` moments of a similarity curve over windows ``k`` covering
@@ -97,4 +115,9 @@ def moments_from_curve(curve: np.ndarray, window_s: float, hop_s: float, duratio
             end = min(end, duration)
         if end > start:
             out.append((round(start, 3), round(end, 3), s))
-    return temporal_nms(out, cfg.nms_iou)[:top]
+    kept = temporal_nms(out, cfg.nms_iou)[:top]
+    if cfg.ranking == "expected_iou" and kept:
+        sc = np.array([m[2] for m in kept])
+        e = expected_iou(np.array([m[:2] for m in kept]), np.exp((sc - sc.max()) / cfg.temperature)).tolist()
+        kept = sorted(((a, b, x) for (a, b, _), x in zip(kept, e)), key=lambda m: -m[2])
+    return kept
