@@ -25,11 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from earshot.errors import ConfigError
+from earshot.moments.sliding import RANKINGS, expected_iou, moments_from_curve
 
 __all__ = ["QDDETR", "QDDETRConfig", "LossConfig", "SetCriterion", "build_qddetr",
            "convert_lighthouse_qddetr_state_dict", "predict_spans", "span_cxw_to_xx",
@@ -71,7 +73,7 @@ class QDDETRConfig:
     ranking: Literal["score", "expected_iou"] = "score"
 
     def __post_init__(self) -> None:
-        if self.ranking not in ("score", "expected_iou"):
+        if self.ranking not in RANKINGS:
             raise ConfigError(f"QDDETRConfig.ranking must be 'score' or 'expected_iou', got {self.ranking!r}")
         if self.anchors not in ("learned", "similarity"):
             raise ConfigError(f"QDDETRConfig.anchors must be 'learned' or 'similarity', got {self.anchors!r}")
@@ -488,8 +490,6 @@ class QDDETR(nn.Module):
         the foreground logit of a classifier that starts at zero, so an untrained head ranks
         exactly as the sliding window (with several scales: its proposals in the same order, each
         followed by its wider copies)."""
-        from earshot.moments.sliding import moments_from_curve
-
         base = self.query_embed.weight  # (Q, 2)
         B, Q, scales = sim.shape[0], base.shape[0], self.cfg.anchor_scales
         out = base.unsqueeze(0).repeat(B, 1, 1)
@@ -688,15 +688,14 @@ def predict_spans(outputs: Mapping[str, Tensor], duration: float, top: int = 10,
     clamped to ``[0, duration]``, best first, rounded to 4 decimals, the first ``top``.
     ``ranking="expected_iou"``: best first by :func:`earshot.moments.sliding.expected_iou`
     (weights p_foreground), which then is the third value."""
-    from earshot.moments.sliding import expected_iou
-
-    if ranking not in ("score", "expected_iou"):
+    if ranking not in RANKINGS:
         raise ConfigError(f"ranking must be 'score' or 'expected_iou', got {ranking!r}")
     prob = F.softmax(outputs["pred_logits"].float(), -1)[0].cpu()  # (Q, 2)
     spans = torch.clamp(span_cxw_to_xx(outputs["pred_spans"][0].float().cpu()) * duration, min=0, max=duration)
-    score = prob[:, 0] if ranking == "score" else \
-        torch.from_numpy(expected_iou(spans.double().numpy(), prob[:, 0].double().numpy())).float()
-    rows = torch.cat([spans, score[:, None]], dim=1).tolist()
+    score = prob[:, 0].detach().numpy()
+    if ranking == "expected_iou":
+        score = expected_iou(spans.detach().numpy(), score).astype(np.float32)
+    rows = [[*span, float(sc)] for span, sc in zip(spans.tolist(), score)]
     rows = sorted(rows, key=lambda x: x[2], reverse=True)
     return [[float(f"{e:.4f}") for e in r] for r in rows][:top]
 

@@ -19,8 +19,13 @@ from typing import Literal
 import numpy as np
 
 from earshot.errors import ConfigError
+from earshot.moments.metrics import temporal_iou
 
-__all__ = ["SlidingConfig", "expected_iou", "moments_from_curve", "temporal_nms"]
+__all__ = ["RANKINGS", "SlidingConfig", "expected_iou", "moments_from_curve", "temporal_nms"]
+
+# how ranked moments are ordered, here and in the moment head (QDDETRConfig.ranking): "score"
+# = by their own score; "expected_iou" = by expected_iou with their scores as weights
+RANKINGS: tuple[str, ...] = ("score", "expected_iou")
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class SlidingConfig:
             raise ConfigError(f"merge_gap >= 0, smooth >= 1 and 0 < nms_iou <= 1 needed: {self}")
         if self.score not in ("mean", "max"):
             raise ConfigError(f"score must be 'mean' or 'max', got {self.score!r}")
-        if self.ranking not in ("score", "expected_iou") or not self.temperature > 0:
+        if self.ranking not in RANKINGS or not self.temperature > 0:
             raise ConfigError(f"ranking must be 'score' or 'expected_iou' and temperature > 0: {self}")
         return self
 
@@ -84,10 +89,8 @@ def expected_iou(spans: np.ndarray, weights: np.ndarray) -> np.ndarray:
     averaged with ``weights`` ``(Q,)`` (one minus the risk of choosing it when the moment is
     drawn from the spans in proportion to their weights; two empty spans have IoU 0)."""
     spans, weights = np.asarray(spans, np.float64), np.asarray(weights, np.float64)
-    a, b = spans[:, 0][:, None], spans[:, 1][:, None]
-    inter = np.clip(np.minimum(b, b.T) - np.maximum(a, a.T), 0.0, None)
-    union = (b - a) + (b - a).T - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    with np.errstate(invalid="ignore"):  # 0 / 0 for two empty spans
+        iou = np.nan_to_num(temporal_iou(spans, spans), nan=0.0)
     return (iou * weights[None, :]).sum(1) / max(float(weights.sum()), 1e-12)
 
 
